@@ -1,0 +1,149 @@
+"""Audio frontend: wav/flac I/O, mono mix, resampling, silence trimming, log-mel and mu-law.
+
+One :class:`~neurotts.config.AudioConfig` drives all of it. Log-mels are computed with
+torchaudio transforms (Slaney mel scale and norm, magnitude spectrogram, clamp before log), so
+the CPU and GPU paths are the same code and match ``librosa.feature.melspectrogram`` with
+``power=1, htk=False, norm="slaney", center=True, pad_mode="reflect"``.
+
+Frame convention: a waveform of ``n_samples = n_frames * hop`` samples owns exactly
+``n_frames`` mel frames; frame ``t`` is centred on sample ``t * hop``. (A centred STFT yields one
+extra frame for the sample at ``n_samples``, which belongs to the next hop; it is dropped.)
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+import torchaudio.transforms as AT
+
+if TYPE_CHECKING:
+    from neurotts.config import AudioConfig
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; the message names the file."""
+
+
+def load_wav(path: str | Path, sample_rate: int) -> np.ndarray:
+    """Read a wav/flac file as mono float32 in [-1, 1] at ``sample_rate``.
+
+    Any bit depth soundfile reads is accepted; channels are averaged; other rates are
+    resampled (band-limited sinc, torchaudio). Raises :class:`AudioError` naming the file.
+    """
+    path = Path(path)
+    try:
+        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
+    except (sf.LibsndfileError, RuntimeError, OSError) as exc:
+        raise AudioError(f"{path}: cannot read audio ({exc})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: no samples")
+    wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+    if not np.isfinite(wav).all():
+        raise AudioError(f"{path}: contains NaN or infinite samples")
+    if sr != sample_rate:
+        wav = resample(wav, sr, sample_rate)
+    return np.ascontiguousarray(wav, dtype=np.float32)
+
+
+def resample(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Band-limited resampling of a 1-D float32 signal."""
+    out = AF.resample(torch.from_numpy(np.ascontiguousarray(wav)), orig_sr, new_sr)
+    return out.numpy()
+
+
+def trim_silence(wav: np.ndarray, top_db: float, frame_length: int, hop_length: int) -> np.ndarray:
+    """Cut leading and trailing audio quieter than ``top_db`` below the clip's loudest frame.
+
+    Frame RMS is measured on non-overlapping-at-the-edges frames of ``frame_length`` with
+    ``hop_length`` stride (the STFT's own sizes), so the cut costs one strided pass.
+    """
+    if wav.size < frame_length:
+        return wav
+    frames = np.lib.stride_tricks.sliding_window_view(wav, frame_length)[::hop_length]
+    rms = np.sqrt(np.mean(frames.astype(np.float32) ** 2, axis=1) + 1e-12)  # (n_frames,)
+    db = 20.0 * np.log10(rms / rms.max())
+    loud = np.flatnonzero(db > -top_db)
+    if loud.size == 0:
+        return wav[:0]
+    start = int(loud[0]) * hop_length
+    stop = min(wav.size, int(loud[-1]) * hop_length + frame_length)
+    return wav[start:stop]
+
+
+def fit_to_hop(wav: np.ndarray, hop_length: int) -> np.ndarray:
+    """Drop the tail samples past the last whole hop, so ``len(wav) % hop_length == 0``."""
+    return wav[: (wav.size // hop_length) * hop_length]
+
+
+class LogMel(torch.nn.Module):
+    """Waveform ``(..., T)`` -> log-mel ``(..., T // hop, n_mels)``, on any device."""
+
+    def __init__(self, cfg: AudioConfig):
+        super().__init__()
+        self.hop_length = cfg.hop_length
+        self.log_floor = cfg.log_floor
+        self.mel = AT.MelSpectrogram(
+            sample_rate=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            win_length=cfg.win_length,
+            hop_length=cfg.hop_length,
+            f_min=cfg.fmin,
+            f_max=cfg.fmax,
+            n_mels=cfg.n_mels,
+            power=1.0,
+            center=True,
+            pad_mode="reflect",
+            norm="slaney",
+            mel_scale="slaney",
+        )
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        n_frames = wav.shape[-1] // self.hop_length
+        spec = self.mel(wav.float())[..., :n_frames]  # (..., n_mels, n_frames)
+        return torch.log(torch.clamp(spec, min=self.log_floor)).transpose(-1, -2)
+
+
+def log_mel(wav: np.ndarray | torch.Tensor, cfg: AudioConfig) -> np.ndarray:
+    """Convenience wrapper: 1-D waveform -> float32 array ``(n_frames, n_mels)``."""
+    x = torch.as_tensor(wav, dtype=torch.float32)
+    with torch.no_grad():
+        return LogMel(cfg)(x).numpy()
+
+
+def float_to_int16(wav: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(wav * 32767.0), -32768, 32767).astype(np.int16)
+
+
+def int16_to_float(wav: np.ndarray) -> np.ndarray:
+    return wav.astype(np.float32) / 32767.0
+
+
+def save_wav(path: str | Path, wav: np.ndarray | torch.Tensor, sample_rate: int) -> None:
+    """Write a mono float waveform as 16-bit PCM wav (written to a temporary name, then renamed)."""
+    path = Path(path)
+    data = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    tmp = path.with_name(path.name + ".part")
+    sf.write(str(tmp), float_to_int16(data.astype(np.float32).reshape(-1)), sample_rate,
+             subtype="PCM_16", format="WAV")
+    tmp.replace(path)
+
+
+def mu_law_encode(wav: torch.Tensor, channels: int) -> torch.Tensor:
+    """Float waveform in [-1, 1] -> integer classes in ``[0, channels)`` (companded)."""
+    mu = channels - 1
+    x = torch.clamp(wav, -1.0, 1.0)
+    y = torch.sign(x) * torch.log1p(mu * torch.abs(x)) / math.log1p(mu)
+    return torch.clamp(((y + 1.0) / 2.0 * mu + 0.5).long(), 0, mu)
+
+
+def mu_law_decode(classes: torch.Tensor, channels: int) -> torch.Tensor:
+    """Integer classes in ``[0, channels)`` -> float waveform in [-1, 1]."""
+    mu = channels - 1
+    y = 2.0 * classes.float() / mu - 1.0
+    return torch.sign(y) * (torch.pow(1.0 + mu, torch.abs(y)) - 1.0) / mu

@@ -1,0 +1,119 @@
+"""The feature store that ``neurotts prepare`` writes and everything downstream reads.
+
+Layout of a store folder::
+
+    config.yaml       the resolved prepare config (audio, text, data settings)
+    symbols.json      {"symbol_set": ..., "symbols": [...]}: id i is symbols[i]
+    manifest.jsonl    one JSON object per kept utterance (see ``Utterance``)
+    stats.json        per-channel log-mel mean/std over the train split
+    rejects.tsv       id <TAB> reason, one line per skipped utterance
+    mels/ID.npy       float32 (n_frames, n_mels) log-mel
+    audio/ID.npy      int16 (n_samples,), n_samples == n_frames * hop_length
+
+Downstream code takes audio settings and the symbol table from here (and later from
+checkpoints), never from its own config, so nothing re-derives what ``prepare`` decided.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from neurotts.audio import int16_to_float
+from neurotts.config import AudioConfig, to_schema
+from neurotts.text.frontend import TextConfig
+
+SPLITS = ("train", "val", "test")
+
+
+class StoreError(RuntimeError):
+    """A feature store that is missing or incomplete; the message names the path."""
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    split: str
+    text: str  # raw transcript as in metadata.csv
+    normalized: str  # our normalisation of it
+    ids: list[int]  # symbol ids, EOS included
+    n_frames: int
+    n_samples: int
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to ``path.part`` then rename, so readers never see a half-written file."""
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".part")
+    with open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    tmp.replace(path)
+
+
+class FeatureStore:
+    """Read access to a prepared store: manifest, arrays, statistics, settings."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        manifest = self.root / "manifest.jsonl"
+        if not manifest.is_file():
+            raise StoreError(
+                f"{self.root}: not a feature store (no manifest.jsonl); run `neurotts prepare` first"
+            )
+        cfg = OmegaConf.load(self.root / "config.yaml")
+        self.audio: AudioConfig = to_schema(cfg.audio, AudioConfig)
+        self.text: TextConfig = to_schema(cfg.text, TextConfig)
+        sym = json.loads((self.root / "symbols.json").read_text())
+        self.symbols: list[str] = sym["symbols"]
+        stats = json.loads((self.root / "stats.json").read_text())
+        self.mel_mean = np.asarray(stats["mel_mean"], dtype=np.float32)
+        self.mel_std = np.asarray(stats["mel_std"], dtype=np.float32)
+        with open(manifest, encoding="utf-8") as f:
+            self.utterances = [Utterance(**json.loads(line)) for line in f if line.strip()]
+        self._by_id = {u.id: u for u in self.utterances}
+
+    def split(self, name: str) -> list[Utterance]:
+        if name not in SPLITS:
+            raise StoreError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
+        return [u for u in self.utterances if u.split == name]
+
+    def __getitem__(self, uid: str) -> Utterance:
+        return self._by_id[uid]
+
+    def mel(self, uid: str) -> np.ndarray:
+        """float32 (n_frames, n_mels) log-mel."""
+        return np.load(self.root / "mels" / f"{uid}.npy")
+
+    def audio_float(self, uid: str) -> np.ndarray:
+        """float32 (n_samples,) waveform in [-1, 1]."""
+        path = self.root / "audio" / f"{uid}.npy"
+        if not path.is_file():
+            raise StoreError(f"{path}: no audio in this store (prepare with save_audio=true)")
+        return int16_to_float(np.load(path))
+
+
+def utterance_record(u: Utterance) -> str:
+    return json.dumps(asdict(u), ensure_ascii=False)
+
+
+def describe(cfg: Any) -> dict[str, Any]:
+    """The settings that make two stores' features comparable (used to refuse mixing them)."""
+    return {"audio": cfg["audio"], "text": cfg["text"], "save_audio": cfg["save_audio"]}
