@@ -96,7 +96,8 @@ def text(
     with user_errors(TextError):
         normalized, symbols, ids = TextFrontend(config.text).encode(sentence)
     typer.echo(normalized)
-    typer.echo(" ".join(symbols))
+    # Symbols are shown space-separated, so the space symbol itself is shown as "|".
+    typer.echo(" ".join("|" if s == " " else s for s in symbols))
     typer.echo(" ".join(str(i) for i in ids))
 
 

@@ -84,6 +84,12 @@ def _one_line(exc: BaseException) -> str:
     """Hydra and OmegaConf errors span several lines (key, type, full_key); keep the gist."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     head = lines[0] if lines else type(exc).__name__
+    if head.startswith("Could not override") and any(ln.startswith("To append") for ln in lines):
+        # Hydra's advice (+key=value) would only fail later, at schema validation.
+        key = head.split("'")[1]
+        return f"unknown config key '{key}' (see the options with --cfg)"
+    if head.startswith("Error parsing override") and len(lines) > 1:
+        return f"{head}: {lines[1]}"
     full_key = next((ln for ln in lines if ln.startswith("full_key:")), None)
     if full_key and full_key.split(":", 1)[1].strip() and "full_key" not in head:
         head = f"{head} ({full_key})"
@@ -91,21 +97,31 @@ def _one_line(exc: BaseException) -> str:
 
 
 def compose_config(
-    name: str, overrides: Sequence[str] = (), config_dir: str | Path | None = None
+    name: str,
+    overrides: Sequence[str] = (),
+    config_dir: str | Path | None = None,
+    inject: dict[str, Any] | None = None,
 ) -> DictConfig:
     """Compose ``name``.yaml with ``overrides`` and return it with interpolations resolved.
 
-    ``config_dir`` is a user's own config tree; it is searched first and the built-in tree
-    after it, so a user can add ``model/my_model.yaml`` or replace ``train.yaml`` alone.
+    ``config_dir`` is a user's own config tree searched together with the built-in one: it can
+    add group options (``audio/wideband.yaml``, ``experiment/mine.yaml``) or bring its own
+    top-level ``name``.yaml, which then takes the place of the built-in one.
+    ``inject`` adds top-level nodes before interpolations resolve: ``train`` injects the
+    feature store's ``audio`` settings so that ``${audio.n_mels}`` means the store's value.
     """
-    primary = CONFIG_DIR
-    extra: list[str] = []
+    primary, extra = CONFIG_DIR, []
     if config_dir is not None:
         user = Path(config_dir).expanduser().resolve()
         if not user.is_dir():
             raise ConfigError(f"--config-dir {config_dir}: no such directory")
-        primary = user
-        extra = [f"hydra.searchpath=[file://{CONFIG_DIR}]"]
+        # Hydra finds the primary config before it reads hydra.searchpath, so the tree that
+        # holds `name`.yaml is the primary one and the other is searched after it.
+        if (user / f"{name}.yaml").is_file():
+            primary, other = user, CONFIG_DIR
+        else:
+            other = user
+        extra = [f"hydra.searchpath=[file://{other}]"]
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(primary), version_base=None):
@@ -114,9 +130,11 @@ def compose_config(
         raise ConfigError(_one_line(exc)) from None
     finally:
         GlobalHydra.instance().clear()
-    if "hydra" in cfg:
-        with _unlocked(cfg):
+    with _unlocked(cfg):
+        if "hydra" in cfg:
             del cfg["hydra"]
+        for key, value in (inject or {}).items():
+            cfg[key] = value
     try:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
@@ -152,7 +170,10 @@ def to_schema(cfg: DictConfig | dict[str, Any], schema: type[T]) -> T:
             )
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
-        raise ConfigError(_one_line(exc)) from None
+        msg = _one_line(exc)
+        if msg.startswith("Key '") and "not in" in msg:
+            msg = f"unknown config key {msg.split(chr(39))[1]!r} {msg.split(' ', 2)[2]}"
+        raise ConfigError(msg) from None
 
 
 def load_config(

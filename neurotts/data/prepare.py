@@ -207,7 +207,8 @@ def _run_audio(todo: list[Row], cfg: PrepareConfig, out: Path, done: dict[str, d
     items = [(r.id, str(r.wav)) for r in todo]
     init_args = (cfg.audio, str(out), cfg.save_audio)
     t0, audio_s = time.perf_counter(), 0.0
-    with _progress() as bar, open(out / JOURNAL, "a", encoding="utf-8") as journal:
+    with _progress() as bar, open(out / JOURNAL, "a+", encoding="utf-8") as journal:
+        _end_line(journal)
         task = bar.add_task("prepare", total=len(items), rate="")
         if workers == 1:
             _init_worker(*init_args)
@@ -230,6 +231,14 @@ def _run_audio(todo: list[Row], cfg: PrepareConfig, out: Path, done: dict[str, d
             if pool is not None:
                 pool.terminate()
                 pool.join()
+
+
+def _end_line(journal: Any) -> None:
+    """After a crash mid-write the journal may end in a torn line; start ours on a fresh one."""
+    if journal.tell() > 0:
+        journal.seek(journal.tell() - 1)
+        if journal.read(1) != "\n":
+            journal.write("\n")
 
 
 def _mel_stats(kept: list[Utterance], done: dict[str, dict[str, Any]], n_mels: int) -> dict[str, Any]:

@@ -1,0 +1,241 @@
+"""Datasets, collate functions and the length-bucketed batch sampler used for training.
+
+Two kinds of items come out of a feature store:
+
+* :class:`TextMelDataset` -- symbol ids and the whole log-mel of an utterance (acoustic models);
+  :func:`collate_text_mel` pads them into a :class:`TextMelBatch`.
+* :class:`AudioWindowDataset` -- a random window of ``k`` mel frames and the ``k * hop`` audio
+  samples they own, plus ``context`` frames (and their samples) on either side (vocoders);
+  :func:`collate_windows` stacks them into an :class:`AudioWindowBatch`.
+
+:class:`BucketBatchSampler` groups utterances of similar length so batches carry little
+padding. Its batches are a pure function of ``(seed, epoch)``, so a run resumed in the middle
+of an epoch sees exactly the batches the uninterrupted run would have seen; under DDP each
+rank takes a disjoint share of them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from neurotts.data.store import FeatureStore, Utterance
+
+
+class MelNorm:
+    """Per-channel z-scoring of log-mels with the store's train-split statistics (or identity)."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, enabled: bool):
+        self.enabled = enabled
+        self.mean = np.asarray(mean, dtype=np.float32)  # (n_mels,)
+        self.std = np.maximum(np.asarray(std, dtype=np.float32), 1e-5)  # (n_mels,)
+
+    @classmethod
+    def from_store(cls, store: FeatureStore, enabled: bool) -> MelNorm:
+        return cls(store.mel_mean, store.mel_std, enabled)
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        """``(T, n_mels)`` log-mel -> model space."""
+        return (mel - self.mean) / self.std if self.enabled else mel
+
+    def inverse(self, mel: torch.Tensor) -> torch.Tensor:
+        """``(..., n_mels)`` model space -> log-mel."""
+        if not self.enabled:
+            return mel
+        mean = torch.as_tensor(self.mean, device=mel.device, dtype=mel.dtype)
+        std = torch.as_tensor(self.std, device=mel.device, dtype=mel.dtype)
+        return mel * std + mean
+
+    def state(self) -> dict[str, object]:
+        """Plain-tensor description for checkpoints (synthesis undoes the normalisation)."""
+        return {"enabled": self.enabled, "mean": torch.from_numpy(self.mean.copy()),
+                "std": torch.from_numpy(self.std.copy())}
+
+
+# ------------------------------------------------------------------------------ text + mel
+
+
+class TextMelItem(NamedTuple):
+    ids: torch.Tensor  # (T_text,) long
+    mel: torch.Tensor  # (T_mel, n_mels) float32
+
+
+class TextMelBatch(NamedTuple):
+    text: torch.Tensor  # (B, T_text) long, 0-padded
+    text_lengths: torch.Tensor  # (B,) long
+    mels: torch.Tensor  # (B, T_mel, n_mels) float32, 0-padded
+    mel_lengths: torch.Tensor  # (B,) long
+
+
+class TextMelDataset(Dataset):
+    def __init__(self, store: FeatureStore, utterances: Sequence[Utterance], norm: MelNorm):
+        self.store = store
+        self.utterances = list(utterances)
+        self.norm = norm
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def lengths(self) -> list[int]:
+        """Mel frames per item: what batch cost (and padding) scales with."""
+        return [u.n_frames for u in self.utterances]
+
+    def __getitem__(self, index: int) -> TextMelItem:
+        u = self.utterances[index]
+        mel = self.norm(self.store.mel(u.id))
+        return TextMelItem(torch.tensor(u.ids, dtype=torch.long), torch.from_numpy(mel))
+
+
+def collate_text_mel(items: Sequence[TextMelItem]) -> TextMelBatch:
+    text_lengths = torch.tensor([len(it.ids) for it in items], dtype=torch.long)
+    mel_lengths = torch.tensor([it.mel.shape[0] for it in items], dtype=torch.long)
+    n_mels = items[0].mel.shape[1]
+    text = torch.zeros(len(items), int(text_lengths.max()), dtype=torch.long)
+    mels = torch.zeros(len(items), int(mel_lengths.max()), n_mels, dtype=torch.float32)
+    for i, it in enumerate(items):
+        text[i, : len(it.ids)] = it.ids
+        mels[i, : it.mel.shape[0]] = it.mel
+    return TextMelBatch(text, text_lengths, mels, mel_lengths)
+
+
+# ------------------------------------------------------------------------------ audio windows
+
+
+class AudioWindowBatch(NamedTuple):
+    audio: torch.Tensor  # (B, (k + 2c) * hop) float32 in [-1, 1], zeros outside the utterance
+    mels: torch.Tensor  # (B, k + 2c, n_mels) float32, silence outside the utterance
+    mask: torch.Tensor  # (B, (k + 2c) * hop) bool: samples the loss counts (window, in-utterance)
+
+
+class AudioWindowDataset(Dataset):
+    """Windows of ``window`` frames with ``context`` frames either side.
+
+    The window start is drawn from a generator seeded with ``(seed, epoch, index)``: the same
+    in every worker process and after a resume, whatever order items are fetched in. Frames
+    outside the utterance are filled with silence (the log floor, normalised like the rest)
+    and their samples with zeros; the mask marks the window's in-utterance samples only.
+    """
+
+    def __init__(self, store: FeatureStore, utterances: Sequence[Utterance], norm: MelNorm,
+                 window: int, context: int, seed: int):
+        self.store = store
+        self.utterances = list(utterances)
+        self.norm = norm
+        self.window, self.context, self.seed = window, context, seed
+        self.hop = store.audio.hop_length
+        self.silence = math.log(store.audio.log_floor)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def lengths(self) -> list[int]:
+        return [self.window] * len(self.utterances)  # every window costs the same
+
+    def __getitem__(self, index: int) -> AudioWindowBatch:
+        u = self.utterances[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        start = int(rng.integers(0, max(u.n_frames - self.window, 0) + 1))  # window's first frame
+        first, stop = start - self.context, start + self.window + self.context
+        mel = self.store.mel(u.id)
+        wav = self.store.audio_float(u.id)
+        frames = np.full((stop - first, mel.shape[1]), self.silence, dtype=np.float32)
+        samples = np.zeros((stop - first) * self.hop, dtype=np.float32)
+        lo, hi = max(first, 0), min(stop, u.n_frames)  # in-utterance part of [first, stop)
+        frames[lo - first: hi - first] = mel[lo:hi]
+        samples[(lo - first) * self.hop: (hi - first) * self.hop] = wav[lo * self.hop: hi * self.hop]
+        mask = np.zeros(samples.shape[0], dtype=bool)
+        w_hi = min(start + self.window, u.n_frames)
+        mask[(start - first) * self.hop: (w_hi - first) * self.hop] = True
+        return AudioWindowBatch(torch.from_numpy(samples), torch.from_numpy(self.norm(frames)),
+                                torch.from_numpy(mask))
+
+
+def collate_windows(items: Sequence[AudioWindowBatch]) -> AudioWindowBatch:
+    return AudioWindowBatch(*(torch.stack(parts) for parts in zip(*items, strict=True)))
+
+
+# ------------------------------------------------------------------------------ sampler
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    """Length-bucketed, shuffled batches; deterministic in ``(seed, epoch)``; DDP-aware.
+
+    Each epoch: shuffle all indices, cut them into buckets of ``bucket_size * batch_size``,
+    sort each bucket by length, cut it into batches (at most ``batch_size`` items and, when
+    ``max_batch_frames`` > 0, at most that many padded frames), then shuffle the batch order.
+    With ``num_replicas`` > 1 rank ``r`` takes batches ``r, r + n, ...``; the last
+    ``len % n`` batches are left out of that epoch so every rank runs the same number of
+    steps (no rank blocks in an all-reduce) and no two ranks ever share an item.
+
+    Resuming: ``set_epoch(epoch, start)`` skips the first ``start`` batches of this rank.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, bucket_size: int = 32,
+                 max_batch_frames: int = 0, shuffle: bool = True, seed: int = 0,
+                 num_replicas: int = 1, rank: int = 0):
+        if batch_size < 1 or bucket_size < 1:
+            raise ValueError("batch_size and bucket_size must be at least 1")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} outside [0, {num_replicas})")
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size, self.bucket_size = batch_size, bucket_size
+        self.max_batch_frames = max_batch_frames
+        self.shuffle, self.seed = shuffle, seed
+        self.num_replicas, self.rank = num_replicas, rank
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _cut(self, bucket: np.ndarray) -> list[list[int]]:
+        """Cut a length-sorted bucket into batches within both size limits."""
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0
+        for i in bucket.tolist():
+            longest_if_added = max(longest, int(self.lengths[i]))
+            too_many = len(current) == self.batch_size
+            too_long = (self.max_batch_frames > 0 and current
+                        and longest_if_added * (len(current) + 1) > self.max_batch_frames)
+            if too_many or too_long:
+                batches.append(current)
+                current, longest_if_added = [], int(self.lengths[i])
+            current.append(i)
+            longest = longest_if_added
+        if current:
+            batches.append(current)
+        return batches
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """All batches of ``epoch`` (every rank's), in order."""
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        span = self.batch_size * self.bucket_size
+        batches: list[list[int]] = []
+        for lo in range(0, len(order), span):
+            bucket = order[lo: lo + span]
+            bucket = bucket[np.argsort(self.lengths[bucket], kind="stable")]
+            batches.extend(self._cut(bucket))
+        if self.shuffle:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        return batches
+
+    def rank_batches(self, epoch: int) -> list[list[int]]:
+        batches = self.epoch_batches(epoch)
+        usable = len(batches) - len(batches) % self.num_replicas
+        return batches[self.rank: usable: self.num_replicas]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.rank_batches(self.epoch)[self.start:]
+
+    def __len__(self) -> int:
+        return max(len(self.rank_batches(self.epoch)) - self.start, 0)
