@@ -175,6 +175,7 @@ def test_unicode_and_whitespace() -> None:
     assert normalize("Café  naïve\t“quoted” – it’s") == 'Cafe naive "quoted" - it\'s'
     assert normalize("  a \n b  ") == "a b"
     assert normalize("30°") == "thirty degrees"
+    assert normalize("a [sic] b") == "a (sic) b"
 
 
 def test_inline_phones_pass_through_normalisation() -> None:

@@ -1,0 +1,196 @@
+"""Text frontend: raw text -> normalised text -> symbols -> ids (and back).
+
+Usage::
+
+    fe = TextFrontend(cfg)                      # cfg.symbol_set: "characters" | "arpabet"
+    normalized, symbols, ids = fe.encode("Dr. Smith paid $3.50 in 1865.")
+    fe = TextFrontend.from_symbols(cfg, saved)  # same ids as the run that saved ``saved``
+
+Inline ARPAbet: ``{HH AH0 L OW1}`` in the text is used verbatim as phones (each phone checked
+against CMUdict's inventory). Only the ``arpabet`` symbol set has phones, so with
+``characters`` a brace group is a ``TextError`` rather than being silently spelled out.
+
+Characters outside the symbol set are dropped with one ``TextWarning`` naming them; text with
+nothing speakable left (no letter, no phone) is a ``TextError``.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from omegaconf import MISSING
+
+from neurotts.text import g2p
+from neurotts.text.normalize import normalize
+from neurotts.text.symbols import (
+    EOS,
+    LETTERS,
+    PAD,
+    SPACE,
+    SYMBOL_SETS,
+    SymbolTable,
+    TextError,
+    default_symbols,
+    is_phone_symbol,
+    phone_symbol,
+)
+
+__all__ = ["TextConfig", "TextError", "TextFrontend", "TextWarning"]
+
+
+@dataclass
+class TextConfig:
+    """Which symbol set text is turned into. Values come from ``configs/text/*.yaml``."""
+
+    symbol_set: str = MISSING  # "characters" | "arpabet"
+
+
+class TextWarning(UserWarning):
+    """Something in the text was dropped because the symbol set cannot say it."""
+
+
+# split() with one capturing group alternates plain text (even indices) and brace contents.
+_INLINE_RE = re.compile(r"\{([^{}]*)\}")
+# ARPAbet mode tokens: dotted initialisms ("U.S."), words with inner apostrophes ("don't",
+# "Oswald's"), whitespace runs, and any other single character.
+_TOKEN_RE = re.compile(r"(?:[A-Za-z]\.){2,}|[A-Za-z]+(?:'[A-Za-z]+)*|\s+|.")
+_SPEAKABLE = frozenset(LETTERS)
+
+
+class TextFrontend:
+    """Turns text into symbol ids for one symbol set; see the module docstring."""
+
+    def __init__(self, cfg: TextConfig, symbols: SymbolTable | None = None) -> None:
+        if cfg.symbol_set not in SYMBOL_SETS:
+            raise TextError(f"unknown symbol_set {cfg.symbol_set!r}; expected one of {SYMBOL_SETS}")
+        self.cfg = cfg
+        self.symbols = (
+            symbols if symbols is not None else SymbolTable(default_symbols(cfg.symbol_set))
+        )
+        self._arpabet = cfg.symbol_set == "arpabet"
+
+    @classmethod
+    def from_symbols(cls, cfg: TextConfig, symbols: list[str]) -> TextFrontend:
+        """Rebuild from a saved symbol list (checkpoint, feature store): ids stay identical."""
+        table = SymbolTable(symbols)
+        has_phones = any(is_phone_symbol(s) for s in symbols)
+        if has_phones != (cfg.symbol_set == "arpabet"):
+            kind = "has" if has_phones else "has no"
+            raise TextError(
+                f"saved symbol list {kind} ARPAbet phones, which does not fit "
+                f"symbol_set={cfg.symbol_set!r}"
+            )
+        return cls(cfg, table)
+
+    # -- pipeline ------------------------------------------------------------------------------
+
+    def normalize(self, raw: str) -> str:
+        """English normalisation (numbers, abbreviations, unicode); case is kept."""
+        return normalize(raw)
+
+    def to_symbols(self, normalized: str) -> list[str]:
+        """Symbols of normalised text, ending with EOS; whitespace collapsed to single spaces."""
+        parts = _INLINE_RE.split(normalized)
+        out: list[str] = []
+        dropped: list[str] = []
+        for i, part in enumerate(parts):
+            if i % 2:
+                out += self._inline_phones(part)
+            elif "{" in part or "}" in part:
+                raise TextError(f"unbalanced brace in {normalized!r}")
+            elif self._arpabet:
+                out += self._words_to_phones(part, dropped)
+            else:
+                out += self._characters(part, dropped)
+        if dropped:
+            unknown = "".join(sorted(set(dropped)))
+            warnings.warn(
+                f"dropped characters not in the {self.cfg.symbol_set!r} symbol set: {unknown!r}",
+                TextWarning,
+                stacklevel=2,
+            )
+        out = self._tidy_spaces(out)
+        if not any(s in _SPEAKABLE or is_phone_symbol(s) for s in out):
+            raise TextError(f"no speakable symbol (letter or phone) in {normalized!r}")
+        return [*out, EOS]
+
+    def encode(self, raw: str) -> tuple[str, list[str], list[int]]:
+        """``raw`` -> (normalised text, symbols, ids)."""
+        normalized = self.normalize(raw)
+        symbols = self.to_symbols(normalized)
+        return normalized, symbols, self.symbols.to_ids(symbols)
+
+    def decode(self, ids: Iterable[int]) -> list[str]:
+        """Symbols of ``ids``; pad ids are skipped so a padded batch row decodes cleanly."""
+        return [s for s in self.symbols.to_symbols(ids) if s != PAD]
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _keep(self, symbols: Iterable[str], dropped: list[str]) -> list[str]:
+        out = []
+        for s in symbols:
+            (out if s in self.symbols else dropped).append(s)
+        return out
+
+    def _characters(self, text: str, dropped: list[str]) -> list[str]:
+        chars = (SPACE if c.isspace() else c for c in text.lower())
+        return self._keep(chars, dropped)
+
+    def _words_to_phones(self, text: str, dropped: list[str]) -> list[str]:
+        out: list[str] = []
+        for m in _TOKEN_RE.finditer(text):
+            token = m[0]
+            if token.isspace():
+                out.append(SPACE)
+            elif token[0].isalpha():
+                out += self._keep(self._word_symbols(token, text, m.end()), dropped)
+            else:
+                out += self._keep([token], dropped)
+        return out
+
+    def _word_symbols(self, word: str, text: str, end: int) -> list[str]:
+        if len(word) == 1 and word.isupper() and text.startswith(".", end):
+            # An initial ("A. Hidell"): the letter's name, not the article "a".
+            return [phone_symbol(p) for p in g2p.letter_name(word)]
+        phones = g2p.lookup(word)
+        if phones is None and "." in word:
+            # An initialism CMUdict lacks ("P.S."): say each letter's name.
+            phones = [p for letter in word if letter.isalpha() for p in g2p.letter_name(letter)]
+        if phones is None:
+            # Out of vocabulary: spell it with the letter symbols the model also learns.
+            return [c for c in word.lower() if c in _SPEAKABLE or c == "'"]
+        return [phone_symbol(p) for p in phones]
+
+    def _inline_phones(self, content: str) -> list[str]:
+        if not self._arpabet:
+            raise TextError(
+                f"inline ARPAbet {{{content}}} needs symbol_set='arpabet' "
+                f"(this frontend uses {self.cfg.symbol_set!r})"
+            )
+        phones = content.split()
+        if not phones:
+            raise TextError("empty inline ARPAbet group {}")
+        out = []
+        for p in phones:
+            if not g2p.is_valid_phone(p.upper()):
+                raise TextError(f"unknown ARPAbet phone {p!r} in {{{content}}}")
+            symbol = phone_symbol(p.upper())
+            if symbol not in self.symbols:
+                raise TextError(f"phone {p!r} is not in this frontend's symbol table")
+            out.append(symbol)
+        return out
+
+    @staticmethod
+    def _tidy_spaces(symbols: list[str]) -> list[str]:
+        # Dropped characters and brace groups can leave runs of spaces; one is enough.
+        out: list[str] = []
+        for s in symbols:
+            if s == SPACE and (not out or out[-1] == SPACE):
+                continue
+            out.append(s)
+        while out and out[-1] == SPACE:
+            out.pop()
+        return out

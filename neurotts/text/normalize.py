@@ -1,0 +1,443 @@
+"""English text normalisation: turn what people (and LJSpeech's books) write into words.
+
+The rules are tuned to how LJSpeech's own ``normalized`` column reads numbers, because a
+model trained on LJSpeech audio learned to say them that way: years in two halves
+("1865" -> "eighteen sixty-five", "1803" -> "eighteen oh three"), cardinals without "and"
+("199" -> "one hundred ninety-nine"), dates as cardinals ("November 22" -> "November
+twenty-two"), "No. 4" -> "Number four", "£10" -> "ten pounds", "$21.45" -> "twenty-one dollars,
+forty-five cents", regnal numerals ("George III" -> "George the third").
+
+Case is preserved (the character frontend lowercases later; capitals help the rules here,
+e.g. telling "St. Paul" from "Elm St."). Text inside ``{...}`` is inline ARPAbet and passes
+through untouched.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+
+import inflect
+from anyascii import anyascii
+
+# Non-ASCII characters that the currency rules below read; anyascii would turn "£" into
+# "GBP" first, which reads worse than "pounds" and hides the amount from the rule.
+_KEEP_NON_ASCII = frozenset("£€")
+
+_INLINE_PHONES = re.compile(r"(\{[^{}]*\})")
+
+
+@lru_cache(maxsize=1)
+def _engine() -> inflect.engine:
+    # Building an inflect engine is cheap but not free; one is enough for the process.
+    return inflect.engine()
+
+
+def cardinal(n: int) -> str:
+    """``199`` -> ``"one hundred ninety-nine"``: LJSpeech never says "and" inside numbers."""
+    return _engine().number_to_words(n, andword="", comma="")
+
+
+def ordinal(n: int) -> str:
+    """``22`` -> ``"twenty-second"``."""
+    eng = _engine()
+    return eng.number_to_words(eng.ordinal(n), andword="", comma="")
+
+
+def year(n: int) -> str:
+    """Read ``n`` the way a year is said: in two halves, "oh" for a zero tens digit."""
+    if n < 100 or n % 1000 == 0 or 2000 < n < 2010:
+        return cardinal(n)  # "two thousand", "two thousand five"
+    high, low = divmod(n, 100)
+    if low == 0:
+        return f"{cardinal(high)} hundred"
+    if low < 10:
+        return f"{cardinal(high)} oh {cardinal(low)}"
+    return f"{cardinal(high)} {cardinal(low)}"
+
+
+def digits(s: str) -> str:
+    """Read a digit string one digit at a time ("007" -> "zero zero seven")."""
+    return " ".join(cardinal(int(d)) for d in s)
+
+
+def _pluralize_last(words: str) -> str:
+    # "nineteen sixty" -> "nineteen sixties"; "eighteen hundred" -> "eighteen hundreds".
+    head, _, last = words.rpartition(" ")
+    last_head, hyphen, last_tail = last.rpartition("-")
+    word = last_tail
+    plural = word[:-1] + "ies" if word.endswith("y") else word + "s"
+    return f"{head} {last_head}{hyphen}{plural}".strip()
+
+
+# ---------------------------------------------------------------------------------------------
+# Unicode
+# ---------------------------------------------------------------------------------------------
+
+
+def to_ascii(text: str) -> str:
+    """Transliterate to ASCII, keeping the few symbols that later rules read themselves."""
+    if text.isascii():
+        return text
+    return "".join(c if c.isascii() or c in _KEEP_NON_ASCII else anyascii(c) for c in text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Abbreviations
+# ---------------------------------------------------------------------------------------------
+
+# Titles and other abbreviations that are always written with a period. Matched with their
+# capital, so "co." inside a sentence or a lowercase "no." (the word) stays alone.
+_ABBREVIATIONS = {
+    "Mr": "Mister",
+    "Mrs": "Missus",
+    "Ms": "Miz",
+    "Messrs": "Messieurs",
+    "Dr": "Doctor",
+    "Drs": "Doctors",
+    "Prof": "Professor",
+    "Capt": "Captain",
+    "Col": "Colonel",
+    "Gen": "General",
+    "Lt": "Lieutenant",
+    "Sgt": "Sergeant",
+    "Maj": "Major",
+    "Cpl": "Corporal",
+    "Pvt": "Private",
+    "Adm": "Admiral",
+    "Rev": "Reverend",
+    "Hon": "Honorable",
+    "Gov": "Governor",
+    "Sen": "Senator",
+    "Rep": "Representative",
+    "Jr": "Junior",
+    "Sr": "Senior",
+    "Esq": "Esquire",
+    "Co": "Company",
+    "Ltd": "Limited",
+    "Inc": "Incorporated",
+    "Bros": "Brothers",
+    "Ft": "Fort",
+    "Mt": "Mount",
+    "Ave": "Avenue",
+    "Jan": "January",
+    "Feb": "February",
+    "Aug": "August",
+    "Sept": "September",
+    "Oct": "October",
+    "Nov": "November",
+    "Dec": "December",
+}
+_ABBREV_RE = re.compile(r"\b(" + "|".join(sorted(_ABBREVIATIONS, key=len, reverse=True)) + r")\.")
+# "No." and "Nos." are abbreviations only in front of a number ("No. 4"); elsewhere "No." is
+# the word no at the end of a sentence.
+_NUMBER_ABBREV_RE = re.compile(r"\b(N|n)o(s?)\.(?=\s*[A-Z]?\d)")
+# "St." before a capitalised name is Saint ("St. Paul's"); otherwise Street ("Elm St.").
+_SAINT_RE = re.compile(r"\bSt\.(?=\s+[A-Z])")
+_STREET_RE = re.compile(r"\bSt\.")
+_LOWER_ABBREV_RE = re.compile(r"\b(etc|vs)\.")
+_LOWER_ABBREVIATIONS = {"etc": "et cetera", "vs": "versus"}
+
+
+def _keep_final_period(m: re.Match[str], word: str) -> str:
+    # The abbreviation's period also ends the sentence when nothing follows it.
+    rest = m.string[m.end() :]
+    return word + "." if not rest.strip() else word
+
+
+def expand_abbreviations(text: str) -> str:
+    """Expand titles and common abbreviations ("Mr." -> "Mister", "No. 4" -> "Number 4").
+
+    Public because the benchmark applies the same expansion to LJSpeech's reference column,
+    which leaves abbreviations abbreviated (the convention, not a difference in words).
+    """
+    text = _NUMBER_ABBREV_RE.sub(lambda m: f"{m[1]}umber{'s' if m[2] else ''}", text)
+    text = _SAINT_RE.sub("Saint", text)
+    text = _STREET_RE.sub(lambda m: _keep_final_period(m, "Street"), text)
+    text = _ABBREV_RE.sub(lambda m: _keep_final_period(m, _ABBREVIATIONS[m[1]]), text)
+    return _LOWER_ABBREV_RE.sub(lambda m: _keep_final_period(m, _LOWER_ABBREVIATIONS[m[1]]), text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Roman numerals
+# ---------------------------------------------------------------------------------------------
+
+_ROMAN_VALUES = {"I": 1, "V": 5, "X": 10, "L": 50, "C": 100, "D": 500, "M": 1000}
+_VALID_ROMAN = re.compile(r"M{0,3}(CM|CD|D?C{0,3})(XC|XL|L?X{0,3})(IX|IV|V?I{0,3})")
+# Names that take a regnal number. Only after one of these is a lone "I", "V" or "X" a
+# numeral; longer numerals ("III", "VIII") are read after any capitalised name.
+_REGNAL_NAMES = frozenset(
+    "Alexander Alfonso Anne Charles Clement Constantine Edmund Edward Elizabeth Ferdinand "
+    "Francis Frederick George Gregory Henry Innocent James John Leo Louis Mary Napoleon "
+    "Nebuchadnezzar Nicholas Paul Peter Philip Pius Richard Rameses Ramses Stephen Urban "
+    "Victor Victoria William".split()
+)
+# Words after which a numeral is a plain number: "Chapter IV" -> "Chapter four".
+_COUNTING_WORDS = frozenset(
+    "Act Article Book Canto Chapter Class Part Plate Psalm Section Table Title Vol Volume "
+    "Appendix Figure Fig Schedule Stage Type Phase Lesson Number War".split()
+)
+_ROMAN_RE = re.compile(r"\b([A-Z][A-Za-z]+)(\s+)([IVXLCDM]+)\b")
+# Capitalised words that commonly precede an acronym-like "II" without it being a regnal
+# number (sentence-initial function words).
+_NOT_NAMES = frozenset("The A An In On At Of By To For And But Or From With".split())
+# Regnal numbers are small; "Washington DC" or "Smith MD" must not become ordinals, so after a
+# name only numerals made of I, V and X count.
+_SMALL_ROMAN = re.compile(r"[IVX]+")
+
+
+def roman_to_int(s: str) -> int:
+    """Value of a well-formed Roman numeral (uppercase)."""
+    total = 0
+    for c, nxt in zip(s, s[1:] + " ", strict=True):
+        v = _ROMAN_VALUES[c]
+        total += -v if nxt != " " and _ROMAN_VALUES[nxt] > v else v
+    return total
+
+
+def _roman(m: re.Match[str]) -> str:
+    name, space, numeral = m[1], m[2], m[3]
+    if not _VALID_ROMAN.fullmatch(numeral):
+        return m[0]
+    if name.capitalize() in _COUNTING_WORDS:  # also "CHAPTER IV" in a heading
+        return f"{name}{space}{cardinal(roman_to_int(numeral))}"
+    if not _SMALL_ROMAN.fullmatch(numeral):
+        return m[0]
+    # A lone "I", "V" or "X" is a numeral only after a ruler's name ("Charles I"); after
+    # other words it is the pronoun or a letter.
+    if name in _REGNAL_NAMES or (len(numeral) > 1 and name not in _NOT_NAMES):
+        return f"{name}{space}the {ordinal(roman_to_int(numeral))}"
+    return m[0]
+
+
+def expand_roman(text: str) -> str:
+    return _ROMAN_RE.sub(_roman, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numbers
+# ---------------------------------------------------------------------------------------------
+
+_NUM = r"\d{1,3}(?:,\d{3})+|\d+"  # "1,000,000" or "1000"
+
+
+def _int(s: str) -> int:
+    return int(s.replace(",", ""))
+
+
+_SCALE = r"(?:\s+(million|billion|trillion|thousand))?"
+_POUNDS_RE = re.compile(
+    rf"£\s?({_NUM})(?:\.(\d\d))?{_SCALE}(?:\s+(\d+)s\.?)?(?:\s+(\d+)d\.?)?", re.IGNORECASE
+)
+_DOLLARS_RE = re.compile(rf"\$\s?({_NUM})(?:\.(\d\d))?{_SCALE}", re.IGNORECASE)
+_EUROS_RE = re.compile(rf"€\s?({_NUM})(?:\.(\d\d))?{_SCALE}", re.IGNORECASE)
+
+
+def _unit(n: int, singular: str, plural: str) -> str:
+    return f"{cardinal(n)} {singular if n == 1 else plural}"
+
+
+def _money(major: str, minor: str | None, scale: str | None, names: tuple[str, ...]) -> str:
+    one, many, cent, cents = names
+    if scale:
+        # "$3 million" -> "three million dollars"; "$1.5 million" -> "one point five million".
+        amount = cardinal(_int(major)) + (f" point {digits(minor)}" if minor else "")
+        return f"{amount} {scale.lower()} {many}"
+    if _int(major) == 0 and minor and int(minor):
+        return _unit(int(minor), cent, cents)  # "$0.50" -> "fifty cents"
+    words = _unit(_int(major), one, many)
+    if minor and int(minor):
+        words += ", " + _unit(int(minor), cent, cents)
+    return words
+
+
+def _pounds(m: re.Match[str]) -> str:
+    words = _money(m[1], m[2], m[3], ("pound", "pounds", "penny", "pence"))
+    if m[4]:
+        words += " " + _unit(int(m[4]), "shilling", "shillings")
+    if m[5]:
+        words += " " + _unit(int(m[5]), "penny", "pence")
+    return words
+
+
+def _dollars(m: re.Match[str]) -> str:
+    return _money(m[1], m[2], m[3], ("dollar", "dollars", "cent", "cents"))
+
+
+def _euros(m: re.Match[str]) -> str:
+    return _money(m[1], m[2], m[3], ("euro", "euros", "cent", "cents"))
+
+
+_TIME_RE = re.compile(r"\b(\d{1,2}):(\d\d)\b(?::\d\d)?")
+
+
+def _time(m: re.Match[str]) -> str:
+    hour, minute = int(m[1]), int(m[2])
+    if hour > 24 or minute > 59:
+        return f"{cardinal(hour)} {cardinal(minute)}"  # a ratio or score, not a time
+    if minute == 0:
+        return f"{cardinal(hour)} o'clock"
+    if minute < 10:
+        return f"{cardinal(hour)} oh {cardinal(minute)}"
+    return f"{cardinal(hour)} {cardinal(minute)}"
+
+
+# Labels ("Exhibit No. 133", "page 249", "frame 313") are read in pairs the way a year is
+# ("one thirty-three"), which is also how LJSpeech's readers said them.
+_LABEL_RE = re.compile(
+    r"\b((?:Exhibits?|[Pp]ages?|[Ff]rames?)(?:\s+Numbers?)?\s+)(\d{3,4})\b(?![.,]\d)"
+)
+# House numbers before a street name: three digits one by one with "oh" for zero
+# ("602 Elsbeth Street" -> "six oh two"), four digits in pairs ("1026" -> "ten twenty-six").
+_STREETS = "Street|Avenue|Road|Drive|Boulevard|Lane|Place|Square|Parkway|Highway|Way|Court"
+_HOUSE_RE = re.compile(rf"\b(\d{{3,4}})(?=(?:\s+[A-Z][a-z]+){{1,3}}\s+(?:{_STREETS})\b)")
+
+
+def _label(m: re.Match[str]) -> str:
+    return m[1] + year(int(m[2]))
+
+
+def _house(m: re.Match[str]) -> str:
+    if len(m[1]) == 4:
+        return year(int(m[1]))
+    return " ".join("oh" if d == "0" else cardinal(int(d)) for d in m[1])
+
+
+# Codes of capitals glued to digits ("C2766", "VC836") are spelled out: letters one by one,
+# digits one by one when there are three or more of them.
+_CODE_RE = re.compile(r"\b([A-Z]{1,3})(\d+)\b")
+# Post office box numbers are read digit by digit ("Box 2915" -> "two nine one five").
+_BOX_RE = re.compile(r"\b([Bb]ox\s+)(\d+)\b")
+
+
+def _code(m: re.Match[str]) -> str:
+    number = digits(m[2]) if len(m[2]) >= 3 else cardinal(int(m[2]))
+    return f"{' '.join(m[1])} {number}"
+
+
+_ORDINAL_RE = re.compile(rf"\b({_NUM})(st|nd|rd|th)\b", re.IGNORECASE)
+_DECADE_RE = re.compile(r"\b(1[0-9]|20)(\d0)'?s\b")
+_SHORT_DECADE_RE = re.compile(r"(?<![\w'])'?([2-9]0)'?s\b")  # "the '60s", "the 20s"
+_DECIMAL_RE = re.compile(rf"\b({_NUM})\.(\d+)\b")
+_CALIBRE_RE = re.compile(r"(?<![\w.])\.(\d{2,3})\b")  # ".38 caliber" -> "thirty-eight"
+_PERCENT_RE = re.compile(r"(\d)\s?%")
+_MINUS_RE = re.compile(r"(?<![\w-])-(?=\d)")  # "-5" but not the range "3-5"
+_YEAR_RE = re.compile(r"(?<![\d,.])\b(1\d\d\d|20\d\d)\b(?![.,]\d)")
+# Any number marked with an era is a year: "2250 B.C." -> "twenty-two fifty B.C.".
+_ERA_RE = re.compile(r"\b(\d{3,4})(?=\s*(?:B\.\s?C\.|A\.\s?D\.|BC\b|AD\b))")
+_SMALL_YEAR_RE = re.compile(r"(?<![\d,.])\b([1-9]\d\d)\b(?![.,]\d)")
+_NUMBER_RE = re.compile(rf"\b({_NUM})\b")
+# Digits glued to words ("mp3", "12kg") are read apart from them; "133-A" (an exhibit's
+# suffix letter) is read "one thirty-three A", without the hyphen's pause.
+_LETTER_DIGIT_RE = re.compile(r"(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z]{2})")
+_DIGIT_HYPHEN_LETTER_RE = re.compile(r"(?<=\d)-(?=[A-Z]\b)")
+# A four-digit number is read as a year ("1865" -> "eighteen sixty-five") unless it counts
+# things ("1308 prisoners", "1063 sleeping cells"): a year is not followed by a plural noun.
+# A word ending in "s" after the number (optionally after an "-ing"/"-al" adjective, as in
+# "sleeping cells") marks a count, except after a word that introduces a date ("in 1818
+# prisoners awaiting trial ...", "the 1780 riots").
+_COUNT_FOLLOWER_RE = re.compile(r"\s+(?:[a-z]+ing\s+|[a-z]+al\s+)?[a-z]+[^s'\W]s\b")
+_NOT_PLURAL = frozenset("was has is this his its thus as us".split())
+_DATE_INTRODUCERS = frozenset(
+    "the in of since until till by about after before during from to between and or year years "
+    "summer spring autumn fall winter early late circa dated c "
+    "january february march april may june july august september october november december".split()
+)
+_PREVIOUS_WORD_RE = re.compile(r"([A-Za-z]+)\W*$")
+
+
+def _previous_word(m: re.Match[str]) -> str:
+    prev = _PREVIOUS_WORD_RE.search(m.string, 0, m.start())
+    return prev[1].lower() if prev else ""
+
+
+def _counts_things(m: re.Match[str]) -> bool:
+    follower = _COUNT_FOLLOWER_RE.match(m.string, m.end())
+    return bool(follower) and follower[0].split()[-1] not in _NOT_PLURAL
+
+
+def _year_or_cardinal(m: re.Match[str]) -> str:
+    n = int(m[1])
+    if _previous_word(m) not in _DATE_INTRODUCERS and _counts_things(m):
+        return cardinal(n)
+    return year(n)
+
+
+def _ancient_year_or_cardinal(m: re.Match[str]) -> str:
+    """Three-digit numbers introduced by "in" are years in history books ("in 605")."""
+    n = int(m[1])
+    if _previous_word(m) in ("in", "year") and not _counts_things(m):
+        return year(n)
+    return cardinal(n)
+
+
+def _number(m: re.Match[str]) -> str:
+    s = m[1]
+    if len(s) > 1 and s.startswith("0"):
+        return digits(s)  # "007", zip codes: said digit by digit
+    return cardinal(_int(s))
+
+
+def expand_numbers(text: str) -> str:
+    """Replace every digit sequence with words; order matters (most specific rule first)."""
+    text = _POUNDS_RE.sub(_pounds, text)
+    text = _DOLLARS_RE.sub(_dollars, text)
+    text = _EUROS_RE.sub(_euros, text)
+    text = _PERCENT_RE.sub(r"\1 percent", text)
+    text = _MINUS_RE.sub("minus ", text)
+    text = _TIME_RE.sub(_time, text)
+    text = _LABEL_RE.sub(_label, text)
+    text = _HOUSE_RE.sub(_house, text)
+    text = _ERA_RE.sub(lambda m: year(int(m[1])), text)
+    text = _CODE_RE.sub(_code, text)
+    text = _BOX_RE.sub(lambda m: m[1] + digits(m[2]), text)
+    text = _DECADE_RE.sub(lambda m: _pluralize_last(year(int(m[1] + m[2]))), text)
+    text = _SHORT_DECADE_RE.sub(lambda m: _pluralize_last(cardinal(int(m[1]))), text)
+    text = _ORDINAL_RE.sub(lambda m: ordinal(_int(m[1])), text)
+    text = _DECIMAL_RE.sub(lambda m: f"{cardinal(_int(m[1]))} point {digits(m[2])}", text)
+    text = _CALIBRE_RE.sub(lambda m: cardinal(int(m[1])), text)
+    text = _LETTER_DIGIT_RE.sub(" ", text)
+    text = _DIGIT_HYPHEN_LETTER_RE.sub(" ", text)
+    text = _YEAR_RE.sub(_year_or_cardinal, text)
+    text = _SMALL_YEAR_RE.sub(_ancient_year_or_cardinal, text)
+    return _NUMBER_RE.sub(_number, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline
+# ---------------------------------------------------------------------------------------------
+
+_SYMBOL_WORDS = (
+    (re.compile(r"\s*&\s*"), " and "),
+    (re.compile(r"(?<=\w)\s*\+\s*(?=\w)"), " plus "),
+    (re.compile(r"(?<=\d)\s*°\s*"), " degrees "),
+)
+_WHITESPACE_RE = re.compile(r"\s+")
+# Square brackets (editorial insertions in LJSpeech's books) are read like parentheses; the
+# symbol sets carry only the latter.
+_BRACKETS = str.maketrans("[]", "()")
+
+
+# A currency sign the amount rules did not consume (no amount after it) is still a word.
+_LEFTOVER_CURRENCY = (("£", " pounds "), ("€", " euros "))
+
+
+def _normalize_plain(text: str) -> str:
+    # Symbols read as words go first: anyascii would turn "°" into "deg".
+    for pattern, words in _SYMBOL_WORDS:
+        text = pattern.sub(words, text)
+    text = to_ascii(text).translate(_BRACKETS)
+    text = expand_abbreviations(text)
+    text = expand_roman(text)
+    text = expand_numbers(text)
+    for sign, words in _LEFTOVER_CURRENCY:
+        text = text.replace(sign, words)
+    return text
+
+
+def normalize(text: str) -> str:
+    """Normalise raw English text into speakable words; ``{...}`` phone groups pass through."""
+    parts = _INLINE_PHONES.split(text)
+    # split() with a capturing group alternates plain text (even) and brace groups (odd).
+    out = [p if i % 2 else _normalize_plain(p) for i, p in enumerate(parts)]
+    return _WHITESPACE_RE.sub(" ", "".join(out)).strip()
