@@ -42,19 +42,16 @@ def test_bad_overrides_raise_config_error(override, needle):
 def test_audio_numbers_live_only_in_the_audio_group():
     """sample_rate, n_fft, hop, win, n_mels, fmin, fmax are written in configs/audio/ alone."""
     keys = {"sample_rate", "n_fft", "hop_length", "win_length", "n_mels", "fmin", "fmax"}
+
+    def walk(d, where):
+        for k, v in (d.items() if isinstance(d, dict) else []):
+            if k in keys:
+                assert isinstance(v, str) and v.startswith("${audio."), f"{where}{k}={v}"
+            walk(v, f"{where}{k}.")
+
     for path in CONFIG_DIR.rglob("*.yaml"):
-        if path.parent.name == "audio":
-            continue
-        node = OmegaConf.load(path)
-        flat = OmegaConf.to_container(node, resolve=False)
-
-        def walk(d, where):
-            for k, v in (d.items() if isinstance(d, dict) else []):
-                if k in keys:
-                    assert isinstance(v, str) and v.startswith("${audio."), f"{path}: {where}{k}={v}"
-                walk(v, f"{where}{k}.")
-
-        walk(flat, "")
+        if path.parent.name != "audio":
+            walk(OmegaConf.to_container(OmegaConf.load(path), resolve=False), f"{path}: ")
 
 
 def test_help_lists_commands():
