@@ -1,0 +1,138 @@
+"""Small building blocks shared by the acoustic models: masks, conv stacks, prenet, zoneout LSTM.
+
+Everything here takes explicit sizes (never a config object) and documents its tensor shapes.
+Sequence tensors are batch-first; conv stacks take and return ``(B, T, C)`` and transpose
+internally, so callers never juggle channel-first layouts.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sequence_mask(lengths: torch.Tensor, max_len: int | None = None) -> torch.Tensor:
+    """``(B,)`` lengths -> ``(B, max_len)`` bool mask, True at valid positions."""
+    if max_len is None:
+        max_len = int(lengths.max().item()) if lengths.numel() else 0
+    positions = torch.arange(max_len, device=lengths.device)  # (T,)
+    return positions.unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
+
+
+def mask_value(dtype: torch.dtype) -> float:
+    """Most negative finite value of ``dtype``.
+
+    Used to mask scores: unlike -inf it cannot turn a fully masked row into NaN (softmax of a
+    row of equal finite values is uniform), and unlike a literal such as -1e9 it never overflows
+    to -inf in fp16.
+    """
+    return torch.finfo(dtype).min
+
+
+class ConvNormStack(nn.Module):
+    """``n_layers`` x (Conv1d -> BatchNorm -> activation -> dropout) over ``(B, T, C)``.
+
+    The Tacotron 2 encoder uses it with ReLU, the postnet with tanh on all but the last layer.
+    Padded positions are zeroed before every convolution so a padded item sees exactly what it
+    would see alone (the conv's own zero padding at the true sequence end).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int,
+        out_channels: int,
+        n_layers: int,
+        kernel_size: int,
+        dropout: float,
+        activation: str,
+        final_activation: bool,
+    ):
+        super().__init__()
+        if kernel_size % 2 != 1:
+            raise ValueError(f"kernel_size must be odd to keep lengths, got {kernel_size}")
+        if activation not in ("relu", "tanh"):
+            raise ValueError(f"activation must be 'relu' or 'tanh', got {activation!r}")
+        self.activation = activation
+        self.final_activation = final_activation
+        self.dropout = dropout
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        for i in range(n_layers):
+            c_in = in_channels if i == 0 else hidden_channels
+            c_out = out_channels if i == n_layers - 1 else hidden_channels
+            # bias is redundant before BatchNorm
+            self.convs.append(
+                nn.Conv1d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=False)
+            )
+            self.norms.append(nn.BatchNorm1d(c_out))
+            gain = "linear" if (i == n_layers - 1 and not final_activation) else activation
+            nn.init.xavier_uniform_(self.convs[-1].weight, gain=nn.init.calculate_gain(gain))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: ``(B, T, C_in)``, mask: ``(B, T)`` bool -> ``(B, T, C_out)``, zero where padded."""
+        keep = mask.unsqueeze(1).to(x.dtype)  # (B, 1, T)
+        h = x.transpose(1, 2)  # (B, C_in, T)
+        last = len(self.convs) - 1
+        for i, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
+            h = norm(conv(h * keep))
+            if i < last or self.final_activation:
+                h = torch.relu(h) if self.activation == "relu" else torch.tanh(h)
+            h = F.dropout(h, self.dropout, self.training)
+        return (h * keep).transpose(1, 2)  # (B, T, C_out)
+
+
+class Prenet(nn.Module):
+    """Bottleneck MLP on the previous frame; dropout is applied in eval mode too.
+
+    Tacotron 2 (Shen et al. 2018, sec. 2.3) keeps prenet dropout on at inference: it is the
+    only source of variation in the autoregressive loop and it stops the decoder from copying
+    its own previous frame.
+    """
+
+    def __init__(self, in_dim: int, sizes: list[int], dropout: float):
+        super().__init__()
+        dims = [in_dim, *sizes]
+        self.layers = nn.ModuleList(
+            nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:], strict=True)
+        )
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: ``(..., in_dim)`` -> ``(..., sizes[-1])``."""
+        for layer in self.layers:
+            x = F.dropout(torch.relu(layer(x)), self.dropout, training=True)
+        return x
+
+
+class ZoneoutLSTMCell(nn.Module):
+    """LSTMCell with zoneout (Krueger et al. 2017) on both hidden and cell state.
+
+    In training each unit keeps its previous value with probability ``zoneout``; in eval the
+    expectation is used (a fixed blend), so inference is deterministic given the inputs.
+    ``zoneout=0`` is a plain LSTMCell.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, zoneout: float):
+        super().__init__()
+        if not 0.0 <= zoneout < 1.0:
+            raise ValueError(f"zoneout must be in [0, 1), got {zoneout}")
+        self.cell = nn.LSTMCell(input_size, hidden_size)
+        self.hidden_size = hidden_size
+        self.zoneout = zoneout
+
+    def forward(
+        self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: ``(B, input_size)``, state: ``(h, c)`` each ``(B, H)`` -> new ``(h, c)``."""
+        h_new, c_new = self.cell(x, state)
+        if self.zoneout == 0.0:
+            return h_new, c_new
+        return self._zone(state[0], h_new), self._zone(state[1], c_new)
+
+    def _zone(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            keep = torch.rand_like(new) < self.zoneout  # (B, H) True -> keep the old value
+            return torch.where(keep, old, new)
+        return self.zoneout * old + (1.0 - self.zoneout) * new

@@ -1,0 +1,519 @@
+"""Tacotron 2 (Shen et al. 2018) with a choice of attention and a reduction factor.
+
+Text ids ``(B, T_text)`` -> encoder (embedding, conv stack, BiLSTM) -> autoregressive decoder
+(prenet, attention LSTM, attention, decoder LSTM, ``r`` frames + ``r`` stop logits per step)
+-> conv postnet residual. Mels are ``(B, T_mel, n_mels)`` everywhere; the decoder runs
+``T_dec = ceil(T_mel / r)`` steps and mels are zero-padded to ``T_dec * r`` internally.
+
+The module computes outputs only: training steps, optimizers, devices and logging live in the
+training engine. :func:`tacotron2_loss` is the matching criterion.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from omegaconf import MISSING
+from torch import nn
+
+from neurotts.models.attention import (
+    ATTENTION_TYPES,
+    AttentionState,
+    DynamicConvolutionAttention,
+    LocationSensitiveAttention,
+    MultiHeadAttention,
+)
+from neurotts.models.layers import ConvNormStack, Prenet, ZoneoutLSTMCell, sequence_mask
+
+# --------------------------------------------------------------------------------------------
+# Configuration (values live in configs/model/tacotron2.yaml)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class EncoderConfig:
+    embedding_dim: int = MISSING
+    conv_channels: int = MISSING
+    conv_layers: int = MISSING
+    conv_kernel: int = MISSING
+    lstm_dim: int = MISSING  # both directions together; each direction gets half
+    dropout: float = MISSING
+
+
+@dataclass
+class DecoderConfig:
+    prenet_dims: list[int] = MISSING
+    prenet_dropout: float = MISSING  # applied at inference too (paper, sec. 2.3)
+    attention_rnn_dim: int = MISSING
+    decoder_rnn_dim: int = MISSING
+    zoneout: float = MISSING  # 0 disables
+
+
+@dataclass
+class LocationAttentionConfig:
+    n_filters: int = MISSING
+    kernel_size: int = MISSING
+
+
+@dataclass
+class DCAConfig:
+    n_static_filters: int = MISSING
+    static_kernel_size: int = MISSING
+    n_dynamic_filters: int = MISSING
+    dynamic_kernel_size: int = MISSING
+    prior_length: int = MISSING
+    prior_alpha: float = MISSING
+    prior_beta: float = MISSING
+
+
+@dataclass
+class MultiHeadConfig:
+    n_heads: int = MISSING
+    use_location: bool = MISSING
+    n_filters: int = MISSING
+    kernel_size: int = MISSING
+
+
+@dataclass
+class AttentionConfig:
+    type: str = MISSING  # "location" | "dca" | "multihead"
+    dim: int = MISSING
+    location: LocationAttentionConfig = field(default_factory=LocationAttentionConfig)
+    dca: DCAConfig = field(default_factory=DCAConfig)
+    multihead: MultiHeadConfig = field(default_factory=MultiHeadConfig)
+
+
+@dataclass
+class PostnetConfig:
+    channels: int = MISSING
+    layers: int = MISSING
+    kernel: int = MISSING
+    dropout: float = MISSING
+
+
+@dataclass
+class InferenceConfig:
+    stop_threshold: float = MISSING  # sigmoid(stop logit) above this ends an utterance
+    # Guard against attention that never reaches the end: an item may produce at most
+    # max_frames_per_symbol * T_text + max_frames_offset frames.
+    max_frames_per_symbol: float = MISSING
+    max_frames_offset: int = MISSING
+
+
+@dataclass
+class Tacotron2LossConfig:
+    stop_pos_weight: float = MISSING  # one positive frame per utterance: up-weight it
+    guided_attn_weight: float = MISSING  # 0 disables the guide
+    guided_attn_sigma: float = MISSING  # width g of Tachibana et al.'s guide
+    guided_attn_decay: float = MISSING  # weight *= decay each step; 1.0 keeps it constant
+
+
+@dataclass
+class Tacotron2Config:
+    name: str = MISSING
+    n_mels: int = MISSING  # interpolated from ${audio.n_mels}
+    reduction_factor: int = MISSING
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    attention: AttentionConfig = field(default_factory=AttentionConfig)
+    postnet: PostnetConfig = field(default_factory=PostnetConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    loss: Tacotron2LossConfig = field(default_factory=Tacotron2LossConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+# --------------------------------------------------------------------------------------------
+
+
+class Tacotron2Output(NamedTuple):
+    mel_before: torch.Tensor  # (B, T_mel, n_mels) decoder output
+    mel_after: torch.Tensor  # (B, T_mel, n_mels) after the postnet residual
+    stop_logits: torch.Tensor  # (B, T_mel)
+    alignments: torch.Tensor  # (B, T_dec, T_text), T_dec = ceil(T_mel / r)
+
+
+class Tacotron2Inference(NamedTuple):
+    mels: torch.Tensor  # (B, T_out, n_mels) postnet output, zero past each item's length
+    mel_lengths: torch.Tensor  # (B,) frames per item
+    alignments: torch.Tensor  # (B, T_dec, T_text), zero past each item's last step
+    hit_max: torch.Tensor  # (B,) bool: stopped by the length guard, not by its stop token
+
+
+class DecoderState(NamedTuple):
+    attention_rnn: tuple[torch.Tensor, torch.Tensor]  # (h, c) each (B, attention_rnn_dim)
+    decoder_rnn: tuple[torch.Tensor, torch.Tensor]  # (h, c) each (B, decoder_rnn_dim)
+    context: torch.Tensor  # (B, D_mem) last attention context
+    attention: AttentionState
+
+
+# --------------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------------
+
+
+def build_attention(cfg: AttentionConfig, query_dim: int, memory_dim: int) -> nn.Module:
+    """The attention module named by ``cfg.type``; all share the AttentionState interface."""
+    if cfg.type == "location":
+        loc = cfg.location
+        return LocationSensitiveAttention(
+            query_dim, memory_dim, cfg.dim, loc.n_filters, loc.kernel_size
+        )
+    if cfg.type == "dca":
+        d = cfg.dca
+        return DynamicConvolutionAttention(
+            query_dim,
+            cfg.dim,
+            d.n_static_filters,
+            d.static_kernel_size,
+            d.n_dynamic_filters,
+            d.dynamic_kernel_size,
+            d.prior_length,
+            d.prior_alpha,
+            d.prior_beta,
+        )
+    if cfg.type == "multihead":
+        m = cfg.multihead
+        return MultiHeadAttention(
+            query_dim, memory_dim, cfg.dim, m.n_heads, m.use_location, m.n_filters, m.kernel_size
+        )
+    raise ValueError(f"attention.type must be one of {ATTENTION_TYPES}, got {cfg.type!r}")
+
+
+class Encoder(nn.Module):
+    """ids ``(B, T_text)`` -> memory ``(B, T_text, lstm_dim)``, zero at padded positions."""
+
+    def __init__(self, n_symbols: int, cfg: EncoderConfig):
+        super().__init__()
+        if cfg.lstm_dim % 2 != 0:
+            raise ValueError(f"encoder.lstm_dim must be even (two directions), got {cfg.lstm_dim}")
+        self.embedding = nn.Embedding(n_symbols, cfg.embedding_dim)
+        self.convs = ConvNormStack(
+            cfg.embedding_dim,
+            cfg.conv_channels,
+            cfg.conv_channels,
+            cfg.conv_layers,
+            cfg.conv_kernel,
+            cfg.dropout,
+            activation="relu",
+            final_activation=True,
+        )
+        self.lstm = nn.LSTM(
+            cfg.conv_channels, cfg.lstm_dim // 2, batch_first=True, bidirectional=True
+        )
+
+    def forward(self, text: torch.Tensor, text_lengths: torch.Tensor) -> torch.Tensor:
+        mask = sequence_mask(text_lengths, text.shape[1])  # (B, T_text)
+        x = self.convs(self.embedding(text), mask)  # (B, T_text, C)
+        # Packing keeps the backward direction from reading padding into valid positions.
+        packed = nn.utils.rnn.pack_padded_sequence(
+            x, text_lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        out, _ = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=text.shape[1])
+        return out  # (B, T_text, lstm_dim)
+
+
+class Decoder(nn.Module):
+    """One autoregressive step makes ``r`` frames and ``r`` stop logits."""
+
+    def __init__(
+        self, n_mels: int, r: int, memory_dim: int, cfg: DecoderConfig, attention: nn.Module
+    ):
+        super().__init__()
+        self.n_mels = n_mels
+        self.r = r
+        self.prenet = Prenet(n_mels, list(cfg.prenet_dims), cfg.prenet_dropout)
+        prenet_dim = cfg.prenet_dims[-1]
+        self.attention_rnn = ZoneoutLSTMCell(
+            prenet_dim + memory_dim, cfg.attention_rnn_dim, cfg.zoneout
+        )
+        self.attention = attention
+        self.decoder_rnn = ZoneoutLSTMCell(
+            cfg.attention_rnn_dim + memory_dim, cfg.decoder_rnn_dim, cfg.zoneout
+        )
+        self.frame_layer = nn.Linear(cfg.decoder_rnn_dim + memory_dim, n_mels * r)
+        self.stop_layer = nn.Linear(cfg.decoder_rnn_dim + memory_dim, r)
+
+    def init_state(self, memory: torch.Tensor, mask: torch.Tensor) -> DecoderState:
+        b = memory.shape[0]
+
+        def zeros(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return memory.new_zeros(b, n), memory.new_zeros(b, n)
+
+        return DecoderState(
+            attention_rnn=zeros(self.attention_rnn.hidden_size),
+            decoder_rnn=zeros(self.decoder_rnn.hidden_size),
+            context=memory.new_zeros(b, memory.shape[2]),
+            attention=self.attention.init_state(memory, mask),
+        )
+
+    def step(
+        self, prenet_out: torch.Tensor, state: DecoderState, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DecoderState]:
+        """prenet_out ``(B, P)`` -> frames ``(B, r, n_mels)``, stop ``(B, r)``,
+        weights ``(B, T_text)`` and the next state."""
+        attn_h, attn_c = self.attention_rnn(
+            torch.cat([prenet_out, state.context], dim=-1), state.attention_rnn
+        )
+        context, weights, attention = self.attention(attn_h, state.attention, mask)
+        dec_h, dec_c = self.decoder_rnn(torch.cat([attn_h, context], dim=-1), state.decoder_rnn)
+        features = torch.cat([dec_h, context], dim=-1)  # (B, decoder_rnn_dim + D_mem)
+        frames = self.frame_layer(features).reshape(-1, self.r, self.n_mels)
+        stop = self.stop_layer(features)  # (B, r)
+        new_state = DecoderState((attn_h, attn_c), (dec_h, dec_c), context, attention)
+        return frames, stop, weights, new_state
+
+    def go_frame(self, memory: torch.Tensor) -> torch.Tensor:
+        """All-zero ``(B, n_mels)`` frame fed before the first step."""
+        return memory.new_zeros(memory.shape[0], self.n_mels)
+
+    def forward(
+        self, memory: torch.Tensor, mask: torch.Tensor, mels: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Teacher forcing. mels ``(B, T_dec * r, n_mels)`` (already padded to a multiple of r)
+        -> frames ``(B, T_dec * r, n_mels)``, stop ``(B, T_dec * r)``, weights
+        ``(B, T_dec, T_text)``."""
+        b = mels.shape[0]
+        # Step i sees the last real frame of group i-1 (the go frame for i = 0).
+        previous = torch.cat(
+            [self.go_frame(memory).unsqueeze(1), mels[:, self.r - 1 :: self.r][:, :-1]], dim=1
+        )  # (B, T_dec, n_mels)
+        prenet_out = self.prenet(previous)  # whole sequence at once: (B, T_dec, P)
+        state = self.init_state(memory, mask)
+        frames, stops, weights = [], [], []
+        for i in range(previous.shape[1]):
+            frame, stop, weight, state = self.step(prenet_out[:, i], state, mask)
+            frames.append(frame)
+            stops.append(stop)
+            weights.append(weight)
+        mel = torch.cat(frames, dim=1)  # (B, T_dec * r, n_mels)
+        return mel, torch.cat(stops, dim=1).reshape(b, -1), torch.stack(weights, dim=1)
+
+
+def _freeze(active: torch.Tensor, new: DecoderState, old: DecoderState) -> DecoderState:
+    """Take ``new`` for active items and keep ``old`` for finished ones (``active`` is (B,))."""
+
+    def pick(n: torch.Tensor, o: torch.Tensor) -> torch.Tensor:
+        return torch.where(active.view(-1, *([1] * (n.dim() - 1))), n, o)
+
+    attention = new.attention._replace(
+        weights=pick(new.attention.weights, old.attention.weights),
+        cumulative=pick(new.attention.cumulative, old.attention.cumulative),
+    )
+    return DecoderState(
+        attention_rnn=(
+            pick(new.attention_rnn[0], old.attention_rnn[0]),
+            pick(new.attention_rnn[1], old.attention_rnn[1]),
+        ),
+        decoder_rnn=(
+            pick(new.decoder_rnn[0], old.decoder_rnn[0]),
+            pick(new.decoder_rnn[1], old.decoder_rnn[1]),
+        ),
+        context=pick(new.context, old.context),
+        attention=attention,
+    )
+
+
+class Tacotron2(nn.Module):
+    """Tacotron 2 acoustic model; ``n_symbols`` comes from the symbol table, not the config."""
+
+    def __init__(self, cfg: Tacotron2Config, n_symbols: int):
+        super().__init__()
+        if cfg.reduction_factor < 1:
+            raise ValueError(f"reduction_factor must be >= 1, got {cfg.reduction_factor}")
+        self.n_mels = cfg.n_mels
+        self.r = cfg.reduction_factor
+        self.inference_cfg = cfg.inference
+        memory_dim = cfg.encoder.lstm_dim
+        self.encoder = Encoder(n_symbols, cfg.encoder)
+        attention = build_attention(cfg.attention, cfg.decoder.attention_rnn_dim, memory_dim)
+        self.decoder = Decoder(cfg.n_mels, self.r, memory_dim, cfg.decoder, attention)
+        self.postnet = ConvNormStack(
+            cfg.n_mels,
+            cfg.postnet.channels,
+            cfg.n_mels,
+            cfg.postnet.layers,
+            cfg.postnet.kernel,
+            cfg.postnet.dropout,
+            activation="tanh",
+            final_activation=False,
+        )
+
+    def forward(
+        self,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        mels: torch.Tensor,
+        mel_lengths: torch.Tensor,
+    ) -> Tacotron2Output:
+        """Teacher-forced pass. text ``(B, T_text)`` long, mels ``(B, T_mel, n_mels)``."""
+        t_mel = mels.shape[1]
+        t_dec = math.ceil(t_mel / self.r)
+        memory = self.encoder(text, text_lengths)  # (B, T_text, D_mem)
+        text_mask = sequence_mask(text_lengths, text.shape[1])
+        padded = F.pad(mels, (0, 0, 0, t_dec * self.r - t_mel))  # (B, T_dec * r, n_mels)
+        mel_before, stop, alignments = self.decoder(memory, text_mask, padded)
+        mel_before, stop = mel_before[:, :t_mel], stop[:, :t_mel]
+        mel_after = mel_before + self.postnet(mel_before, sequence_mask(mel_lengths, t_mel))
+        return Tacotron2Output(mel_before, mel_after, stop, alignments)
+
+    def max_decoder_steps(self, text_lengths: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` per-item decoder step limit, scaled with the input length."""
+        cfg = self.inference_cfg
+        frames = cfg.max_frames_per_symbol * text_lengths.float() + cfg.max_frames_offset
+        return torch.ceil(frames / self.r).long().clamp_min(1)
+
+    @torch.no_grad()
+    def infer(self, text: torch.Tensor, text_lengths: torch.Tensor) -> Tacotron2Inference:
+        """Free-running synthesis; each item ends at its own stop token or its length guard.
+
+        Items that hit the guard are named in a ``warnings.warn`` and flagged in ``hit_max``;
+        their output is what was generated up to the guard. Call ``eval()`` first (BatchNorm
+        running statistics); prenet dropout stays on regardless, as in the paper.
+        """
+        memory = self.encoder(text, text_lengths)
+        mask = sequence_mask(text_lengths, text.shape[1])
+        frames, alignments, lengths, hit_max = self._decode_free(memory, mask, text_lengths)
+        if bool(hit_max.any()):
+            items = hit_max.nonzero().flatten().tolist()
+            warnings.warn(
+                f"Tacotron2.infer: batch items {items} reached the max decoder steps guard "
+                f"({self.inference_cfg.max_frames_per_symbol} frames/symbol + "
+                f"{self.inference_cfg.max_frames_offset}) without a stop token; their audio is "
+                "cut at the guard and probably did not align",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+        t_out = max(int(lengths.max().item()), 1)
+        frames = frames[:, :t_out]
+        valid = sequence_mask(lengths, t_out)  # (B, T_out)
+        mels = frames + self.postnet(frames, valid)
+        mels = mels * valid.unsqueeze(-1).to(mels.dtype)
+        return Tacotron2Inference(mels, lengths, alignments, hit_max)
+
+    def _decode_free(
+        self, memory: torch.Tensor, mask: torch.Tensor, text_lengths: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Autoregressive loop -> frames ``(B, T_dec * r, n_mels)``, alignments
+        ``(B, T_dec, T_text)``, lengths ``(B,)`` long, hit_max ``(B,)`` bool."""
+        b, r = memory.shape[0], self.r
+        limits = self.max_decoder_steps(text_lengths).to(memory.device)  # (B,)
+        lengths = torch.zeros(b, dtype=torch.long, device=memory.device)
+        finished = torch.zeros(b, dtype=torch.bool, device=memory.device)
+        hit_max = torch.zeros_like(finished)
+        state = self.decoder.init_state(memory, mask)
+        previous = self.decoder.go_frame(memory)
+        frames, weights = [], []
+        for step in range(int(limits.max().item())):
+            frame, stop, weight, new_state = self.decoder.step(
+                self.decoder.prenet(previous), state, mask
+            )
+            active = ~finished  # (B,)
+            keep = active.view(b, 1, 1).to(frame.dtype)
+            frames.append(frame * keep)
+            weights.append(weight * active.view(b, 1).to(weight.dtype))
+            fired = torch.sigmoid(stop.float()) > self.inference_cfg.stop_threshold  # (B, r)
+            stopped = active & fired.any(dim=1)
+            # First frame whose stop fired is the last frame kept.
+            first = fired.float().argmax(dim=1)
+            lengths = torch.where(stopped, step * r + first + 1, lengths)
+            guard = active & ~stopped & (step + 1 >= limits)
+            lengths = torch.where(guard, (step + 1) * r, lengths)
+            hit_max |= guard
+            state = _freeze(active, new_state, state)
+            finished = finished | stopped | guard
+            previous = frame[:, -1]
+            if bool(finished.all()):
+                break
+        return torch.cat(frames, dim=1), torch.stack(weights, dim=1), lengths, hit_max
+
+
+# --------------------------------------------------------------------------------------------
+# Loss
+# --------------------------------------------------------------------------------------------
+
+
+def guided_attention_loss(
+    alignments: torch.Tensor,
+    text_lengths: torch.Tensor,
+    dec_lengths: torch.Tensor,
+    sigma: float,
+) -> torch.Tensor:
+    """Tachibana et al. (2017) guide, normalised per decoder step.
+
+    ``W[t, n] = 1 - exp(-(n/N - t/T)^2 / (2 sigma^2))`` penalises attention far from the
+    diagonal. The penalty is summed over encoder positions and averaged over valid decoder
+    steps: each step's alignment is a distribution, so this is "expected distance from the
+    diagonal per step" and does not shrink as sentences get longer. Averaging over all
+    (t, n) cells instead divides by T_text too and makes the guide too weak to align
+    (design.md, sec. 6).
+
+    alignments ``(B, T_dec, T_text)``; lengths ``(B,)`` -> scalar fp32.
+    """
+    b, t_dec, t_text = alignments.shape
+    device = alignments.device
+    t = torch.arange(t_dec, device=device, dtype=torch.float32).view(1, -1, 1)
+    n = torch.arange(t_text, device=device, dtype=torch.float32).view(1, 1, -1)
+    big_t = dec_lengths.float().clamp_min(1).view(b, 1, 1)
+    big_n = text_lengths.float().clamp_min(1).view(b, 1, 1)
+    guide = 1.0 - torch.exp(-((n / big_n - t / big_t) ** 2) / (2.0 * sigma**2))  # (B, Td, Tt)
+    valid = sequence_mask(dec_lengths, t_dec).unsqueeze(2) & sequence_mask(
+        text_lengths, t_text
+    ).unsqueeze(1)
+    penalty = (alignments.float() * guide * valid.float()).sum()
+    return penalty / dec_lengths.sum().clamp_min(1).float()
+
+
+def tacotron2_loss(
+    output: Tacotron2Output,
+    mels: torch.Tensor,
+    mel_lengths: torch.Tensor,
+    text_lengths: torch.Tensor,
+    cfg: Tacotron2Config,
+    step: int,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Total loss and its named terms, all in fp32 (autocast is turned off in here).
+
+    mels ``(B, T_mel, n_mels)`` targets; ``step`` drives the guide's decay. Terms: masked MSE
+    before and after the postnet, BCE on the stop token (positive = last real frame, weighted
+    by ``stop_pos_weight``), and the guided attention loss (reported unweighted).
+    """
+    lc = cfg.loss
+    with torch.autocast(device_type=mels.device.type, enabled=False):
+        t_mel = mels.shape[1]
+        frame_mask = sequence_mask(mel_lengths, t_mel).float()  # (B, T_mel)
+        n_valid = frame_mask.sum().clamp_min(1.0)
+        target = mels.float()
+
+        def masked_mse(pred: torch.Tensor) -> torch.Tensor:
+            err = ((pred.float() - target) ** 2).mean(dim=-1)  # (B, T_mel)
+            return (err * frame_mask).sum() / n_valid
+
+        stop_target = F.one_hot((mel_lengths - 1).clamp_min(0), t_mel).float()  # (B, T_mel)
+        stop_bce = F.binary_cross_entropy_with_logits(
+            output.stop_logits.float(),
+            stop_target,
+            pos_weight=torch.tensor(lc.stop_pos_weight, device=mels.device),
+            reduction="none",
+        )
+        terms = {
+            "mel_before": masked_mse(output.mel_before),
+            "mel_after": masked_mse(output.mel_after),
+            "stop": (stop_bce * frame_mask).sum() / n_valid,
+        }
+        dec_lengths = torch.div(
+            mel_lengths + cfg.reduction_factor - 1, cfg.reduction_factor, rounding_mode="floor"
+        )
+        terms["guided_attn"] = guided_attention_loss(
+            output.alignments, text_lengths, dec_lengths, lc.guided_attn_sigma
+        )
+        guide_weight = lc.guided_attn_weight * lc.guided_attn_decay**step
+        total = terms["mel_before"] + terms["mel_after"] + terms["stop"]
+        total = total + guide_weight * terms["guided_attn"]
+    return total, terms
