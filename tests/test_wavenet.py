@@ -1,0 +1,308 @@
+"""WaveNet: config, shapes, losses, and generation that agrees with the teacher-forced pass."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from neurotts.config import CONFIG_DIR, to_schema
+from neurotts.models.wavenet import (
+    WaveNet,
+    WaveNetConfig,
+    make_io,
+    mol_log_prob,
+    mol_loss,
+    receptive_field,
+    wavenet_loss,
+)
+from neurotts.models.wavenet_generate import generate, generate_naive
+
+CLIP = (
+    Path(__file__).resolve().parents[2]
+    / "shared/data/ljspeech-sample/LJSpeech-1.1/wavs/LJ001-0002.wav"
+)
+
+
+def tiny_config(output: str, **changes: object) -> WaveNetConfig:
+    """A WaveNet small enough to generate a few hundred samples in well under a second."""
+    cfg = WaveNetConfig(
+        name="wavenet", n_mels=8, hop_length=16, layers=6, stacks=2, residual_channels=16,
+        gate_channels=32, skip_channels=16, kernel_size=3, cond_channels=8, cond_kernel_size=3,
+        upsample_scales=[4, 4], output=output, mu_law_channels=64, n_mixtures=3, mol_bits=16,
+        log_scale_min=-9.0, dropout=0.0,
+    )
+    return dataclasses.replace(cfg, **changes)
+
+
+def tiny_model(output: str, seed: int = 0, **changes: object) -> WaveNet:
+    torch.manual_seed(seed)
+    model = WaveNet(tiny_config(output, **changes))
+    # Default init leaves MoL scales near exp(0): widen the spread of every output so the
+    # comparisons below are not between near-constant numbers.
+    with torch.no_grad():
+        model.head[-1].weight.mul_(10.0)
+    return model
+
+
+def compose_default() -> WaveNetConfig:
+    """configs/model/wavenet.yaml resolved against configs/audio/ljspeech.yaml."""
+    tree = OmegaConf.create({
+        "audio": OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml"),
+        "model": OmegaConf.load(CONFIG_DIR / "model" / "wavenet.yaml"),
+    })
+    OmegaConf.resolve(tree)
+    return to_schema(tree.model, WaveNetConfig)
+
+
+def teacher_forced_inputs(model: WaveNet, samples: torch.Tensor) -> torch.Tensor:
+    """Generated samples (B, T) -> the 'previous sample' inputs the forward pass expects."""
+    from neurotts.models.wavenet import silence_input
+
+    first = silence_input(model.cfg).to(samples).expand(samples.shape[0], 1)
+    return torch.cat([first, samples[:, :-1]], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Config and shapes
+
+
+def test_default_config_composes_with_audio_values() -> None:
+    cfg = compose_default()
+    audio = OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml")
+    assert cfg.n_mels == audio.n_mels and cfg.hop_length == audio.hop_length
+    assert math.prod(cfg.upsample_scales) == cfg.hop_length
+    model = WaveNet(cfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    assert 3.3e6 < n_params < 4.0e6, n_params  # r9y9's LJSpeech model: 3.7M
+    assert model.receptive_field == receptive_field(cfg) == 2 * 4 * (1 + 2 + 4 + 8 + 16 + 32) + 1
+
+
+def test_receptive_field_formula_matches_the_network() -> None:
+    """The output at t depends on exactly the last ``receptive_field`` inputs."""
+    model = tiny_model("mol", kernel_size=3)
+    rf = (3 - 1) * 2 * (1 + 2 + 4) + 1  # two cycles of dilations 1, 2, 4
+    assert model.receptive_field == rf == 29
+    mels = torch.randn(1, 6, 8)
+    inputs = torch.randn(1, 6 * 16, requires_grad=True)
+    t = 80
+    model(inputs, mels)[0, :, t].sum().backward()
+    depends = (inputs.grad[0] != 0).nonzero().flatten()
+    assert depends.tolist() == list(range(t - rf + 1, t + 1))
+
+
+@pytest.mark.parametrize("scales", [[4, 4], [2, 8], [3, 5], [16]])
+@pytest.mark.parametrize("frames", [1, 3, 11])
+def test_upsampled_conditioning_has_one_hop_per_frame(scales: list[int], frames: int) -> None:
+    hop = math.prod(scales)
+    model = tiny_model("mulaw", hop_length=hop, upsample_scales=scales)
+    cond = model.upsample(torch.randn(2, frames, 8))
+    assert cond.shape == (2, 8, frames * hop)
+
+
+def test_upsample_scales_must_multiply_to_hop() -> None:
+    with pytest.raises(ValueError, match="hop_length=16"):
+        WaveNet(tiny_config("mol", upsample_scales=[4, 2]))
+    with pytest.raises(ValueError, match="model.output"):
+        WaveNet(tiny_config("wav"))
+    with pytest.raises(ValueError, match="multiple of model.stacks"):
+        WaveNet(tiny_config("mol", layers=5))
+
+
+def test_make_io_shifts_targets_right() -> None:
+    audio = torch.linspace(-0.9, 0.9, 32)[None]
+    for output in ("mulaw", "mol"):
+        cfg = tiny_config(output)
+        inputs, targets = make_io(audio, cfg)
+        assert inputs.shape == targets.shape == (1, 32)
+        assert torch.equal(inputs[:, 1:], targets[:, :-1])
+    _, targets = make_io(audio, tiny_config("mol"))
+    bins = (targets + 1.0) * (2**16 - 1) / 2.0  # 16-bit bin centres are whole numbers here
+    assert torch.allclose(bins, bins.round(), atol=1e-2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+
+
+@pytest.mark.parametrize("mode", ["views", "indexed"])
+@pytest.mark.parametrize("output", ["mulaw", "mol"])
+def test_incremental_steps_equal_teacher_forced_forward(output: str, mode: str) -> None:
+    """Each recorded generation step equals the full forward pass on the generated sequence."""
+    model = tiny_model(output)
+    mels = torch.randn(2, 12, 8)
+    lengths = torch.tensor([12, 9])
+    gen = generate(model, mels, lengths, record=True, mode=mode,
+                   generator=torch.Generator().manual_seed(1))
+    assert gen.outputs.shape == (2, model.head[-1].out_channels, 12 * 16)
+    assert gen.lengths.tolist() == [192, 144]
+    assert torch.all(gen.audio[1, 144:] == 0)
+    with torch.no_grad():
+        ref = model(teacher_forced_inputs(model, gen.samples), mels, lengths)
+    assert ref.abs().max() > 1.0  # outputs are not trivially small
+    torch.testing.assert_close(gen.outputs, ref, atol=1e-4, rtol=1e-4)
+    assert len(set(gen.samples[0].tolist())) > 5  # sampling explored, not a constant run
+
+
+@pytest.mark.parametrize("output", ["mulaw", "mol"])
+def test_batched_generation_equals_one_at_a_time(output: str) -> None:
+    model = tiny_model(output, seed=3)
+    lengths = [7, 10, 4]
+    mels = torch.randn(3, 10, 8)
+    batched = generate(model, mels, torch.tensor(lengths), temperature=0.0)
+    for i, n in enumerate(lengths):
+        alone = generate(model, mels[i:i + 1, :n], temperature=0.0)
+        torch.testing.assert_close(batched.samples[i, :n * 16], alone.samples[0], atol=1e-5,
+                                   rtol=0)
+        torch.testing.assert_close(batched.audio[i, :n * 16], alone.audio[0])
+        assert torch.all(batched.audio[i, n * 16:] == 0)
+
+
+@pytest.mark.parametrize("output", ["mulaw", "mol"])
+def test_naive_generation_equals_cached(output: str) -> None:
+    """Same seed, same noise: the baseline and the cached generator sample the same audio."""
+    model = tiny_model(output, seed=5)
+    mels = torch.randn(2, 4, 8)
+    naive = generate_naive(model, mels, generator=torch.Generator().manual_seed(7), record=True,
+                           step_threads=1)
+    cached = generate(model, mels, generator=torch.Generator().manual_seed(7), record=True)
+    torch.testing.assert_close(naive.outputs, cached.outputs, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(naive.samples, cached.samples, atol=1e-5, rtol=0)
+
+
+def test_generation_restores_training_mode_and_threads() -> None:
+    model = tiny_model("mulaw").train()
+    threads = torch.get_num_threads()
+    generate(model, torch.randn(1, 2, 8), temperature=0.0)
+    assert model.training and torch.get_num_threads() == threads
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("output", ["mulaw", "mol"])
+def test_cuda_graph_generation_equals_eager(output: str) -> None:
+    model = tiny_model(output).cuda()
+    mels = torch.randn(3, 40, 8, device="cuda")
+    lengths = torch.tensor([40, 31, 5], device="cuda")
+    graph = generate(model, mels, lengths, record=True, mode="graph",
+                     generator=torch.Generator(device="cuda").manual_seed(2))
+    eager = generate(model, mels, lengths, record=True, mode="views",
+                     generator=torch.Generator(device="cuda").manual_seed(2))
+    torch.testing.assert_close(graph.outputs, eager.outputs, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(graph.audio, eager.audio, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses
+
+
+def random_mixture(n: int, m: int = 3, seed: int = 0) -> torch.Tensor:
+    """MoL parameters (1, 3m, n): one random mixture repeated over n positions."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(m, generator=g)
+    means = torch.rand(m, generator=g) * 1.8 - 0.9
+    log_scales = torch.rand(m, generator=g) * 3.0 - 7.0  # scales of a few to ~50 bins
+    return torch.cat([logits, means, log_scales])[None, :, None].expand(1, 3 * m, n)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mol_probabilities_over_all_16bit_bins_sum_to_one(seed: int) -> None:
+    bins = 2**16
+    centres = torch.arange(bins, dtype=torch.float64) * (2.0 / (bins - 1)) - 1.0
+    params = random_mixture(bins, seed=seed)
+    total = mol_log_prob(params, centres.float()[None], 16, -16.0).double().exp().sum()
+    assert abs(total.item() - 1.0) < 1e-3
+
+
+def test_mol_edge_bins_take_the_tails() -> None:
+    """A component centred beyond +1 puts (almost) all its mass in the last bin."""
+    params = torch.tensor([0.0, 1.5, math.log(0.01)])[None, :, None]  # 1 mixture, mean 1.5
+    edges = torch.tensor([[1.0, -1.0]])
+    log_p = mol_log_prob(params.expand(1, 3, 2), edges, 16, -16.0)
+    assert log_p[0, 0].exp() > 0.99 and log_p[0, 1].exp() < 1e-6
+
+
+def test_mol_loss_prefers_mixture_centred_on_target_and_has_finite_gradients() -> None:
+    target = torch.tensor([[-1.0, -0.3, 0.0, 0.5, 1.0]])
+    centred = torch.cat([torch.zeros(1, 1, 5), target[:, None], torch.full((1, 1, 5), -8.0)], 1)
+    offset = centred.clone()
+    offset[:, 1] += 0.05
+    assert mol_loss(centred, target, 16, -16.0) < mol_loss(offset, target, 16, -16.0) - 1.0
+    extreme = torch.tensor([[[0.0] * 5, [3.0, -3.0, 0.0, 1.0, -1.0], [-16.0, -16.0, 5.0, -9.0, 2.0]]],
+                           requires_grad=True)
+    loss = mol_loss(extreme, target, 16, -16.0)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(extreme.grad).all()
+
+
+def test_mulaw_loss_is_cross_entropy_with_mask() -> None:
+    cfg = tiny_config("mulaw")
+    logits = torch.zeros(2, 64, 10)
+    targets = torch.randint(0, 64, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 5:] = False
+    assert torch.isclose(wavenet_loss(cfg, logits, targets, mask), torch.tensor(math.log(64)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Small convolutions on a CPU shared with other jobs: one intra-op thread is several
+    times faster than two (a descheduled OpenMP worker stalls every op)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CLIP.is_file(), reason=f"LJSpeech clip not found at {CLIP}")
+def test_tiny_wavenet_overfits_a_real_clip(one_thread: None) -> None:
+    """A tiny mu-law WaveNet memorises 0.19 s of real speech.
+
+    Threshold, 1 nat per sample: the true class then gets a geometric-mean probability above
+    1/e = 0.37, ~95x the uniform 1/256 (log 256 = 5.55 nats), and about 4 nats below the
+    entropy of the segment's class histogram (~5.1 nats, the best a model ignoring context and
+    mels can do). Measured here: ~130 Adam steps, 15-30 s on 2 shared cores.
+    """
+    from neurotts.audio import fit_to_hop, load_wav, log_mel
+    from neurotts.config import PrepareConfig, load_config
+
+    audio_cfg = load_config("prepare", PrepareConfig, ["out=x"]).audio
+    wav = fit_to_hop(load_wav(CLIP, audio_cfg.sample_rate), audio_cfg.hop_length)
+    mels = torch.from_numpy(log_mel(wav, audio_cfg))
+    first, frames, hop = 40, 16, audio_cfg.hop_length  # a voiced stretch of the clip
+    mels = mels[first:first + frames]
+    mels = ((mels - mels.mean()) / mels.std())[None]  # (1, frames, n_mels)
+    audio = torch.from_numpy(wav[first * hop:(first + frames) * hop])[None]  # (1, frames * hop)
+
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(
+        tiny_config("mulaw", mu_law_channels=256, layers=10, stacks=2, residual_channels=32,
+                    gate_channels=64, skip_channels=64, cond_channels=32),
+        n_mels=audio_cfg.n_mels, hop_length=hop, upsample_scales=[4, 4, 4, 4],
+    )
+    model = WaveNet(cfg)
+    inputs, targets = make_io(audio, cfg)
+    counts = torch.bincount(targets.flatten(), minlength=256).double()
+    p = counts[counts > 0] / counts.sum()
+    marginal_entropy = float(-(p * p.log()).sum())
+    assert marginal_entropy > 4.0  # a loud, varied segment: memorising it is not trivial
+
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    start, loss, steps = time.perf_counter(), float("inf"), 0
+    while time.perf_counter() - start < 55.0 and loss >= 1.0:
+        batch_loss = wavenet_loss(cfg, model(inputs, mels), targets)
+        opt.zero_grad()
+        batch_loss.backward()
+        opt.step()
+        loss, steps = batch_loss.item(), steps + 1
+    assert loss < 1.0, f"loss {loss:.2f} after {steps} steps (marginal {marginal_entropy:.2f})"
