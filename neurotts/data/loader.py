@@ -174,14 +174,15 @@ class BucketBatchSampler(Sampler[list[int]]):
     ``max_batch_frames`` > 0, at most that many padded frames), then shuffle the batch order.
     With ``num_replicas`` > 1 rank ``r`` takes batches ``r, r + n, ...``; the last
     ``len % n`` batches are left out of that epoch so every rank runs the same number of
-    steps (no rank blocks in an all-reduce) and no two ranks ever share an item.
+    steps (no rank blocks in an all-reduce) and no two ranks ever share an item. With
+    ``drop_uneven=False`` (validation) every batch is kept and ranks may get one batch more.
 
     Resuming: ``set_epoch(epoch, start)`` skips the first ``start`` batches of this rank.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, bucket_size: int = 32,
                  max_batch_frames: int = 0, shuffle: bool = True, seed: int = 0,
-                 num_replicas: int = 1, rank: int = 0):
+                 num_replicas: int = 1, rank: int = 0, drop_uneven: bool = True):
         if batch_size < 1 or bucket_size < 1:
             raise ValueError("batch_size and bucket_size must be at least 1")
         if not 0 <= rank < num_replicas:
@@ -191,6 +192,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.max_batch_frames = max_batch_frames
         self.shuffle, self.seed = shuffle, seed
         self.num_replicas, self.rank = num_replicas, rank
+        self.drop_uneven = drop_uneven
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -231,7 +233,9 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def rank_batches(self, epoch: int) -> list[list[int]]:
         batches = self.epoch_batches(epoch)
-        usable = len(batches) - len(batches) % self.num_replicas
+        usable = len(batches)
+        if self.drop_uneven:
+            usable -= len(batches) % self.num_replicas
         return batches[self.rank: usable: self.num_replicas]
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -1,0 +1,95 @@
+"""Optimiser, learning-rate schedule, mixed precision and weight averaging."""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractContextManager
+
+import torch
+from torch import nn
+
+from neurotts.config import ConfigError
+from neurotts.training.config import OptimizerConfig, ScheduleConfig
+
+
+def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on weight matrices and conv kernels only (not biases, norm gains,
+    or other vectors), the usual choice for small recurrent models."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps)
+
+
+def lr_factor(step: int, cfg: ScheduleConfig, base_lr: float, max_steps: int) -> float:
+    """Multiplier of the base lr at ``step`` (0-based count of optimizer steps taken)."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    floor = min(cfg.min_lr / base_lr, 1.0)
+    after = step - cfg.warmup_steps
+    if cfg.decay == "exponential":
+        return max(cfg.gamma ** (after / cfg.decay_steps), floor)
+    if cfg.decay == "cosine":
+        span = max(max_steps - cfg.warmup_steps, 1)
+        cos = 0.5 * (1.0 + math.cos(math.pi * min(after / span, 1.0)))
+        return floor + (1.0 - floor) * cos
+    return 1.0
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, base_lr: float,
+                    max_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    # A closure (not a callable object): LambdaLR then saves only its counters, which
+    # keeps the checkpoint loadable with weights_only=True.
+    def factor(step: int) -> float:
+        return lr_factor(step, cfg, base_lr, max_steps)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def resolve_precision(choice: str, device: torch.device) -> str:
+    """``auto`` -> bf16 on GPUs with bf16, fp16 on older GPUs, fp32 on CPU."""
+    if choice == "auto":
+        if device.type != "cuda":
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if choice == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError("trainer.precision=bf16: this GPU has no bf16; use fp16 or auto")
+    return choice
+
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(precision: str, device: torch.device) -> AbstractContextManager:
+    """Autocast for the forward pass; a disabled one (a no-op) for fp32."""
+    dtype = _DTYPES.get(precision, torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=precision in _DTYPES)
+
+
+def build_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler:
+    """Loss scaling is needed for fp16 only (bf16 has fp32's exponent range)."""
+    return torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+
+
+class EMA:
+    """Exponential moving average of a model's floating-point parameters and buffers."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                self.shadow[name].lerp_(value, 1.0 - self.decay)
+            else:
+                self.shadow[name].copy_(value)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in state.items():
+            self.shadow[name].copy_(value)

@@ -1,0 +1,98 @@
+"""Tacotron 2 task: text ids + mels, teacher forcing, guided attention, validation media.
+
+Mels are z-scored with the store's train-split statistics when ``data.normalize_mels`` is on
+(the default): the log-mel channels differ in mean by several nats, and the MSE otherwise
+spends its effort on the per-channel offsets. The statistics go into every checkpoint as
+``mel_norm``, so synthesis maps the model's output back to log-mels with them.
+The symbol count comes from the store's symbol table.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+from torch import nn
+
+from neurotts.data.loader import (
+    MelNorm,
+    TextMelBatch,
+    TextMelDataset,
+    TextMelItem,
+    collate_text_mel,
+)
+from neurotts.data.store import FeatureStore
+from neurotts.models.alignment import alignment_metrics
+from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, tacotron2_loss
+from neurotts.training.config import TrainConfig
+from neurotts.training.logging import TrainLogger
+from neurotts.training.media import griffin_lim, plot_alignment, plot_mels
+
+
+class Tacotron2Task:
+    name = "tacotron2"
+
+    def __init__(self, cfg: Tacotron2Config, store: FeatureStore, train: TrainConfig):
+        self.cfg = cfg
+        self.store = store
+        self.norm = MelNorm.from_store(store, train.data.normalize_mels)
+        self.gl_iters = train.trainer.media.griffin_lim_iters
+        self.model = Tacotron2(cfg, n_symbols=len(store.symbols))
+
+    def dataset(self, split: str, seed: int) -> TextMelDataset:
+        return TextMelDataset(self.store, self.store.split(split), self.norm)
+
+    def collate(self, items: list[TextMelItem]) -> TextMelBatch:
+        return collate_text_mel(items)
+
+    def set_epoch(self, dataset: TextMelDataset, epoch: int) -> None:
+        """Whole utterances: nothing depends on the epoch."""
+
+    def loss(self, model: nn.Module, batch: TextMelBatch, step: int
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = model(batch.text, batch.text_lengths, batch.mels, batch.mel_lengths)
+        return tacotron2_loss(out, batch.mels, batch.mel_lengths, batch.text_lengths, self.cfg, step)
+
+    def frames(self, batch: TextMelBatch) -> int:
+        return int(batch.mel_lengths.sum())
+
+    def describe(self) -> dict[str, Any]:
+        return {"mel_norm": self.norm.state()}
+
+    @torch.no_grad()
+    def log_media(self, model: nn.Module, batch: TextMelBatch, log: TrainLogger, step: int) -> None:
+        """Alignment health of the batch; for its first item the teacher-forced alignment and
+        mels, and (``griffin_lim_iters`` > 0) audio and a free-running synthesis."""
+        out = model(batch.text, batch.text_lengths, batch.mels, batch.mel_lengths)
+        r = self.cfg.reduction_factor
+        dec_lengths = torch.div(batch.mel_lengths + r - 1, r, rounding_mode="floor")
+        metrics = alignment_metrics(out.alignments.float().cpu(), dec_lengths.cpu(),
+                                    batch.text_lengths.cpu())
+        log.scalars(step, metrics.as_dict(), "val_alignment")
+        n_text, n_mel, n_dec = (int(batch.text_lengths[0]), int(batch.mel_lengths[0]),
+                                int(dec_lengths[0]))
+        log.image("val/alignment", plot_alignment(out.alignments[0, :n_dec, :n_text]), step)
+        log.image("val/mel", plot_mels(out.mel_after[0, :n_mel], batch.mels[0, :n_mel]), step)
+        if self.gl_iters > 0:
+            self._log_audio(model, batch, out.mel_after[0, :n_mel], log, step)
+
+    def _log_audio(self, model: nn.Module, batch: TextMelBatch, teacher_forced: torch.Tensor,
+                   log: TrainLogger, step: int) -> None:
+        """Griffin-Lim of the teacher-forced prediction, and of a free-running synthesis
+        (with its alignment) when that lasts a few frames at least."""
+        audio = self.store.audio
+        wav = griffin_lim(self.norm.inverse(teacher_forced.float()), audio, self.gl_iters)
+        log.audio("val/teacher_forced_griffin_lim", wav, audio.sample_rate, step)
+        n_text = int(batch.text_lengths[0])
+        with warnings.catch_warnings():  # an unaligned model hits the length guard
+            warnings.simplefilter("ignore", RuntimeWarning)
+            synth = model.infer(batch.text[:1, :n_text], batch.text_lengths[:1])
+        log.scalars(step, {"synthesis_hit_max": float(synth.hit_max[0]),
+                           "synthesis_frames": float(synth.mel_lengths[0])}, "val_alignment")
+        log.image("val/synthesis_alignment", plot_alignment(synth.alignments[0, :, :n_text]), step)
+        n_frames = int(synth.mel_lengths[0])
+        if n_frames * audio.hop_length >= 2 * audio.n_fft:  # Griffin-Lim needs a few frames
+            mel = self.norm.inverse(synth.mels[0, :n_frames].float())
+            wav = griffin_lim(mel, audio, self.gl_iters)
+            log.audio("val/synthesis_griffin_lim", wav, audio.sample_rate, step)

@@ -1,0 +1,84 @@
+"""WaveNet task: random audio windows with their mel frames, teacher-forced likelihood.
+
+A training item is a window of ``data.window_frames`` mel frames and the ``k * hop`` samples
+they own, plus ``context`` frames on either side: enough for the conditioning convolutions
+to see real neighbours at the window edges, and for the network's receptive field to be
+filled with real past audio before the first sample that counts. The loss only counts the
+window itself (the mask). Mels are normalised as for Tacotron 2 (see ``mel_norm`` in the
+checkpoint), so a vocoder expects the same normalised mels an acoustic model produces.
+
+Weights for synthesis: when ``trainer.ema_decay`` > 0 the engine keeps an exponential moving
+average, stores it in checkpoints as ``ema`` and passes it here for validation media.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from neurotts.data.loader import AudioWindowBatch, AudioWindowDataset, MelNorm, collate_windows
+from neurotts.data.store import FeatureStore
+from neurotts.models.wavenet import WaveNet, WaveNetConfig, make_io, receptive_field, wavenet_loss
+from neurotts.training.config import TrainConfig
+from neurotts.training.logging import TrainLogger
+
+
+def context_frames(cfg: WaveNetConfig) -> int:
+    """Frames of context either side of a window: the 'same' conv's half width plus one
+    (the upsampler interpolates between neighbours), or the receptive field, if longer."""
+    return max(cfg.cond_kernel_size // 2 + 1, math.ceil(receptive_field(cfg) / cfg.hop_length))
+
+
+class WaveNetTask:
+    name = "wavenet"
+
+    def __init__(self, cfg: WaveNetConfig, store: FeatureStore, train: TrainConfig):
+        self.cfg = cfg
+        self.store = store
+        self.norm = MelNorm.from_store(store, train.data.normalize_mels)
+        self.window = train.data.window_frames
+        self.context = context_frames(cfg)
+        self.generate_samples = train.trainer.media.vocoder_samples
+        self.model = WaveNet(cfg)
+
+    def dataset(self, split: str, seed: int) -> AudioWindowDataset:
+        return AudioWindowDataset(self.store, self.store.split(split), self.norm, self.window,
+                                  self.context, seed)
+
+    def collate(self, items: list[AudioWindowBatch]) -> AudioWindowBatch:
+        return collate_windows(items)
+
+    def set_epoch(self, dataset: AudioWindowDataset, epoch: int) -> None:
+        dataset.set_epoch(epoch)  # new random windows every epoch
+
+    def loss(self, model: nn.Module, batch: AudioWindowBatch, step: int
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        inputs, targets = make_io(batch.audio, self.cfg)  # (B, T) each
+        output = model(inputs, batch.mels)  # (B, C_out, T)
+        with torch.autocast(device_type=batch.audio.device.type, enabled=False):
+            nll = wavenet_loss(self.cfg, output.float(), targets, batch.mask)
+        return nll, {"nll": nll}
+
+    def frames(self, batch: AudioWindowBatch) -> int:
+        return int(batch.mask.sum()) // self.cfg.hop_length
+
+    def describe(self) -> dict[str, Any]:
+        return {"mel_norm": self.norm.state()}
+
+    @torch.no_grad()
+    def log_media(self, model: nn.Module, batch: AudioWindowBatch, log: TrainLogger, step: int) -> None:
+        """The first validation window as audio, and (if configured) a short generation
+        from its mels; generation runs on the weights passed in (EMA when kept)."""
+        sr = self.store.audio.sample_rate
+        log.audio("val/target", batch.audio[0][batch.mask[0]], sr, step)
+        if self.generate_samples > 0:
+            from neurotts.models.wavenet_generate import generate
+
+            hop = self.cfg.hop_length
+            frames = min(batch.mels.shape[1], math.ceil(self.generate_samples / hop))
+            gen = generate(model, batch.mels[:1, :frames], max_samples=self.generate_samples,
+                           generator=torch.Generator(device=batch.mels.device).manual_seed(step))
+            log.audio("val/generated", gen.audio[0], sr, step)

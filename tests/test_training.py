@@ -1,0 +1,362 @@
+"""The training engine: checkpoints, exact resume, non-finite steps, AMP, TensorBoard, DDP, CLI.
+
+Runs use ``experiment=tiny`` on a synthetic feature store (``tests.test_loader.write_store``),
+except the CLI test, which prepares a store from 8 real LJSpeech clips when ../shared has them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from rich.console import Console
+from typer.testing import CliRunner
+
+from neurotts.cli import app
+from neurotts.data.store import FeatureStore
+from neurotts.training import checkpoint as ckpt
+from neurotts.training.config import TrainConfig, load_train_config
+from neurotts.training.logging import read_train_log
+from neurotts.training.loop import TrainSummary, train
+from neurotts.training.state import TrainingError
+from neurotts.training.tacotron2_task import Tacotron2Task
+from neurotts.training.tasks import build_task, model_config
+from tests.test_loader import write_store
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/ljspeech-sample/LJSpeech-1.1"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("train") / "store"
+    write_store(root, n=12)
+    return root
+
+
+def config(store: Path, run_dir: Path, *overrides: str, model: str = "tacotron2") -> TrainConfig:
+    return load_train_config(["experiment=tiny", f"model={model}", f"data.features={store}",
+                              f"run.dir={run_dir}", *overrides])
+
+
+def run(cfg: TrainConfig, make_task: Any = build_task) -> tuple[TrainSummary, str]:
+    out = io.StringIO()
+    summary = train(cfg, Console(file=out, width=200), make_task)
+    return summary, out.getvalue()
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return ckpt.load_checkpoint(path)["model"]
+
+
+# ------------------------------------------------------------------------------ config
+
+
+def test_config_injects_store_audio_and_validates_model(store: Path, tmp_path: Path) -> None:
+    cfg = config(store, tmp_path / "run")
+    audio = FeatureStore(store).audio
+    assert cfg.audio == audio
+    assert model_config(cfg.model).n_mels == audio.n_mels  # ${audio.n_mels}, the store's
+    wavenet = config(store, tmp_path / "run", model="wavenet")
+    assert model_config(wavenet.model).hop_length == audio.hop_length
+    assert wavenet.trainer.ema_decay > 0  # from experiment/tiny_wavenet.yaml
+    from neurotts.config import ConfigError
+
+    with pytest.raises(ConfigError, match="decoder"):
+        config(store, tmp_path / "run", "+model.decoder.bogus=1")
+    with pytest.raises(ConfigError, match="precision"):
+        config(store, tmp_path / "run", "trainer.precision=fp8")
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def test_checkpoint_is_self_describing(store: Path, tmp_path: Path) -> None:
+    cfg = config(store, tmp_path / "run", "trainer.max_steps=3", "trainer.val_every=3",
+                 "trainer.checkpoint_every=1", "trainer.keep_last=2")
+    summary, _ = run(cfg)
+    manager = ckpt.CheckpointManager(tmp_path / "run" / "checkpoints", keep_last=2)
+    assert [p.name for p in manager.periodic()] == ["step_00000002.pt", "step_00000003.pt"]
+    assert manager.best.is_file()
+    saved = torch.load(manager.latest(), weights_only=True)  # data only, no pickled code
+    fs = FeatureStore(store)
+    assert saved["format"] == ckpt.FORMAT and saved["model_name"] == "tacotron2"
+    assert saved["step"] == 3 == summary.step
+    assert saved["symbols"] == fs.symbols
+    assert saved["audio"]["n_mels"] == fs.audio.n_mels
+    assert saved["config"]["model"]["encoder"]["embedding_dim"] == 32
+    assert saved["mel_norm"]["enabled"] and saved["mel_norm"]["mean"].shape == (fs.audio.n_mels,)
+    assert saved["optimizer"]["state"] and "last_epoch" in saved["scheduler"]
+    assert set(saved["rng"][0]) == {"python", "numpy", "torch", "cuda"}
+    assert saved["epoch"] >= 0 and saved["global_batches_in_epoch"] >= 0
+    # the checkpoint alone rebuilds the model
+    from neurotts.models.tacotron2 import Tacotron2
+
+    model = Tacotron2(model_config(saved["config"]["model"]), n_symbols=len(saved["symbols"]))
+    model.load_state_dict(saved["model"])
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    manager = ckpt.CheckpointManager(tmp_path, keep_last=3)
+    good = {"format": ckpt.FORMAT, "version": ckpt.VERSION, "step": 1,
+            "model": {"w": torch.ones(3)}}
+    manager.save(good)
+
+    def crash(self: Path, target: Path) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(Path, "replace", crash)
+    with pytest.raises(OSError):
+        manager.save({**good, "step": 2, "model": {"w": torch.zeros(3)}})
+    monkeypatch.undo()
+    assert [p.name for p in manager.periodic()] == ["step_00000001.pt"]  # .part is not one
+    assert torch.equal(ckpt.load_checkpoint(manager.latest())["model"]["w"], torch.ones(3))
+    with pytest.raises(ckpt.CheckpointError, match="not finite"):
+        manager.save({**good, "step": 3, "model": {"w": torch.tensor([float("nan")])}})
+
+
+# ------------------------------------------------------------------------------ resume
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tacotron2", "wavenet"])
+def test_resume_reproduces_uninterrupted_run(store: Path, tmp_path: Path, model: str) -> None:
+    """8 steps straight vs 4 + resume 4: the same per-step losses (1e-6) and weights.
+    Step 4 is in the middle of an epoch; dropout, prenet, zoneout and (wavenet) the random
+    windows and the EMA all have to be restored for this to hold."""
+    common = ["trainer.log_every=1", "trainer.val_every=4", "trainer.checkpoint_every=4"]
+    run(config(store, tmp_path / "a", "trainer.max_steps=8", *common, model=model))
+    run(config(store, tmp_path / "b", "trainer.max_steps=4", *common, model=model))
+    summary, out = run(config(store, tmp_path / "b", "trainer.max_steps=8", *common, model=model))
+    assert summary.resumed_from == 4 and "resumed from step 4" in out
+    a = read_train_log(tmp_path / "a" / "train_log.jsonl")
+    b = read_train_log(tmp_path / "b" / "train_log.jsonl")
+    for step in range(1, 9):
+        assert a[step]["train/loss"] == pytest.approx(b[step]["train/loss"], rel=1e-6, abs=1e-6)
+    assert a[8]["val/loss"] == pytest.approx(b[8]["val/loss"], rel=1e-6, abs=1e-6)
+    final_a = ckpt.load_checkpoint(tmp_path / "a" / "checkpoints" / "step_00000008.pt")
+    final_b = ckpt.load_checkpoint(tmp_path / "b" / "checkpoints" / "step_00000008.pt")
+    for name, value in final_a["model"].items():
+        torch.testing.assert_close(final_b["model"][name], value, rtol=1e-6, atol=1e-6)
+    if model == "wavenet":
+        assert final_a["ema"] is not None
+        for name, value in final_a["ema"].items():
+            torch.testing.assert_close(final_b["ema"][name], value, rtol=1e-6, atol=1e-6)
+
+
+def test_resume_never_refuses_a_used_run_dir(store: Path, tmp_path: Path) -> None:
+    run(config(store, tmp_path / "run", "trainer.max_steps=1", "trainer.val_every=1"))
+    with pytest.raises(TrainingError, match="already has checkpoints"):
+        run(config(store, tmp_path / "run", "trainer.max_steps=2", "trainer.resume=never"))
+
+
+# ------------------------------------------------------------------------------ non-finite
+
+
+class NaNAt(Tacotron2Task):
+    """Tacotron 2 whose loss is NaN at the given steps (0-based, as passed to ``loss``)."""
+
+    bad_steps: frozenset[int] = frozenset()
+
+    def loss(self, model, batch, step):  # noqa: ANN001, ANN201
+        total, terms = super().loss(model, batch, step)
+        if step in self.bad_steps:
+            total = total * float("nan")
+        return total, terms
+
+
+def nan_task(bad: set[int]) -> Any:
+    def make(cfg: TrainConfig, store: FeatureStore) -> NaNAt:
+        task = NaNAt(model_config(cfg.model), store, cfg)
+        task.bad_steps = frozenset(bad)
+        return task
+
+    return make
+
+
+def test_nonfinite_loss_skips_the_update(store: Path, tmp_path: Path) -> None:
+    cfg = config(store, tmp_path / "run", "trainer.max_steps=4", "trainer.checkpoint_every=1",
+                 "trainer.keep_last=10", "trainer.log_every=1", "trainer.val_every=10")
+    summary, out = run(cfg, nan_task({1, 2}))  # steps 2 and 3 in 1-based checkpoint names
+    assert summary.nonfinite_steps == 2
+    assert "non-finite" in out
+    folder = tmp_path / "run" / "checkpoints"
+    w1, w2, w3, w4 = (weights(folder / f"step_{i:08d}.pt") for i in (1, 2, 3, 4))
+    for name in w1:
+        assert torch.equal(w1[name], w2[name]) and torch.equal(w1[name], w3[name])
+        assert torch.isfinite(w4[name]).all()
+    assert any(not torch.equal(w1[n], w4[n]) for n in w1)
+    log = read_train_log(tmp_path / "run" / "train_log.jsonl")
+    assert log[3]["train/nonfinite_steps"] == 2.0 and log[4]["train/nonfinite_steps"] == 2.0
+
+
+def test_only_nonfinite_steps_stop_the_run(store: Path, tmp_path: Path) -> None:
+    cfg = config(store, tmp_path / "run", "trainer.max_steps=10", "trainer.max_nonfinite=3")
+    with pytest.raises(TrainingError, match="3 non-finite steps in a row"):
+        run(cfg, nan_task(set(range(100))))
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.pt"))
+
+
+# ------------------------------------------------------------------------------ AMP
+
+
+def test_bf16_autocast_path_on_cpu(store: Path, tmp_path: Path) -> None:
+    seen: set[torch.dtype] = set()
+
+    def make(cfg: TrainConfig, fs: FeatureStore) -> Tacotron2Task:
+        task = Tacotron2Task(model_config(cfg.model), fs, cfg)
+        conv = next(m for m in task.model.modules() if isinstance(m, torch.nn.Conv1d))
+        conv.register_forward_hook(lambda mod, inp, out: seen.add(out.dtype))
+        return task
+
+    # batch_size=3: 9 train clips in batches of 3. A batch of one trips a oneDNN bug in the
+    # bf16 LSTM on CPU ("could not create a primitive descriptor"), reported to the model owner.
+    cfg = config(store, tmp_path / "run", "trainer.precision=bf16", "trainer.max_steps=4",
+                 "trainer.val_every=4", "trainer.log_every=1", "trainer.batch_size=3")
+    summary, out = run(cfg, make)
+    assert "bf16" in out
+    assert torch.bfloat16 in seen  # the forward really ran under autocast
+    log = read_train_log(tmp_path / "run" / "train_log.jsonl")
+    assert all(torch.isfinite(torch.tensor(log[s]["train/loss"])) for s in (1, 2, 3, 4))
+    assert summary.nonfinite_steps == 0
+    saved = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000004.pt")
+    assert all(v.dtype == torch.float32 for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_fp16_loss_scaling_on_cpu(store: Path, tmp_path: Path) -> None:
+    """fp16 runs with a GradScaler (CPU autocast has fp16 too); its scale is logged and
+    checkpointed, and an overflowing step would be skipped like any non-finite one."""
+    cfg = config(store, tmp_path / "run", "trainer.precision=fp16", "trainer.max_steps=3",
+                 "trainer.val_every=3", "trainer.log_every=1", model="wavenet")
+    summary, out = run(cfg)
+    assert "fp16" in out and summary.step == 3
+    log = read_train_log(tmp_path / "run" / "train_log.jsonl")
+    assert log[3]["train/loss_scale"] > 1.0
+    saved = ckpt.load_checkpoint(tmp_path / "run" / "checkpoints" / "step_00000003.pt")
+    assert saved["scaler"]["scale"] == log[3]["train/loss_scale"]
+
+
+# ------------------------------------------------------------------------------ TensorBoard
+
+
+def tensorboard_tags(run_dir: Path) -> dict[str, list[str]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"),
+                           size_guidance={"scalars": 0, "images": 0, "audio": 0})
+    acc.Reload()
+    return acc.Tags()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["tacotron2", "wavenet"])
+def test_tensorboard_has_scalars_images_audio(store: Path, tmp_path: Path, model: str) -> None:
+    run(config(store, tmp_path / "run", "trainer.max_steps=4", "trainer.val_every=4",
+               "trainer.log_every=2", model=model))
+    tags = tensorboard_tags(tmp_path / "run")
+    terms = ["mel_before", "mel_after", "stop", "guided_attn"] if model == "tacotron2" else ["nll"]
+    for name in ["loss", "lr", "grad_norm", "steps_per_s", "frames_per_s", *terms]:
+        assert f"train/{name}" in tags["scalars"]
+    assert "val/loss" in tags["scalars"]
+    if model == "tacotron2":
+        assert {"val/alignment", "val/mel", "val/synthesis_alignment"} <= set(tags["images"])
+        assert "val/teacher_forced_griffin_lim" in tags["audio"]
+        assert "val_alignment/band_mass" in tags["scalars"]
+    else:
+        assert {"val/target", "val/generated"} <= set(tags["audio"])
+
+
+# ------------------------------------------------------------------------------ DDP
+
+
+def torchrun(nproc: int, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "neurotts.cli", "train", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(store: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["experiment=tiny", f"data.features={store}", f"run.dir={run_dir}", "trainer.batch_size=2",
+            "trainer.log_every=1", "trainer.val_every=3", "trainer.checkpoint_every=3"]
+    proc = torchrun(2, *args, "trainer.max_steps=3")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("training tacotron2") == 1  # rank 0 alone reports
+    assert "2 x cpu" in proc.stderr
+    saved = ckpt.load_checkpoint(run_dir / "checkpoints" / "step_00000003.pt")
+    assert saved["world_size"] == 2 and len(saved["rng"]) == 2
+    assert not torch.equal(saved["rng"][0]["torch"], saved["rng"][1]["torch"])  # per-rank streams
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) == 1
+    lines = (run_dir / "train_log.jsonl").read_text().splitlines()
+    assert sum('"train/loss"' in ln for ln in lines) == 3  # one writer: each step logged once
+    # and it resumes under DDP
+    proc = torchrun(2, *args, "trainer.max_steps=5")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed from step 3" in proc.stderr
+    assert ckpt.load_checkpoint(run_dir / "checkpoints" / "step_00000005.pt")["step"] == 5
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def sample_corpus(dest: Path, n: int = 8) -> Path:
+    """The ``n`` shortest clips of the shared sample, in LJSpeech layout."""
+    import soundfile as sf
+
+    rows = {line.split("|", 1)[0]: line for line in
+            (SAMPLE / "metadata.csv").read_text(encoding="utf-8").splitlines() if line}
+    by_length = sorted(rows, key=lambda uid: sf.info(str(SAMPLE / "wavs" / f"{uid}.wav")).frames)
+    (dest / "wavs").mkdir(parents=True)
+    for uid in by_length[:n]:
+        shutil.copy(SAMPLE / "wavs" / f"{uid}.wav", dest / "wavs" / f"{uid}.wav")
+    (dest / "metadata.csv").write_text("".join(rows[u] + "\n" for u in by_length[:n]), encoding="utf-8")
+    return dest
+
+
+@pytest.fixture(scope="module")
+def cli_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store prepared by `neurotts prepare` from real clips, or the synthetic one."""
+    root = tmp_path_factory.mktemp("cli")
+    if not SAMPLE.is_dir():
+        return write_store(root / "store", n=10).root
+    corpus = sample_corpus(root / "LJSpeech-1.1")
+    result = CliRunner().invoke(app, ["prepare", f"data.root={corpus}", f"out={root / 'store'}",
+                                      "data.split.val_size=2", "data.split.test_size=1",
+                                      "num_workers=1"])
+    assert result.exit_code == 0, result.output
+    return root / "store"
+
+
+@pytest.mark.slow
+def test_cli_train_end_to_end_and_resume(cli_store: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    args = ["train", "experiment=tiny", f"data.features={cli_store}", f"run.dir={run_dir}",
+            "trainer.val_every=3", "trainer.checkpoint_every=3"]
+    runner = CliRunner()
+    result = runner.invoke(app, [*args, "trainer.max_steps=3"])
+    assert result.exit_code == 0, result.output
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "tensorboard").is_dir()
+    assert (run_dir / "checkpoints" / "step_00000003.pt").is_file()
+    result = runner.invoke(app, [*args, "trainer.max_steps=5"])
+    assert result.exit_code == 0, result.output
+    assert "resumed from step 3" in result.output
+    saved = ckpt.load_checkpoint(run_dir / "checkpoints" / "step_00000005.pt")
+    assert saved["symbols"] == FeatureStore(cli_store).symbols
+    # user errors: one line, exit code 2
+    bad = runner.invoke(app, ["train", f"data.features={tmp_path / 'nowhere'}", f"run.dir={run_dir}"])
+    assert bad.exit_code == 2 and "not a feature store" in bad.output
+
+
+def test_cli_train_prints_config(store: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "--cfg", "experiment=tiny", "model=wavenet",
+                                      f"data.features={store}", f"run.dir={tmp_path}"])
+    assert result.exit_code == 0, result.output
+    assert "name: wavenet" in result.output and "hop_length: 256" in result.output
