@@ -58,3 +58,8 @@ def test_griffin_lim_batches(audio_cfg):
     mel = torch.randn(3, 20, audio_cfg.n_mels) - 4
     out = GriffinLimVocoder(audio_cfg, n_iter=4)(mel)
     assert out.shape == (3, 20 * audio_cfg.hop_length)
+
+
+def test_griffin_lim_handles_one_frame(audio_cfg):
+    out = GriffinLimVocoder(audio_cfg, n_iter=2)(torch.randn(1, 1, audio_cfg.n_mels) - 4)
+    assert out.shape == (1, audio_cfg.hop_length) and torch.isfinite(out).all()
