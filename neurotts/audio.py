@@ -20,7 +20,6 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
-import torchaudio.transforms as AT
 
 if TYPE_CHECKING:
     from neurotts.config import AudioConfig
@@ -60,21 +59,24 @@ def resample(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
 def trim_silence(wav: np.ndarray, top_db: float, frame_length: int, hop_length: int) -> np.ndarray:
     """Cut leading and trailing audio quieter than ``top_db`` below the clip's loudest frame.
 
-    Frame energy (windows of ``frame_length`` every ``hop_length``, the STFT's own sizes) comes
-    from one cumulative sum, so the cut costs a single pass. Digital silence (RMS under -100
-    dBFS) never counts as sound, so an all-zero clip trims to nothing.
+    Frame energy (windows of ``frame_length`` every ``hop_length``, the STFT's own sizes) is
+    summed from per-hop blocks, so the cut costs one pass over the samples. Digital silence
+    (RMS under -100 dBFS) never counts as sound, so an all-zero clip trims to nothing.
     """
     if wav.size < frame_length:
         return wav
-    csum = np.concatenate([[0.0], np.cumsum(wav.astype(np.float64) ** 2)])
-    starts = np.arange(0, wav.size - frame_length + 1, hop_length)
-    power = (csum[starts + frame_length] - csum[starts]) / frame_length  # (n_frames,)
+    n_blocks = wav.size // hop_length
+    blocks = np.einsum("ij,ij->i", *(wav[: n_blocks * hop_length].reshape(n_blocks, hop_length),) * 2)
+    per_frame = max(frame_length // hop_length, 1)
+    csum = np.concatenate([[0.0], np.cumsum(blocks, dtype=np.float64)])
+    starts = np.arange(0, n_blocks - per_frame + 1)  # frame i spans blocks [i, i + per_frame)
+    power = (csum[starts + per_frame] - csum[starts]) / (per_frame * hop_length)  # (n_frames,)
     floor = max(power.max() * 10.0 ** (-top_db / 10.0), 1e-10)
     loud = np.flatnonzero(power > floor)
     if loud.size == 0:
         return wav[:0]
-    start = int(starts[loud[0]])
-    stop = min(wav.size, int(starts[loud[-1]]) + frame_length)
+    start = int(starts[loud[0]]) * hop_length
+    stop = min(wav.size, (int(starts[loud[-1]]) + per_frame) * hop_length)
     return wav[start:stop]
 
 
@@ -84,31 +86,36 @@ def fit_to_hop(wav: np.ndarray, hop_length: int) -> np.ndarray:
 
 
 class LogMel(torch.nn.Module):
-    """Waveform ``(..., T)`` -> log-mel ``(..., T // hop, n_mels)``, on any device."""
+    """Waveform ``(..., T)`` -> log-mel ``(..., T // hop, n_mels)``, on any device.
+
+    A centred, reflect-padded magnitude STFT (periodic Hann window) through torchaudio's Slaney
+    filterbank, clamped and logged. Only the FFT bins the filterbank uses (up to ``fmax``) are
+    turned into magnitudes: |X| is the costliest step, and above 8 kHz it is wasted.
+    """
 
     def __init__(self, cfg: AudioConfig):
         super().__init__()
-        self.hop_length = cfg.hop_length
+        self.n_fft, self.hop_length, self.win_length = cfg.n_fft, cfg.hop_length, cfg.win_length
         self.log_floor = cfg.log_floor
-        self.mel = AT.MelSpectrogram(
-            sample_rate=cfg.sample_rate,
-            n_fft=cfg.n_fft,
-            win_length=cfg.win_length,
-            hop_length=cfg.hop_length,
-            f_min=cfg.fmin,
-            f_max=cfg.fmax,
-            n_mels=cfg.n_mels,
-            power=1.0,
-            center=True,
-            pad_mode="reflect",
-            norm="slaney",
-            mel_scale="slaney",
-        )
+        fb = AF.melscale_fbanks(
+            n_freqs=cfg.n_fft // 2 + 1, f_min=cfg.fmin,
+            f_max=cfg.fmax if cfg.fmax is not None else cfg.sample_rate / 2,
+            n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, norm="slaney", mel_scale="slaney",
+        )  # (n_freqs, n_mels)
+        self.n_used = int((fb.sum(dim=1) > 0).nonzero().max()) + 1
+        self.register_buffer("fb_t", fb[: self.n_used].T.contiguous())  # (n_mels, n_used)
+        self.register_buffer("window", torch.hann_window(cfg.win_length))
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         n_frames = wav.shape[-1] // self.hop_length
-        spec = self.mel(wav.float())[..., :n_frames]  # (..., n_mels, n_frames)
-        return torch.log(torch.clamp(spec, min=self.log_floor)).transpose(-1, -2)
+        x = wav.reshape(-1, wav.shape[-1]).float()  # (N, T)
+        spec = torch.stft(
+            x, self.n_fft, self.hop_length, self.win_length, self.window,
+            center=True, pad_mode="reflect", return_complex=True,
+        )  # (N, n_freqs, n_frames + 1)
+        mag = spec[:, : self.n_used, :n_frames].abs()  # (N, n_used, n_frames)
+        mel = torch.log(torch.clamp(self.fb_t @ mag, min=self.log_floor))  # (N, n_mels, n_frames)
+        return mel.transpose(-1, -2).reshape(*wav.shape[:-1], n_frames, self.fb_t.shape[0])
 
 
 def log_mel(wav: np.ndarray | torch.Tensor, cfg: AudioConfig) -> np.ndarray:

@@ -15,9 +15,11 @@ import json
 import multiprocessing as mp
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -32,7 +34,15 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from neurotts.audio import AudioError, LogMel, fit_to_hop, float_to_int16, load_wav, trim_silence
+from neurotts.audio import (
+    AudioError,
+    LogMel,
+    fit_to_hop,
+    float_to_int16,
+    int16_to_float,
+    load_wav,
+    trim_silence,
+)
 from neurotts.config import AudioConfig, ConfigError, PrepareConfig, SplitConfig, to_dict
 from neurotts.data.ljspeech import Reject, Row, download_ljspeech, read_metadata
 from neurotts.data.store import (
@@ -46,6 +56,7 @@ from neurotts.data.store import (
 from neurotts.text.frontend import TextError, TextFrontend
 
 JOURNAL = ".progress.jsonl"
+T = TypeVar("T")
 
 
 class PrepareError(RuntimeError):
@@ -92,11 +103,14 @@ def _process(item: tuple[str, str]) -> dict[str, Any]:
     if seconds > cfg.max_duration:
         return {"id": uid, "ok": False,
                 "reason": f"{wav_path}: {seconds:.2f} s is over audio.max_duration={cfg.max_duration}"}
+    # The mel is computed from the 16-bit waveform the store keeps, so features and audio agree
+    # exactly (a vocoder learns the mel -> audio map from these pairs).
+    pcm = float_to_int16(wav)
     with torch.no_grad():
-        mel = _worker["logmel"](torch.from_numpy(wav)).numpy()  # (n_frames, n_mels)
+        mel = _worker["logmel"](torch.from_numpy(int16_to_float(pcm))).numpy()  # (n_frames, n_mels)
     atomic_save_npy(out / "mels" / f"{uid}.npy", mel)
     if _worker["save_audio"]:
-        atomic_save_npy(out / "audio" / f"{uid}.npy", float_to_int16(wav))
+        atomic_save_npy(out / "audio" / f"{uid}.npy", pcm)
     m64 = mel.astype(np.float64)
     return {
         "id": uid, "ok": True, "n_frames": int(mel.shape[0]), "n_samples": int(wav.size),
@@ -201,8 +215,13 @@ def _progress() -> Progress:
     )
 
 
-def _run_audio(todo: list[Row], cfg: PrepareConfig, out: Path, done: dict[str, dict[str, Any]]) -> None:
-    """Run the audio stage over ``todo``, journalling each result as it arrives."""
+def _run_audio(todo: list[Row], cfg: PrepareConfig, out: Path, done: dict[str, dict[str, Any]],
+               meanwhile: Callable[[], T]) -> T:
+    """Run the audio stage over ``todo``, journalling each result as it arrives.
+
+    ``meanwhile`` runs in this process once the workers are busy (the text stage), so the two
+    stages overlap; its result is returned.
+    """
     workers = cfg.num_workers or os.cpu_count() or 1
     items = [(r.id, str(r.wav)) for r in todo]
     init_args = (cfg.audio, str(out), cfg.save_audio)
@@ -219,6 +238,7 @@ def _run_audio(todo: list[Row], cfg: PrepareConfig, out: Path, done: dict[str, d
             pool = mp.get_context("fork").Pool(workers, _init_worker, init_args)
             results = pool.imap_unordered(_process, items, chunksize=4)
         try:
+            side = meanwhile()
             for rec in results:
                 done[rec["id"]] = rec
                 if rec["ok"]:
@@ -231,6 +251,7 @@ def _run_audio(todo: list[Row], cfg: PrepareConfig, out: Path, done: dict[str, d
             if pool is not None:
                 pool.terminate()
                 pool.join()
+    return side
 
 
 def _end_line(journal: Any) -> None:
@@ -281,22 +302,25 @@ def run(cfg: PrepareConfig, console: Console | None = None) -> Summary:
 
     rows, rejects = read_metadata(root, cfg.data.metadata)
     splits = assign_splits([r.id for r in rows], cfg.data.split)
-    fe = TextFrontend(cfg.text)
-    encoded, text_rejects = _encode_texts(rows, fe)
-    rejects += text_rejects
     for r in rows:
         if r.id not in splits:
             rejects.append(Reject(r.id, f"metadata.csv:{r.line}: id is in none of the split lists"))
-    rows = [r for r in rows if r.id in encoded and r.id in splits]
+    rows = [r for r in rows if r.id in splits]
 
+    fe = TextFrontend(cfg.text)
     done = _read_journal(out)
     todo = [r for r in rows if not _is_done(out, done.get(r.id), cfg.save_audio)]
     skipped = len(rows) - len(todo)
-    if todo:
-        _run_audio(todo, cfg, out, done)
+    # Text is encoded while the workers process audio; rows whose text fails are left out of
+    # the manifest (their features stay on disk and are reused if the text is fixed).
+    encode = partial(_encode_texts, rows, fe)
+    encoded, text_rejects = _run_audio(todo, cfg, out, done, encode) if todo else encode()
+    rejects += text_rejects
 
     kept: list[Utterance] = []
     for r in rows:
+        if r.id not in encoded:
+            continue
         rec = done[r.id]
         if not rec["ok"]:
             rejects.append(Reject(r.id, rec["reason"]))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,8 @@ class FeatureStore:
 
 
 def utterance_record(u: Utterance) -> str:
-    return json.dumps(asdict(u), ensure_ascii=False)
+    # vars() rather than dataclasses.asdict(): asdict deep-copies every id list element.
+    return json.dumps(vars(u), ensure_ascii=False)
 
 
 def describe(cfg: Any) -> dict[str, Any]:
