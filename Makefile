@@ -2,7 +2,7 @@
 PY ?= python
 VENV ?= .venv
 
-.PHONY: help install test test-fast lint bench
+.PHONY: help install test test-fast lint bench demo recipe
 
 help:  ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -24,3 +24,12 @@ lint:  ## Lint with ruff
 bench:  ## Run the benchmarks (each prints one JSON line)
 	$(PY) bench/prepare.py
 	$(PY) bench/text_normalize.py
+	$(PY) bench/alignment_speed.py
+	$(PY) bench/wavenet_generate.py
+	$(PY) bench/train_tacotron2.py
+
+demo:  ## Whole chain with tiny models on CPU (~15 min): wavs, TensorBoard logs, eval report in demo/
+	bash recipes/demo.sh
+
+recipe:  ## The full LJSpeech recipe on GPU (STAGE=0 STOP_STAGE=5 NGPU=1 to choose)
+	bash recipes/ljspeech/run.sh --stage $(or $(STAGE),0) --stop-stage $(or $(STOP_STAGE),5) --ngpu $(or $(NGPU),1)

@@ -85,6 +85,31 @@ def prepare(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Conf
 
 
 @app.command()
+def download(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: ConfigDir = None) -> None:
+    """Fetch LJSpeech-1.1 into data.download_dir (checksum-verified, resumable, safe extract)."""
+    from neurotts.data.ljspeech import DatasetError, download_ljspeech
+
+    config = load("prepare", PrepareConfig, [*(overrides or []), "out=-"], config_dir, cfg)
+    with user_errors(DatasetError):
+        root = download_ljspeech(config.data.url, config.data.sha256,
+                                 Path(config.data.download_dir).expanduser())
+    err.print(f"LJSpeech is in {root}", highlight=False)
+
+
+@app.command(name="toy-corpus")
+def toy_corpus(
+    out: Annotated[Path, typer.Argument(help="Folder to write (LJSpeech layout).")],
+    utterances: Annotated[int, typer.Option("--utterances", "-n", min=1, help="How many clips.")] = 200,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Write a small synthetic corpus (no download) for demos and smoke tests."""
+    from neurotts.data.toy import make_toy_corpus
+
+    root = make_toy_corpus(out, utterances, seed=seed)
+    err.print(f"wrote {utterances} clips to {root}", highlight=False)
+
+
+@app.command()
 def text(
     sentence: Annotated[str, typer.Argument(help="Text to run through the frontend.")],
     overrides: Overrides = None,
