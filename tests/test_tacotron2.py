@@ -201,6 +201,15 @@ def test_forward_under_bf16_autocast_is_finite(attention):
     loss.backward()
 
 
+def test_batch_of_one_under_bf16_autocast():
+    """oneDNN's bf16 LSTM fails on a packed batch of one; the encoder must still run."""
+    model = tiny_model("location")
+    text, tl, mels, ml = random_batch([7], [10], n_mels=8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(text, tl, mels, ml)
+    assert torch.isfinite(out.mel_after.float()).all()
+
+
 # ------------------------------------------------------------------------------ inference
 
 

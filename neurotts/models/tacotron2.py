@@ -11,6 +11,7 @@ training engine. :func:`tacotron2_loss` is the matching criterion.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -210,11 +211,16 @@ class Encoder(nn.Module):
     def forward(self, text: torch.Tensor, text_lengths: torch.Tensor) -> torch.Tensor:
         mask = sequence_mask(text_lengths, text.shape[1])  # (B, T_text)
         x = self.convs(self.embedding(text), mask)  # (B, T_text, C)
-        # Packing keeps the backward direction from reading padding into valid positions.
-        packed = nn.utils.rnn.pack_padded_sequence(
-            x, text_lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        out, _ = self.lstm(packed)
+        # oneDNN's bf16 LSTM rejects some packed shapes (a batch of one among them); on CPU,
+        # where bf16 autocast only exercises the AMP path, this layer runs in fp32.
+        cpu_amp = x.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+        with torch.autocast("cpu", enabled=False) if cpu_amp else contextlib.nullcontext():
+            # Packing keeps the backward direction from reading padding into valid positions.
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x.float() if cpu_amp else x, text_lengths.cpu(), batch_first=True,
+                enforce_sorted=False,
+            )
+            out, _ = self.lstm(packed)
         out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=text.shape[1])
         return out  # (B, T_text, lstm_dim)
 
