@@ -1,6 +1,10 @@
 # neurotts: `make help` lists the targets.
-PY ?= python
 VENV ?= .venv
+# After `make install`, every target uses the project's virtualenv without activating it.
+ifneq ($(wildcard $(VENV)/bin/python),)
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+endif
+PY ?= python
 
 .PHONY: help install test test-fast lint bench demo recipe
 

@@ -56,6 +56,11 @@ def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
         raise fail(str(exc)) from None
 
 
+def hydra_quote(value: str) -> str:
+    """A path or string as a quoted Hydra override value (any character allowed)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def load(name: str, schema: type[T], overrides: list[str] | None, config_dir: Path | None,
          print_cfg: bool) -> T:
     with user_errors():
@@ -252,7 +257,9 @@ def synth(
 @app.command(name="eval")
 def evaluate(
     overrides: Overrides = None,
-    acoustic: Annotated[str | None, typer.Option("--acoustic", "-a", help="Acoustic model: run folder or checkpoint.")] = None,
+    acoustic: Annotated[list[str] | None, typer.Option(
+        "--acoustic", "-a", help="Acoustic model: run folder or checkpoint. Repeat it to compare "
+        "models (e.g. attention types) on the same texts.")] = None,
     vocoder: Annotated[str | None, typer.Option("--vocoder", "-v", help="WaveNet run folder or checkpoint, or griffinlim.")] = None,
     cfg: PrintCfg = False,
     config_dir: ConfigDir = None,
@@ -264,8 +271,8 @@ def evaluate(
     from neurotts.evaluation.run import run as run_eval
     from neurotts.synthesis import SynthesisError
 
-    extra = [f"acoustic={acoustic}"] if acoustic else []
-    extra += [f"vocoder={vocoder}"] if vocoder else []
+    extra = [f"acoustic=[{','.join(hydra_quote(a) for a in acoustic)}]"] if acoustic else []
+    extra += [f"vocoder={hydra_quote(vocoder)}"] if vocoder else []
     config = load("eval", EvalConfig, [*(overrides or []), *extra], config_dir, cfg)
     with user_errors(SynthesisError, EvalError, StoreError, MissingDependencyError):
         run_eval(config, err)

@@ -4,15 +4,15 @@
 # otherwise a synthetic corpus made on the spot (no download). `make demo` runs this.
 #
 # Environment knobs (defaults fit in ~15 minutes on 2 cores):
-#   DEMO_DIR (demo)  DEMO_TTS_STEPS (1500)  DEMO_VOC_STEPS (1500)  DEMO_EVAL (6)
+#   DEMO_DIR (demo)  DEMO_TTS_STEPS (800)  DEMO_VOC_STEPS (1000)  DEMO_EVAL (6)
 #   DEMO_CORPUS (auto: the sample if present, else toy; or toy, or an LJSpeech-layout folder)
 #   DEMO_TOY_UTTERANCES (200)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=${DEMO_DIR:-demo}
-tts_steps=${DEMO_TTS_STEPS:-1500}
-voc_steps=${DEMO_VOC_STEPS:-1500}
+tts_steps=${DEMO_TTS_STEPS:-800}
+voc_steps=${DEMO_VOC_STEPS:-1000}
 n_eval=${DEMO_EVAL:-6}
 corpus=${DEMO_CORPUS:-auto}
 sample="$here/../shared/data/ljspeech-sample/LJSpeech-1.1"
@@ -29,9 +29,10 @@ if [ "$corpus" = toy ]; then
   corpus="$out/corpus"
 fi
 
+# Clips up to 6 s: shorter sequences train faster and align sooner on a CPU.
 step "prepare $corpus -> $out/features"
 neurotts prepare data.root="$corpus" out="$out/features" \
-  data.split.val_size=8 data.split.test_size="$n_eval" audio.max_duration=10.0
+  data.split.val_size=8 data.split.test_size="$n_eval" audio.max_duration=6.0
 
 every=$(( tts_steps / 5 > 0 ? tts_steps / 5 : 1 ))
 step "train a tiny Tacotron 2 for $tts_steps steps -> $out/tacotron2"

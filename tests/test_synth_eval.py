@@ -47,10 +47,14 @@ def runs(tmp_path_factory, request) -> dict[str, Path]:
     result = invoke("prepare", f"data.root={corpus}", f"out={store}", "data.split.val_size=2",
                     "data.split.test_size=2")
     assert result.exit_code == 0, result.output
-    out = {"store": store, "tts": root / "tts", "voc": root / "voc"}
+    out = {"store": store, "tts": root / "tts", "voc": root / "voc", "tts_dca": root / "tts_dca"}
     result = invoke("train", "model=tacotron2", "experiment=tiny", f"data.features={store}",
                     f"run.dir={out['tts']}", "trainer.max_steps=6", "trainer.val_every=6",
                     "trainer.checkpoint_every=6", *SHORT_GUARD)
+    assert result.exit_code == 0, result.output
+    result = invoke("train", "model=tacotron2", "experiment=tiny", f"data.features={store}",
+                    f"run.dir={out['tts_dca']}", "trainer.max_steps=4", "trainer.val_every=4",
+                    "trainer.checkpoint_every=4", "model.attention.type=dca", *SHORT_GUARD)
     assert result.exit_code == 0, result.output
     result = invoke("train", "model=wavenet", "experiment=tiny", f"data.features={store}",
                     f"run.dir={out['voc']}", "trainer.max_steps=6", "trainer.val_every=6",
@@ -197,3 +201,29 @@ def test_acoustic_metrics_of_a_resynthesis(runs):
     assert "metrics_note" not in row
     assert 0 <= row["mcd_db"] < 3.0 and abs(row["duration_ratio"] - 1) < 0.05
     assert row["vuv_error"] < 0.2 and row["log_f0_rmse_cents"] < 150
+
+
+def test_eval_compares_attention_types_on_long_passages(runs, tmp_path):
+    out = tmp_path / "cmp"
+    result = invoke("eval", "--acoustic", str(runs["tts"]), "--acoustic", str(runs["tts_dca"]),
+                    "texts=long", f"out={out}", "asr=false", "limit=2")
+    assert result.exit_code == 0, result.output
+    comparison = json.loads((out / "comparison.json").read_text())
+    models = comparison["models"]
+    assert [m["attention"] for m in models] == ["location", "dca"]
+    for m in models:
+        assert m["n_utterances"] == 2
+        assert set(m["failures"]) == {"max_steps", "early_stop", "skip", "repeat"}
+        assert 0 <= m["failed_utterances"] <= 2
+        assert (out / m["name"] / "report.json").is_file()
+    table = (out / "comparison.md").read_text()
+    rows = [ln for ln in table.splitlines() if ln.startswith("| 0")]
+    assert len(rows) == 2 and "| location |" in rows[0] and "| dca |" in rows[1]
+
+
+def test_eval_quotes_awkward_paths(runs, tmp_path):
+    odd = tmp_path / "it's a run, [odd]=name"
+    shutil.copytree(runs["tts"], odd)
+    result = invoke("eval", "--acoustic", str(odd), "texts=long", f"out={tmp_path / 'o'}",
+                    "asr=false", "limit=1")
+    assert result.exit_code == 0, result.output

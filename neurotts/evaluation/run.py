@@ -35,7 +35,9 @@ class EvalDataConfig:
 
 @dataclass
 class EvalConfig:
-    acoustic: str = MISSING  # run folder or checkpoint of the acoustic model
+    # Run folders or checkpoints of acoustic models; with several, each is evaluated on the
+    # same texts and a comparison table is written (e.g. location vs dca vs multihead).
+    acoustic: list[str] = MISSING
     vocoder: str = MISSING  # run folder or checkpoint of a WaveNet, or "griffinlim"
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     out: str = MISSING
@@ -190,15 +192,34 @@ def _evaluate_batch(batch: list[Item], normalized: list[str], acoustic: Acoustic
 
 
 def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
+    """Evaluate every acoustic model in ``cfg.acoustic`` on the same texts; returns the report
+    (one model) or the comparison (several, with each model's report in ``out/NN-name/``)."""
     console = console or Console(stderr=True)
-    device = pick_device(cfg.device)
-    acoustic = AcousticModel.load(cfg.acoustic, device)
-    vocoder = Vocoder(cfg.vocoder, acoustic.audio, device)
+    if not cfg.acoustic:
+        raise EvalError("no acoustic model given (--acoustic RUN, repeatable)")
     if cfg.texts is None and cfg.data.features is None:
         raise EvalError("data.features is not set (the feature store whose split is evaluated)")
+    out = Path(cfg.out).expanduser()
+    if len(cfg.acoustic) == 1:
+        return evaluate_model(cfg, cfg.acoustic[0], out, console)
+    reports = []
+    for i, path in enumerate(cfg.acoustic, start=1):
+        name = f"{i:02d}-{Path(path).expanduser().resolve().name}"
+        console.print(f"[bold]eval {name}[/] ({path})")
+        reports.append((name, evaluate_model(cfg, path, out / name, console)))
+    comparison = _compare(reports)
+    _write_comparison(out, comparison)
+    _print_comparison(console, comparison)
+    return comparison
+
+
+def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Console) -> dict[str, Any]:
+    """Synthesise and measure the texts of ``cfg`` with one acoustic model into ``out``."""
+    device = pick_device(cfg.device)
+    acoustic = AcousticModel.load(acoustic_path, device)
+    vocoder = Vocoder(cfg.vocoder, acoustic.audio, device)
     store = FeatureStore(cfg.data.features) if cfg.texts is None else None
     items = _items(cfg, store)
-    out = Path(cfg.out).expanduser()
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     asr = Recognition(cfg.asr)
     rows: list[dict[str, Any]] = []
@@ -223,6 +244,44 @@ def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
     return report
 
 
+_COMPARED = ("focus", "monotonicity", "coverage", "wer_synth", "mcd_db")
+_FAILURES = ("max_steps", "early_stop", "skip", "repeat")
+
+
+def _compare(reports: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    return {"models": [
+        {"name": name, "acoustic": r["acoustic"], "attention": r["attention"], "step": r["acoustic_step"],
+         "n_utterances": r["n_utterances"], "failures": r["failures"],
+         "failed_utterances": r["failed_utterances"], **{k: r["mean"][k] for k in _COMPARED}}
+        for name, r in reports
+    ]}
+
+
+def _write_comparison(out: Path, comparison: dict[str, Any]) -> None:
+    atomic_write_text(out / "comparison.json", json.dumps(comparison, indent=1))
+    head = ["model", "attention", "step", "n", *_FAILURES, "failed", *_COMPARED]
+    lines = ["# neurotts eval: comparison on the same texts", "",
+             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for m in comparison["models"]:
+        cells = [m["name"], m["attention"], str(m["step"]), str(m["n_utterances"]),
+                 *(str(m["failures"][k]) for k in _FAILURES), str(m["failed_utterances"]),
+                 *(_fmt(m[k]) for k in _COMPARED)]
+        lines.append("| " + " | ".join(cells) + " |")
+    atomic_write_text(out / "comparison.md", "\n".join(lines) + "\n")
+
+
+def _print_comparison(console: Console, comparison: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="attention comparison (same texts)")
+    for col in ("model", "attention", *_FAILURES, "failed", "focus", "coverage"):
+        table.add_column(col)
+    for m in comparison["models"]:
+        table.add_row(m["name"], m["attention"], *(str(m["failures"][k]) for k in _FAILURES),
+                      str(m["failed_utterances"]), _fmt(m["focus"]), _fmt(m["coverage"]))
+    console.print(table)
+
+
 def _aggregate(cfg: EvalConfig, rows: list[dict[str, Any]], stage: dict[str, float],
                asr: Recognition, acoustic: AcousticModel, vocoder: Vocoder) -> dict[str, Any]:
     keys = ["mcd_db", "log_f0_rmse_cents", "vuv_error", "duration_ratio", "focus",
@@ -233,7 +292,8 @@ def _aggregate(cfg: EvalConfig, rows: list[dict[str, Any]], stage: dict[str, flo
         "split": cfg.split if cfg.texts is None else None, "texts": cfg.texts,
         "attention": acoustic.cfg.attention.type, "n_utterances": len(rows),
         "mean": {k: _mean([r.get(k) for r in rows]) for k in keys},
-        "failures": {k: int(sum(r[k] for r in rows)) for k in ("max_steps", "early_stop", "skip", "repeat")},
+        "failures": {k: int(sum(r[k] for r in rows)) for k in _FAILURES},
+        "failed_utterances": int(sum(any(r[k] for k in _FAILURES) for r in rows)),
         "asr": asr.summary(),
         "rtf": {"acoustic": stage["acoustic_s"] / audio_s, "vocoder": stage["vocoder_s"] / audio_s,
                 "total": (stage["acoustic_s"] + stage["vocoder_s"]) / audio_s,
@@ -258,6 +318,7 @@ def _write(out: Path, report: dict[str, Any], rows: list[dict[str, Any]],
     lines += [f"| {k} | {_fmt(v)} |" for k, v in report["mean"].items()]
     lines += ["", "| failure | count |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in report["failures"].items()]
+    lines += [f"| any (utterances) | {report['failed_utterances']} |"]
     lines += ["", "| stage | real-time factor |", "| --- | --- |"]
     lines += [f"| {k} | {v:.3f} |" for k, v in report["rtf"].items()]
     if report["asr"]:
