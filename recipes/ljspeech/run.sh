@@ -5,7 +5,9 @@
 #   recipes/ljspeech/run.sh                         # everything
 #   recipes/ljspeech/run.sh --stage 2 --stop-stage 2 --ngpu 4   # only Tacotron 2, on 4 GPUs
 #
-# Stages: 0 download, 1 prepare, 2 train tacotron2, 3 train wavenet, 4 synthesise samples, 5 eval
+# Stages: 0 download, 1 prepare, 2 train tacotron2, 3 train wavenet, 4 synthesise samples, 5 eval,
+#         6 (opt-in: --stop-stage 6) train the two other attention types and compare all three on
+#           the built-in long passages (failures per attention type in $exp/eval/attention)
 set -euo pipefail
 
 stage=0
@@ -18,8 +20,9 @@ text=characters                # or arpabet
 attention=location             # location | dca | multihead
 tts_overrides=""               # extra overrides for stage 2, e.g. "trainer.max_steps=50000"
 voc_overrides=""               # extra overrides for stage 3
+compare_steps=50000            # stage 6: training steps for each other attention type
 
-usage() { sed -n '2,9p' "$0"; echo "options: --stage N --stop-stage N --ngpu N --data DIR --features DIR --exp DIR --text characters|arpabet --attention TYPE --tts-overrides '...' --voc-overrides '...'"; }
+usage() { awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0"; echo "options: --stage N --stop-stage N --ngpu N --data DIR --features DIR --exp DIR --text characters|arpabet --attention TYPE --tts-overrides '...' --voc-overrides '...' --compare-steps N"; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --stage) stage=$2; shift 2 ;;
@@ -30,6 +33,7 @@ while [ $# -gt 0 ]; do
     --exp) exp=$2; shift 2 ;;
     --text) text=$2; shift 2 ;;
     --attention) attention=$2; shift 2 ;;
+    --compare-steps) compare_steps=$2; shift 2 ;;
     --tts-overrides) tts_overrides=$2; shift 2 ;;
     --voc-overrides) voc_overrides=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -85,4 +89,19 @@ if run_stage 5; then
     data.features="$features" out="$exp/eval/test"
   neurotts eval --acoustic "$exp/tacotron2" --vocoder griffinlim texts=long asr=false \
     out="$exp/eval/long"
+fi
+
+if run_stage 6; then
+  say 6 "train the other attention types ($compare_steps steps each) and compare on long passages"
+  runs=("$exp/tacotron2")
+  for other in location dca multihead; do
+    [ "$other" = "$attention" ] && continue
+    # shellcheck disable=SC2086
+    train experiment=tacotron2_ljspeech data.features="$features" run.dir="$exp/tacotron2-$other" \
+      model.attention.type="$other" trainer.max_steps="$compare_steps" $tts_overrides
+    runs+=("$exp/tacotron2-$other")
+  done
+  args=()
+  for r in "${runs[@]}"; do args+=(--acoustic "$r"); done
+  neurotts eval "${args[@]}" --vocoder griffinlim texts=long asr=false out="$exp/eval/attention"
 fi
