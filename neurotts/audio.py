@@ -85,6 +85,15 @@ def fit_to_hop(wav: np.ndarray, hop_length: int) -> np.ndarray:
     return wav[: (wav.size // hop_length) * hop_length]
 
 
+def mel_filterbank(cfg: AudioConfig) -> torch.Tensor:
+    """The Slaney-scale, Slaney-normalised filterbank ``(n_fft // 2 + 1, n_mels)``."""
+    return AF.melscale_fbanks(
+        n_freqs=cfg.n_fft // 2 + 1, f_min=cfg.fmin,
+        f_max=cfg.fmax if cfg.fmax is not None else cfg.sample_rate / 2,
+        n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, norm="slaney", mel_scale="slaney",
+    )
+
+
 class LogMel(torch.nn.Module):
     """Waveform ``(..., T)`` -> log-mel ``(..., T // hop, n_mels)``, on any device.
 
@@ -97,11 +106,7 @@ class LogMel(torch.nn.Module):
         super().__init__()
         self.n_fft, self.hop_length, self.win_length = cfg.n_fft, cfg.hop_length, cfg.win_length
         self.log_floor = cfg.log_floor
-        fb = AF.melscale_fbanks(
-            n_freqs=cfg.n_fft // 2 + 1, f_min=cfg.fmin,
-            f_max=cfg.fmax if cfg.fmax is not None else cfg.sample_rate / 2,
-            n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, norm="slaney", mel_scale="slaney",
-        )  # (n_freqs, n_mels)
+        fb = mel_filterbank(cfg)  # (n_freqs, n_mels)
         self.n_used = int((fb.sum(dim=1) > 0).nonzero().max()) + 1
         self.register_buffer("fb_t", fb[: self.n_used].T.contiguous())  # (n_mels, n_used)
         self.register_buffer("window", torch.hann_window(cfg.win_length))

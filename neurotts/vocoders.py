@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 import torchaudio.functional as AF
 
+from neurotts.audio import mel_filterbank
+
 if TYPE_CHECKING:
     from neurotts.config import AudioConfig
 
@@ -24,11 +26,7 @@ class GriffinLimVocoder(torch.nn.Module):
     def __init__(self, cfg: AudioConfig, n_iter: int = 60, momentum: float = 0.99):
         super().__init__()
         self.hop_length = cfg.hop_length
-        fb = AF.melscale_fbanks(
-            n_freqs=cfg.n_fft // 2 + 1, f_min=cfg.fmin,
-            f_max=cfg.fmax if cfg.fmax is not None else cfg.sample_rate / 2,
-            n_mels=cfg.n_mels, sample_rate=cfg.sample_rate, norm="slaney", mel_scale="slaney",
-        )  # (n_freqs, n_mels)
+        fb = mel_filterbank(cfg)  # (n_freqs, n_mels)
         self.register_buffer("inverse", torch.linalg.pinv(fb))  # (n_mels, n_freqs)
         self.register_buffer("window", torch.hann_window(cfg.win_length))
         self.n_fft, self.win_length = cfg.n_fft, cfg.win_length

@@ -55,7 +55,7 @@ neurotts synth --input "$out/sentences.txt" --acoustic "$out/tacotron2" --vocode
 neurotts synth "The old house stood by the river." --acoustic "$out/tacotron2" \
   --vocoder "$out/wavenet" -o "$out/wavs/wavenet/001.wav"
 
-step "evaluate $n_eval test utterances -> $out/eval"
+step "evaluate up to $n_eval test utterances -> $out/eval"
 neurotts eval --acoustic "$out/tacotron2" --vocoder griffinlim data.features="$out/features" \
   out="$out/eval" limit="$n_eval" device=cpu
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torchaudio.transforms as AT
 
 from neurotts.config import AudioConfig
+from neurotts.vocoders import GriffinLimVocoder
 
 
 def _figure_to_array(fig) -> np.ndarray:  # noqa: ANN001 (matplotlib Figure)
@@ -62,14 +62,5 @@ def plot_mels(predicted: torch.Tensor, target: torch.Tensor) -> np.ndarray:
 
 def griffin_lim(log_mel: torch.Tensor, audio: AudioConfig, n_iter: int) -> torch.Tensor:
     """``(T, n_mels)`` log-mel -> ``(T * hop,)`` float waveform (CPU, fp32)."""
-    mel = torch.exp(log_mel.detach().float().cpu()).T  # (n_mels, T) magnitude
-    n_stft = audio.n_fft // 2 + 1
-    inverse = AT.InverseMelScale(n_stft=n_stft, n_mels=audio.n_mels, sample_rate=audio.sample_rate,
-                                 f_min=audio.fmin, f_max=audio.fmax, norm="slaney",
-                                 mel_scale="slaney")
-    spec = inverse(mel).clamp_min(0.0)  # (n_stft, T)
-    gl = AT.GriffinLim(n_fft=audio.n_fft, n_iter=n_iter, win_length=audio.win_length,
-                       hop_length=audio.hop_length, power=1.0)
-    wav = gl(spec)[: mel.shape[1] * audio.hop_length]
-    peak = wav.abs().max().clamp_min(1e-4)
-    return wav * (0.9 / peak) if peak > 0.9 else wav
+    vocoder = GriffinLimVocoder(audio, n_iter=n_iter)
+    return vocoder(log_mel.detach().float().cpu()[None])[0]
