@@ -156,3 +156,33 @@ def test_plots_write_pngs(tmp_path: Path, sentence: np.ndarray) -> None:
     assert image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8
     with pytest.raises(ValueError, match="titles"):
         plots.plot_alignments(alignments, titles=["only one"])
+
+
+def _diagonal(t_dec: int, t_text: int, upto: int | None = None) -> np.ndarray:
+    a = np.zeros((t_dec, t_text))
+    last = (upto if upto is not None else t_text) - 1
+    for t in range(t_dec):
+        a[t, round(t * last / (t_dec - 1))] = 1.0
+    return a
+
+
+def test_failure_flags_classify_alignments():
+    from neurotts.evaluation.run import failure_flags
+
+    clean = failure_flags(_diagonal(60, 20), False, 3, 4)
+    assert clean == {"max_steps": False, "early_stop": False, "skip": False, "repeat": False}
+    # stopped with the last 6 symbols never reached: an early stop, not a skip
+    early = failure_flags(_diagonal(60, 20, upto=14), False, 3, 4)
+    assert early["early_stop"] and not early["skip"]
+    # jumped over symbols 8-12 in the middle
+    jump = _diagonal(60, 20)
+    jump[:, 8:13] = 0.0
+    for t in range(60):
+        if jump[t].sum() == 0:
+            jump[t, 13] = 1.0
+    assert failure_flags(jump, False, 3, 4)["skip"]
+    # went back from symbol 15 to symbol 5: a repeat
+    back = np.concatenate([_diagonal(40, 20, upto=16), _diagonal(30, 20)[5:]])
+    assert failure_flags(back, False, 3, 4)["repeat"]
+    assert failure_flags(_diagonal(60, 20, upto=10), True, 3, 4) == {
+        "max_steps": True, "early_stop": False, "skip": False, "repeat": False}

@@ -89,8 +89,10 @@ def failure_flags(align: np.ndarray, hit_max: bool, skip_run: int, repeat_jump: 
     attended = np.zeros(t_text, dtype=bool)
     for p in peaks:
         attended[max(0, p - 1): p + 2] = True
+    # A skip is a gap inside the span the attention went through; symbols after its furthest
+    # point were never reached, which is an early stop (or a max-steps hit), not a skip.
     longest_gap, gap = 0, 0
-    for a in attended:
+    for a in attended[: int(peaks.max()) + 1]:
         gap = 0 if a else gap + 1
         longest_gap = max(longest_gap, gap)
     running_max = np.maximum.accumulate(peaks)
