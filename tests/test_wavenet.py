@@ -150,6 +150,25 @@ def test_incremental_steps_equal_teacher_forced_forward(output: str, mode: str) 
     assert len(set(gen.samples[0].tolist())) > 5  # sampling explored, not a constant run
 
 
+@pytest.mark.parametrize("batch", [1, 3])
+def test_amortised_past_taps_equal_teacher_forced_forward(batch: int, monkeypatch) -> None:
+    """The CPU path computes the past taps of dilated layers once per d samples; it must run
+    (for every dilation > 1) and agree with the full forward pass, at batch 1 and above."""
+    from neurotts.models import wavenet_generate as gen_mod
+
+    calls: list[int] = []
+    real = gen_mod._CachedStep._fill_past
+    monkeypatch.setattr(gen_mod._CachedStep, "_fill_past",
+                        lambda self, i, t, j: (calls.append(self.past[i].shape[0]), real(self, i, t, j)))
+    model = tiny_model("mol", seed=3, layers=8, stacks=2)  # dilations 1, 2, 4, 8 twice
+    mels = torch.randn(batch, 16, 8)
+    gen = generate(model, mels, record=True, mode="views", generator=torch.Generator().manual_seed(2))
+    assert set(calls) == {2, 4, 8}
+    with torch.no_grad():
+        ref = model(teacher_forced_inputs(model, gen.samples), mels)
+    torch.testing.assert_close(gen.outputs, ref, atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("output", ["mulaw", "mol"])
 def test_batched_generation_equals_one_at_a_time(output: str) -> None:
     model = tiny_model(output, seed=3)

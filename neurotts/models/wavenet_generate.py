@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from neurotts.audio import mu_law_decode
-from neurotts.models.wavenet import WaveNet, dilations, silence_input
+from neurotts.models.wavenet import WaveNet, WaveNetConfig, dilations, silence_input
 
 SQRT_HALF = math.sqrt(0.5)
 # Upper bound on the floats in one block of precomputed conditioning (128 MiB in fp32).
@@ -264,6 +264,7 @@ class _CachedStep:
         self.j_dev = torch.zeros(1, dtype=torch.long, device=device)
         self.first = silence_input(cfg).to(device).expand(batch)
         self._bind_matmuls()
+        self._init_past(cfg, batch, block, new)
 
     def _bind_matmuls(self) -> None:
         """Every per-step matmul reads and writes fixed buffers, so bind each once."""
@@ -274,6 +275,40 @@ class _CachedStep:
         self.mm_skip = _affine(self.b_skip, self.z, self.w_skip, self.hidden)
         self.mm_head1 = _affine(self.b_h1, self.hidden, self.w_h1, self.hidden2)
         self.mm_head2 = _affine(self.b_h2, self.hidden2, self.w_h2, self.out)
+
+    def _init_past(self, cfg: WaveNetConfig, batch: int, block: int, new: dict) -> None:
+        """Amortised past taps (CPU path). For a layer of dilation d, the taps x[t-(K-1)d] ...
+        x[t-d] of the next d samples are all known at a multiple of d, so their contribution
+        (plus the conditioning) is one (d*B, (K-1)R) @ ((K-1)R, G) product every d samples
+        instead of d matrix-vector products: the step reads those weights once per d samples,
+        and batch-1 generation is bound by reading weights."""
+        r, g = cfg.residual_channels, cfg.gate_channels
+        dil = dilations(cfg)
+        # Blocks of conditioning must not split a window of d steps.
+        self.amortise = [d > 1 and block % d == 0 for d in dil]
+        self.w_now = [w[(self.k - 1) * r:] .contiguous() for w in self.w_taps]  # (R, G)
+        self.w_now_t = [w.t().contiguous() for w in self.w_now]  # (G, R) for addmv
+        self.w_past = [w[: (self.k - 1) * r].contiguous() for w in self.w_taps]  # ((K-1)R, G)
+        self.past = [torch.empty(d, batch, g, **new) if a else None
+                     for d, a in zip(dil, self.amortise, strict=True)]
+        self.past_taps = [torch.empty(batch, d * (self.k - 1), r, **new) if a else None
+                          for d, a in zip(dil, self.amortise, strict=True)]
+        self.past_index: list[dict[int, torch.Tensor]] = [{} for _ in dil]
+
+    def _fill_past(self, i: int, t: int, j: int) -> None:
+        """past[i][q] = cond(t+q) + sum of the past taps of sample t+q, for q < d."""
+        d, n, k = self.past[i].shape[0], self.ring_len[i], self.k
+        p = t % n
+        idx = self.past_index[i].get(p)
+        if idx is None:  # ring rows of x[t+q-(K-1-c)d], q-major then tap c
+            idx = torch.tensor([(t + q - (k - 1 - c) * d) % n for q in range(d) for c in range(k - 1)],
+                               device=self.past[i].device)
+            self.past_index[i][p] = idx
+        torch.index_select(self.rings[i], 1, idx, out=self.past_taps[i])
+        taps = self.past_taps[i].view(self.batch, d, -1).transpose(0, 1)  # (d, B, (K-1)R)
+        g = self.past[i].shape[-1]
+        cond = self.cond_block[j:j + d, :, i * g:(i + 1) * g]  # (d, B, G)
+        torch.baddbmm(cond, taps, self.w_past[i].expand(d, -1, -1), out=self.past[i])
 
     def _prepare_weights(self, model: WaveNet) -> None:
         """Conv weights -> matmul operands ``(in, out)``, with the constant scales folded in."""
@@ -327,17 +362,29 @@ class _CachedStep:
         pos = torch.remainder(self.t_dev, self.ring_len[0])
         self.rings[0].index_copy_(1, pos, x[:, None])
 
-    def _layers(self, t: int | None) -> None:
-        """All residual layers for one step; ``t`` None means positions from ``t_dev``."""
+    def _layers(self, t: int | None, j: int | None = None) -> None:
+        """All residual layers for one step; ``t`` None means positions from ``t_dev``;
+        ``j`` is the row of the conditioning block (the amortised past taps need it)."""
         for i in range(self.n_layers):
             n = self.ring_len[i]
+            x_now = self.x_now
             if t is None:
                 rows = self.tap_table[i].index_select(0, torch.remainder(self.t_dev, n))
                 torch.index_select(self.rings[i], 1, rows.view(-1), out=self.taps)
+                self.mm_dilated[i]()
+            elif self.amortise[i] and j is not None:
+                d = self.past[i].shape[0]
+                if t % d == 0:
+                    self._fill_past(i, t, j)
+                x_now = self.ring_views[i][t % n]  # (B, R)
+                if self.batch == 1:
+                    torch.addmv(self.past[i][t % d, 0], self.w_now_t[i], x_now[0], out=self.gate[0])
+                else:
+                    torch.addmm(self.past[i][t % d], x_now, self.w_now[i], out=self.gate)
             else:
                 torch.index_select(self.rings[i], 1, self.tap_rows[i][t % n], out=self.taps)
-            # Whole dilated conv + conditioning + bias: (B, K*R) @ (K*R, G) + cond.
-            self.mm_dilated[i]()
+                # Whole dilated conv + conditioning + bias: (B, K*R) @ (K*R, G) + cond.
+                self.mm_dilated[i]()
             torch.tanh(self.gate_a, out=self.act_a)
             torch.sigmoid(self.gate_b, out=self.act_b)
             torch.mul(self.act_a, self.act_b, out=self.z_views[i])  # (B, G/2)
@@ -350,7 +397,7 @@ class _CachedStep:
                 self.rings[i + 1].index_copy_(1, pos, nxt[:, None])
             else:
                 slot = self.ring_views[i + 1][t % self.ring_len[i + 1]]
-                torch.add(self.res, self.x_now, alpha=SQRT_HALF, out=slot)
+                torch.add(self.res, x_now, alpha=SQRT_HALF, out=slot)
 
     def _head(self) -> None:
         """Skips of all layers in one matmul, then ReLU-1x1-ReLU-1x1 -> ``self.out``."""
@@ -363,7 +410,7 @@ class _CachedStep:
     def step(self, t: int, j: int) -> None:
         """Sample ``t`` (block row ``j``) with Python-side positions (CPU / eager)."""
         self.cond_t0.copy_(self.cond_block[j])
-        self._layers(t)
+        self._layers(t, j)
         self._head()
         sample = pick_sample(self.model, self.out, self.gumbel_block[j], self.logistic_block[j])
         self.samples[t].copy_(sample)
@@ -411,9 +458,11 @@ class _GraphedStep:
         self.graph.replay()
 
 
-def _block_size(batch: int, width: int, steps: int) -> int:
-    """Steps per block of precomputed conditioning, bounded in memory."""
-    return max(1, min(steps, 2048, max(64, _COND_BLOCK_FLOATS // (batch * width))))
+def _block_size(batch: int, width: int, steps: int, multiple: int) -> int:
+    """Steps per block of precomputed conditioning, bounded in memory, and a multiple of the
+    largest dilation when there are enough steps (so no amortised window straddles blocks)."""
+    block = max(1, min(steps, 2048, max(64, _COND_BLOCK_FLOATS // (batch * width))))
+    return block if block < multiple else block // multiple * multiple
 
 
 def generate(
@@ -451,7 +500,8 @@ def generate(
         lengths, steps = _lengths(model, mels, mel_lengths, max_samples)
         cond = model.upsample(mels, mel_lengths)[..., :steps]  # (B, C_cond, steps)
         batch = mels.shape[0]
-        block = _block_size(batch, model.cfg.layers * model.cfg.gate_channels, steps)
+        block = _block_size(batch, model.cfg.layers * model.cfg.gate_channels, steps,
+                            max(dilations(model.cfg)))
         cache = _CachedStep(model, batch, max(steps, 1), block, record, mels.device)
         graph = _GraphedStep(cache) if mode == "graph" else None
         cache.reset()
