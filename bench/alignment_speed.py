@@ -24,14 +24,14 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
-from omegaconf import OmegaConf
 from torch.nn.utils.rnn import pad_sequence
 
 from neurotts.audio import fit_to_hop, load_wav, log_mel, trim_silence
-from neurotts.config import CONFIG_DIR, AudioConfig, PrepareConfig, load_config, to_schema
+from neurotts.config import AudioConfig, PrepareConfig, load_config
 from neurotts.models.alignment import AlignmentMetrics, AlignmentThresholds, alignment_metrics
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, tacotron2_loss
 from neurotts.text.frontend import TextConfig, TextFrontend
+from neurotts.training.tasks import shipped_model_config
 
 SAMPLE = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "ljspeech-sample" / "LJSpeech-1.1"
@@ -126,15 +126,11 @@ def collate(ids: list[torch.Tensor], mels: list[torch.Tensor], device: torch.dev
 
 
 def model_config(attention: str, guided: bool, full: bool, n_mels: int) -> Tacotron2Config:
-    raw = OmegaConf.load(CONFIG_DIR / "model" / "tacotron2.yaml")
-    root = OmegaConf.create({"audio": {"n_mels": n_mels}, "model": raw})
     overrides = [] if full else list(REDUCED)
     overrides += [f"attention.type={attention}"]
     if not guided:
         overrides.append("loss.guided_attn_weight=0.0")
-    root = OmegaConf.merge(root, OmegaConf.from_dotlist([f"model.{o}" for o in overrides]))
-    OmegaConf.resolve(root)
-    return to_schema(root.model, Tacotron2Config)
+    return shipped_model_config("tacotron2", {"n_mels": n_mels}, overrides)
 
 
 def held_metrics(model: Tacotron2, cfg: Tacotron2Config, held) -> AlignmentMetrics:

@@ -28,18 +28,14 @@ import time
 import torch
 from omegaconf import OmegaConf
 
-from neurotts.config import CONFIG_DIR, to_schema
+from neurotts.config import CONFIG_DIR
 from neurotts.models.wavenet import WaveNet, WaveNetConfig
 from neurotts.models.wavenet_generate import generate, naive_step
+from neurotts.training.tasks import shipped_model_config
 
 
 def default_config() -> WaveNetConfig:
-    tree = OmegaConf.create({
-        "audio": OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml"),
-        "model": OmegaConf.load(CONFIG_DIR / "model" / "wavenet.yaml"),
-    })
-    OmegaConf.resolve(tree)
-    return to_schema(tree.model, WaveNetConfig)
+    return shipped_model_config("wavenet")
 
 
 def best_seconds(fn, repeats: int) -> float:

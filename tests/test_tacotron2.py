@@ -11,7 +11,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from neurotts.config import CONFIG_DIR, to_schema
+from neurotts.config import CONFIG_DIR
 from neurotts.models.alignment import (
     AlignmentThresholds,
     alignment_metrics,
@@ -29,6 +29,7 @@ from neurotts.models.tacotron2 import (
     tacotron2_loss,
 )
 from neurotts.text.frontend import TextConfig, TextFrontend
+from neurotts.training.tasks import shipped_model_config
 
 ATTENTIONS = ["location", "dca", "multihead"]
 SAMPLE = (
@@ -72,11 +73,7 @@ def one_thread():
 
 def make_config(n_mels: int, overrides: list[str]) -> Tacotron2Config:
     """The shipped model yaml, with ``${audio.n_mels}`` resolved and ``overrides`` applied."""
-    raw = OmegaConf.load(CONFIG_DIR / "model" / "tacotron2.yaml")
-    root = OmegaConf.create({"audio": {"n_mels": n_mels}, "model": raw})
-    root = OmegaConf.merge(root, OmegaConf.from_dotlist([f"model.{o}" for o in overrides]))
-    OmegaConf.resolve(root)
-    return to_schema(root.model, Tacotron2Config)
+    return shipped_model_config("tacotron2", {"n_mels": n_mels}, overrides)
 
 
 def tiny_model(

@@ -12,7 +12,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from neurotts.config import CONFIG_DIR, to_schema
+from neurotts.config import CONFIG_DIR
 from neurotts.models.wavenet import (
     WaveNet,
     WaveNetConfig,
@@ -23,6 +23,7 @@ from neurotts.models.wavenet import (
     wavenet_loss,
 )
 from neurotts.models.wavenet_generate import generate, generate_naive
+from neurotts.training.tasks import shipped_model_config
 
 CLIP = (
     Path(__file__).resolve().parents[2]
@@ -53,12 +54,7 @@ def tiny_model(output: str, seed: int = 0, **changes: object) -> WaveNet:
 
 def compose_default() -> WaveNetConfig:
     """configs/model/wavenet.yaml resolved against configs/audio/ljspeech.yaml."""
-    tree = OmegaConf.create({
-        "audio": OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml"),
-        "model": OmegaConf.load(CONFIG_DIR / "model" / "wavenet.yaml"),
-    })
-    OmegaConf.resolve(tree)
-    return to_schema(tree.model, WaveNetConfig)
+    return shipped_model_config("wavenet")
 
 
 def teacher_forced_inputs(model: WaveNet, samples: torch.Tensor) -> torch.Tensor:

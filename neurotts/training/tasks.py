@@ -8,13 +8,14 @@ task class; adding a model means adding a task module and a line here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
-from neurotts.config import ConfigError, to_schema
+from neurotts.config import CONFIG_DIR, ConfigError, to_schema
 from neurotts.data.store import FeatureStore
 from neurotts.training.config import TrainConfig
 from neurotts.training.logging import TrainLogger
@@ -93,6 +94,20 @@ def model_config(model: dict[str, Any]) -> Any:
         return to_schema(model, schema)
     except ConfigError as exc:
         raise ConfigError(f"model ({model['name']}): {exc}") from None
+
+
+def shipped_model_config(name: str, audio: dict[str, Any] | None = None,
+                         overrides: Sequence[str] = ()) -> Any:
+    """``configs/model/<name>.yaml`` typed as its model's dataclass, with ``${audio.*}``
+    resolved against ``audio`` (default: ``configs/audio/ljspeech.yaml``) and dotted
+    ``overrides`` (``"encoder.lstm_dim=64"``) applied. For benchmarks and tests that build a
+    model without a feature store; training composes through Hydra instead."""
+    if audio is None:
+        audio = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml"))
+    root = OmegaConf.create({"audio": audio, "model": OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")})
+    root = OmegaConf.merge(root, OmegaConf.from_dotlist([f"model.{o}" for o in overrides]))
+    OmegaConf.resolve(root)
+    return model_config(OmegaConf.to_container(root.model))
 
 
 def build_task(cfg: TrainConfig, store: FeatureStore) -> Task:
