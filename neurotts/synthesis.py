@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from neurotts.config import AudioConfig, to_schema
+from neurotts.data.loader import MelNorm
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config
 from neurotts.models.wavenet import WaveNet
 from neurotts.models.wavenet_generate import generate
@@ -73,8 +74,7 @@ class AcousticModel:
     cfg: Tacotron2Config
     frontend: TextFrontend
     audio: AudioConfig
-    mel_mean: torch.Tensor | None  # (n_mels,) when the model works on z-scored mels
-    mel_std: torch.Tensor | None
+    norm: MelNorm  # how model-space mels map to log-mels
     path: Path
     step: int
 
@@ -86,17 +86,13 @@ class AcousticModel:
         model.load_state_dict(_weights(payload))
         model.to(device).eval()
         text_cfg = to_schema(payload["text"], TextConfig)
-        norm = payload["mel_norm"]
-        mean = std = None
-        if norm["enabled"]:
-            mean = torch.as_tensor(norm["mean"], dtype=torch.float32, device=device)
-            std = torch.as_tensor(norm["std"], dtype=torch.float32, device=device)
         return cls(model, cfg, TextFrontend.from_symbols(text_cfg, payload["symbols"]),
-                   to_schema(payload["audio"], AudioConfig), mean, std, file, payload["step"])
+                   to_schema(payload["audio"], AudioConfig), MelNorm.from_state(payload["mel_norm"]),
+                   file, payload["step"])
 
     def to_log_mel(self, mels: torch.Tensor) -> torch.Tensor:
         """Model-space mels -> log-mels in the store's units."""
-        return mels if self.mel_mean is None else mels * self.mel_std + self.mel_mean
+        return self.norm.inverse(mels)
 
 
 class Vocoder:
@@ -108,7 +104,6 @@ class Vocoder:
         self.temperature = temperature
         self.name = GRIFFIN_LIM
         self.wavenet: WaveNet | None = None
-        self.mel_mean = self.mel_std = None
         if str(spec) == GRIFFIN_LIM:
             self.griffin_lim = GriffinLimVocoder(audio).to(device)
             return
@@ -123,10 +118,7 @@ class Vocoder:
         self.wavenet = WaveNet(model_config(payload["config"]["model"]))
         self.wavenet.load_state_dict(_weights(payload))
         self.wavenet.to(device).eval()
-        norm = payload["mel_norm"]
-        if norm["enabled"]:
-            self.mel_mean = torch.as_tensor(norm["mean"], dtype=torch.float32, device=device)
-            self.mel_std = torch.as_tensor(norm["std"], dtype=torch.float32, device=device)
+        self.norm = MelNorm.from_state(payload["mel_norm"])
         self.name = str(file)
 
     @torch.inference_mode()
@@ -136,7 +128,7 @@ class Vocoder:
             wav = self.griffin_lim(log_mels)
             hop = self.griffin_lim.hop_length
         else:
-            mels = log_mels if self.mel_mean is None else (log_mels - self.mel_mean) / self.mel_std
+            mels = self.norm.forward(log_mels)
             wav = generate(self.wavenet, mels, lengths, temperature=self.temperature).audio
             hop = self.wavenet.cfg.hop_length
         return [wav[i, : int(n) * hop].float().cpu().numpy() for i, n in enumerate(lengths)]

@@ -39,9 +39,22 @@ class MelNorm:
     def from_store(cls, store: FeatureStore, enabled: bool) -> MelNorm:
         return cls(store.mel_mean, store.mel_std, enabled)
 
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> MelNorm:
+        """The inverse of :meth:`state`: rebuild from a checkpoint's ``mel_norm``."""
+        return cls(np.asarray(state["mean"]), np.asarray(state["std"]), bool(state["enabled"]))
+
     def __call__(self, mel: np.ndarray) -> np.ndarray:
         """``(T, n_mels)`` log-mel -> model space."""
         return (mel - self.mean) / self.std if self.enabled else mel
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """``(..., n_mels)`` log-mel tensor -> model space (on the tensor's device)."""
+        if not self.enabled:
+            return mel
+        mean = torch.as_tensor(self.mean, device=mel.device, dtype=mel.dtype)
+        std = torch.as_tensor(self.std, device=mel.device, dtype=mel.dtype)
+        return (mel - mean) / std
 
     def inverse(self, mel: torch.Tensor) -> torch.Tensor:
         """``(..., n_mels)`` model space -> log-mel."""
