@@ -127,10 +127,12 @@ def test_make_io_shifts_targets_right() -> None:
 # Generation
 
 
-@pytest.mark.parametrize("mode", ["views", "indexed"])
+@pytest.mark.parametrize("mode", ["kernel", "views", "indexed"])
 @pytest.mark.parametrize("output", ["mulaw", "mol"])
-def test_incremental_steps_equal_teacher_forced_forward(output: str, mode: str) -> None:
+def test_incremental_steps_equal_teacher_forced_forward(output: str, mode: str, request) -> None:
     """Each recorded generation step equals the full forward pass on the generated sequence."""
+    if mode == "kernel":
+        request.getfixturevalue("kernel_available")
     model = tiny_model(output)
     mels = torch.randn(2, 12, 8)
     lengths = torch.tensor([12, 9])
@@ -210,6 +212,119 @@ def test_cuda_graph_generation_equals_eager(output: str) -> None:
                      generator=torch.Generator(device="cuda").manual_seed(2))
     torch.testing.assert_close(graph.outputs, eager.outputs, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(graph.audio, eager.audio, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The C kernel for CPU generation
+
+
+@pytest.fixture
+def kernel_available() -> None:
+    from neurotts.models import cpu_kernel
+
+    if cpu_kernel.load() is None:
+        pytest.skip("no C compiler here: the CPU kernel cannot be built (torch ops are used)")
+
+
+@pytest.fixture
+def fresh_kernel_cache(tmp_path: Path, monkeypatch) -> Iterator[Path]:
+    """Kernel builds go to tmp_path; the process-wide loaded kernel is forgotten before and
+    after, so other tests see the normal one again."""
+    from neurotts.models import cpu_kernel
+
+    monkeypatch.setenv("NEUROTTS_CACHE_DIR", str(tmp_path))
+    cpu_kernel.load.cache_clear()
+    yield tmp_path
+    cpu_kernel.load.cache_clear()
+
+
+@pytest.mark.parametrize("output", ["mulaw", "mol"])
+@pytest.mark.parametrize("batch", [1, 7])
+def test_cpu_kernel_equals_teacher_forced_forward_and_torch_ops(
+        output: str, batch: int, kernel_available: None) -> None:
+    """Channel counts with full 32-wide SIMD panels and a remainder (R=48, G=96, S=40), and
+    batch 7 with dilations up to 8, so the kernel's 6-row, 2-row and 1-row tiles all run.
+    Its per-step outputs equal the full forward pass; with the same noise it samples what
+    the torch-op path samples."""
+    model = tiny_model(output, seed=11, residual_channels=48, gate_channels=96, skip_channels=40,
+                       layers=8, stacks=2)
+    mels = torch.randn(batch, 10, 8)
+    lengths = torch.randint(6, 11, (batch,)) if batch > 1 else None
+    kernel = generate(model, mels, lengths, record=True, mode="kernel",
+                      generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = model(teacher_forced_inputs(model, kernel.samples), mels, lengths)
+    assert ref.abs().max() > 1.0
+    torch.testing.assert_close(kernel.outputs, ref, atol=1e-4, rtol=1e-4)
+    views = generate(model, mels, lengths, record=True, mode="views",
+                     generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(kernel.samples, views.samples, atol=1e-5, rtol=0)
+    torch.testing.assert_close(kernel.audio, views.audio, atol=1e-5, rtol=0)
+
+
+def test_cpu_kernel_blocks_that_split_a_dilation_window(kernel_available: None, monkeypatch) -> None:
+    """A block boundary inside a window of d steps (block 5, dilations up to 8) still gives
+    the forward pass's outputs: the kernel completes the window at the block start."""
+    from neurotts.models import wavenet_generate as gen_mod
+
+    monkeypatch.setattr(gen_mod, "_block_size", lambda *args: 5)
+    model = tiny_model("mulaw", seed=2, layers=8, stacks=2)
+    mels = torch.randn(2, 4, 8)
+    gen = generate(model, mels, record=True, mode="kernel", generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(teacher_forced_inputs(model, gen.samples), mels)
+    torch.testing.assert_close(gen.outputs, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_cpu_kernel_is_built_once_and_reused(fresh_kernel_cache: Path,
+                                             kernel_available: None) -> None:
+    from neurotts.models import cpu_kernel
+
+    built = list((fresh_kernel_cache / "kernels").glob("wavenet_cpu-*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    cpu_kernel.load.cache_clear()
+    assert cpu_kernel.load() is not None
+    assert [p.name for p in (fresh_kernel_cache / "kernels").iterdir()] == [built[0].name]
+    assert built[0].stat().st_mtime_ns == stamp
+
+
+def test_cpu_kernel_disabled_or_unbuildable_falls_back_to_torch_ops(
+        fresh_kernel_cache: Path, monkeypatch, caplog) -> None:
+    from neurotts.models import cpu_kernel
+
+    model = tiny_model("mol", seed=1)
+    mels = torch.randn(1, 3, 8)
+    reference = generate(model, mels, temperature=0.0, mode="views")
+    # Disabled by the environment: auto runs on torch ops, an explicit request is refused.
+    monkeypatch.setenv("NEUROTTS_CPU_KERNEL", "0")
+    assert cpu_kernel.load() is None
+    torch.testing.assert_close(generate(model, mels, temperature=0.0).audio, reference.audio)
+    with pytest.raises(ValueError, match="NEUROTTS_CPU_KERNEL"):
+        generate(model, mels, mode="kernel")
+    # A compiler that fails: one warning naming the source, nothing left in the cache.
+    monkeypatch.delenv("NEUROTTS_CPU_KERNEL")
+    cpu_kernel.load.cache_clear()
+    broken = fresh_kernel_cache / "broken.c"
+    broken.write_text("this is not C\n")
+    monkeypatch.setattr(cpu_kernel, "SOURCE", broken)
+    with caplog.at_level("WARNING", logger="neurotts.models.cpu_kernel"):
+        assert cpu_kernel.load() is None
+    assert "broken.c" in caplog.text
+    assert not list((fresh_kernel_cache / "kernels").iterdir())
+    torch.testing.assert_close(generate(model, mels, temperature=0.0).audio, reference.audio)
+    # No compiler at all.
+    cpu_kernel.load.cache_clear()
+    monkeypatch.setattr(cpu_kernel, "_compiler", lambda: None)
+    with caplog.at_level("WARNING", logger="neurotts.models.cpu_kernel"):
+        assert cpu_kernel.load() is None
+    assert "no C compiler" in caplog.text
+
+
+def test_cpu_kernel_refuses_half_precision_models(kernel_available: None) -> None:
+    model = tiny_model("mulaw").to(torch.bfloat16)
+    with pytest.raises(ValueError, match="float32"):
+        generate(model, torch.randn(1, 2, 8, dtype=torch.bfloat16), mode="kernel")
 
 
 # ---------------------------------------------------------------------------------------------

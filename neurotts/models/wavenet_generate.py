@@ -18,6 +18,11 @@ receptive field:
 * On CPU the step loop runs on one intra-op thread (see ``step_threads``).
 * Sampling noise (Gumbel for the categorical choice, logistic for MoL) is drawn per block.
 
+On CPU the same per-sample arithmetic runs by default in a small C kernel
+(``csrc/wavenet_cpu.c``, built on first use by :mod:`neurotts.models.cpu_kernel`), one call per
+block of samples: at batch 1 the torch-op loop spends about as long in per-op overhead as in
+arithmetic. The torch-op path (mode ``views``) is the fallback when no C compiler is available.
+
 On CUDA the step can be captured once in a CUDA graph (:class:`_CachedStep` in ``indexed``
 mode, which keeps all step-dependent positions in device tensors) and replayed per sample.
 
@@ -31,14 +36,18 @@ argmax option (most likely class; for MoL the mean of the most likely component)
 
 from __future__ import annotations
 
+import ctypes
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import torch
 
 from neurotts.audio import mu_law_decode
+from neurotts.models import cpu_kernel
 from neurotts.models.wavenet import WaveNet, WaveNetConfig, dilations, silence_input
 
 SQRT_HALF = math.sqrt(0.5)
@@ -204,6 +213,35 @@ def _affine(bias: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
     return lambda: torch.addmm(bias, x, weight, out=out)
 
 
+def _matmul_weights(model: WaveNet) -> SimpleNamespace:
+    """Conv weights -> matmul operands laid out ``(in, out)``, with the constant scales folded
+    in: ``w_taps`` per layer (K*R, G), tap k multiplying x[t-(K-1-k)d]; ``w_cond`` (C_cond,
+    layers*G) with ``b_cond`` the dilated convs' biases; ``w_res``/``b_res`` per layer scaled
+    by sqrt(1/2); ``w_skip`` (layers*G/2, S) and the summed ``b_skip`` scaled by
+    sqrt(1/layers); the head's two 1x1 convs; the input embedding table (mu-law) or the input
+    1x1 conv (MoL)."""
+    layers = model.layers
+    scale_skip = math.sqrt(1.0 / len(layers))
+    w = SimpleNamespace()
+    # Conv1d weight (G, R, K) -> (K, R, G) -> (K*R, G).
+    w.w_taps = [ly.dilated.weight.permute(2, 1, 0).reshape(-1, ly.dilated.out_channels)
+                .contiguous() for ly in layers]
+    w.w_cond = torch.cat([ly.cond.weight[:, :, 0].t() for ly in layers], dim=1)
+    w.b_cond = torch.cat([ly.dilated.bias for ly in layers])  # (layers*G,)
+    w.w_res = [(ly.res.weight[:, :, 0].t() * SQRT_HALF).contiguous() for ly in layers]
+    w.b_res = [ly.res.bias * SQRT_HALF for ly in layers]
+    w.w_skip = torch.cat([ly.skip.weight[:, :, 0].t() for ly in layers]) * scale_skip
+    w.b_skip = torch.stack([ly.skip.bias for ly in layers]).sum(0) * scale_skip
+    conv1, conv2 = model.head[1], model.head[3]
+    w.w_h1, w.b_h1 = conv1.weight[:, :, 0].t().contiguous(), conv1.bias
+    w.w_h2, w.b_h2 = conv2.weight[:, :, 0].t().contiguous(), conv2.bias
+    if isinstance(model.input, torch.nn.Embedding):
+        w.w_in, w.b_in = model.input.weight, None  # (classes, R) table
+    else:
+        w.w_in, w.b_in = model.input.weight[:, :, 0].t(), model.input.bias  # (1, R)
+    return w
+
+
 class _CachedStep:
     """Rearranged weights, ring buffers and scratch buffers for one-sample steps.
 
@@ -221,7 +259,8 @@ class _CachedStep:
         self.mulaw = cfg.output == "mulaw"
         self.n_layers, self.k = cfg.layers, cfg.kernel_size
         self.half = cfg.gate_channels // 2
-        self._prepare_weights(model)
+        # Weights as matmul operands, one attribute each (w_taps, w_res, b_res, ...).
+        vars(self).update(vars(_matmul_weights(model)))
         dtype = self.w_cond.dtype
         r, g, n_out = cfg.residual_channels, cfg.gate_channels, model.head[-1].out_channels
         new = dict(device=device, dtype=dtype)
@@ -309,27 +348,6 @@ class _CachedStep:
         g = self.past[i].shape[-1]
         cond = self.cond_block[j:j + d, :, i * g:(i + 1) * g]  # (d, B, G)
         torch.baddbmm(cond, taps, self.w_past[i].expand(d, -1, -1), out=self.past[i])
-
-    def _prepare_weights(self, model: WaveNet) -> None:
-        """Conv weights -> matmul operands ``(in, out)``, with the constant scales folded in."""
-        layers = model.layers
-        scale_skip = math.sqrt(1.0 / len(layers))
-        # Conv1d weight (G, R, K) -> (K, R, G) -> (K*R, G): tap k multiplies x[t-(K-1-k)d].
-        self.w_taps = [ly.dilated.weight.permute(2, 1, 0).reshape(-1, ly.dilated.out_channels)
-                       .contiguous() for ly in layers]
-        self.w_cond = torch.cat([ly.cond.weight[:, :, 0].t() for ly in layers], dim=1)
-        self.b_cond = torch.cat([ly.dilated.bias for ly in layers])  # (layers*G,)
-        self.w_res = [(ly.res.weight[:, :, 0].t() * SQRT_HALF).contiguous() for ly in layers]
-        self.b_res = [ly.res.bias * SQRT_HALF for ly in layers]
-        self.w_skip = torch.cat([ly.skip.weight[:, :, 0].t() for ly in layers]) * scale_skip
-        self.b_skip = torch.stack([ly.skip.bias for ly in layers]).sum(0) * scale_skip
-        conv1, conv2 = model.head[1], model.head[3]
-        self.w_h1, self.b_h1 = conv1.weight[:, :, 0].t().contiguous(), conv1.bias
-        self.w_h2, self.b_h2 = conv2.weight[:, :, 0].t().contiguous(), conv2.bias
-        if isinstance(model.input, torch.nn.Embedding):
-            self.w_in, self.b_in = model.input.weight, None  # (classes, R) table
-        else:
-            self.w_in, self.b_in = model.input.weight[:, :, 0].t(), model.input.bias  # (1, R)
 
     def reset(self) -> None:
         """Empty history; the first input is the silence sample."""
@@ -458,6 +476,116 @@ class _GraphedStep:
         self.graph.replay()
 
 
+class _KernelStep:
+    """Buffers and weights for the C kernel (:mod:`neurotts.models.cpu_kernel`), which runs a
+    whole block of samples per call; the conditioning projection and the noise stay in torch.
+
+    Same arithmetic as :class:`_CachedStep`'s CPU path (amortised past taps, scales folded
+    into the weights), with rings stored time-major in one flat buffer."""
+
+    def __init__(self, lib: ctypes.CDLL, model: WaveNet, batch: int, steps: int, block: int,
+                 record: bool):
+        from neurotts.models.cpu_kernel import WnModel
+
+        cfg, w = model.cfg, _matmul_weights(model)
+        self.lib, self.model, self.batch = lib, model, batch
+        self.mulaw = cfg.output == "mulaw"
+        n_layers, k, r, g = cfg.layers, cfg.kernel_size, cfg.residual_channels, cfg.gate_channels
+        s, n_out = cfg.skip_channels, model.head[-1].out_channels
+        n_noise = cfg.mu_law_channels if self.mulaw else cfg.n_mixtures
+        dil = dilations(cfg)
+        self.ring_len = [(k - 1) * d + 1 for d in dil]
+
+        def offsets(sizes: list[int]) -> torch.Tensor:
+            return torch.tensor([0, *itertools.accumulate(sizes)][:-1], dtype=torch.long)
+
+        f32 = dict(dtype=torch.float32)
+        self.dil = torch.tensor(dil, dtype=torch.long)
+        self.ring_len_t = torch.tensor(self.ring_len, dtype=torch.long)
+        self.ring_off = offsets([n * batch * r for n in self.ring_len])
+        self.past_off = offsets([d * batch * g for d in dil])
+        self.rings = torch.zeros(sum(self.ring_len) * batch * r, **f32)
+        self.past = torch.zeros(sum(dil) * batch * g, **f32)
+        # Operands (in, out) in the kernel's packed layout, kept alive here while the kernel
+        # holds pointers to them.
+        self.w_taps = self._pack(torch.stack(w.w_taps).view(n_layers, k, r, g))
+        self.w_res = self._pack(torch.stack(w.w_res))  # (L, G/2, R)
+        self.b_res = torch.stack(w.b_res).contiguous()  # (L, R)
+        self.w_skip, self.b_skip = self._pack(w.w_skip), w.b_skip.contiguous()
+        self.w_h1, self.b_h1 = self._pack(w.w_h1), w.b_h1.contiguous()
+        self.w_h2, self.b_h2 = self._pack(w.w_h2), w.b_h2.contiguous()
+        self.w_in = w.w_in.contiguous()
+        self.b_in = w.b_in.contiguous() if w.b_in is not None else torch.zeros(r, **f32)
+        self.w_cond, self.b_cond = w.w_cond, w.b_cond
+        self.gate = torch.empty(batch, g, **f32)
+        self.z = torch.empty(batch, n_layers * g // 2, **f32)
+        self.hidden = torch.empty(batch, s, **f32)
+        self.hidden2 = torch.empty(batch, s, **f32)
+        self.out = torch.empty(batch, n_out, **f32)
+        self.cond_block = torch.zeros(block, batch, n_layers * g, **f32)
+        self.gumbel_block = torch.zeros(block, batch, n_noise, **f32)
+        self.logistic_block = torch.zeros(block, batch, **f32)
+        self.values = torch.zeros(steps, batch, **f32)  # classes as floats for mu-law
+        self.outputs = torch.zeros(steps, batch, n_out, **f32) if record else None
+        self.first = silence_input(cfg).expand(batch)
+
+        def ptr(t: torch.Tensor, kind=ctypes.c_float):
+            return ctypes.cast(t.data_ptr(), ctypes.POINTER(kind))
+
+        self.spec = WnModel(
+            batch, n_layers, k, r, g, s, n_out, int(self.mulaw), cfg.n_mixtures, n_noise, steps,
+            cfg.log_scale_min,
+            *[ptr(t, ctypes.c_int64) for t in (self.dil, self.ring_len_t, self.ring_off,
+                                               self.past_off)],
+            *[ptr(t) for t in (self.rings, self.past, self.w_taps, self.w_res, self.b_res,
+                               self.w_skip, self.b_skip, self.w_h1, self.b_h1, self.w_h2,
+                               self.b_h2, self.w_in, self.b_in, self.gate, self.z, self.hidden,
+                               self.hidden2)],
+        )
+        rows = lib.wn_scratch_rows(ctypes.byref(self.spec))
+        self.xs, self.ys = (ctypes.c_void_p * rows)(), (ctypes.c_void_p * rows)()
+
+    def _pack(self, weights: torch.Tensor) -> torch.Tensor:
+        """(..., I, O) matrices -> the kernel's packed layout (``wn_pack``), each matrix
+        packed on its own so they keep their offsets."""
+        src = weights.float().contiguous()
+        dst = torch.empty_like(src)
+        i, o = src.shape[-2:]
+        for a, b in zip(src.view(-1, i, o), dst.view(-1, i, o), strict=True):
+            self.lib.wn_pack(i, o, ctypes.c_void_p(a.data_ptr()), ctypes.c_void_p(b.data_ptr()))
+        return dst
+
+    @property
+    def samples(self) -> torch.Tensor:
+        return self.values.long() if self.mulaw else self.values
+
+    def reset(self) -> None:
+        """Empty history; the first input is the silence sample, embedded at ring slot 0."""
+        self.rings.zero_()
+        slot = self.rings[: self.ring_len[0] * self.batch * self.w_in.shape[1]]
+        slot = slot.view(self.ring_len[0], self.batch, -1)[0]  # (B, R)
+        if self.mulaw:
+            slot.copy_(self.w_in[self.first])
+        else:
+            slot.copy_(self.b_in + self.first[:, None].float() * self.w_in)
+
+    def fill_block(self, cond: torch.Tensor, gumbel: torch.Tensor, logistic: torch.Tensor) -> None:
+        """As :meth:`_CachedStep.fill_block`: the block's conditioning through every layer's
+        projection in one matmul, and its noise."""
+        n = cond.shape[-1]
+        flat = cond.permute(2, 0, 1).reshape(n * self.batch, -1)
+        torch.addmm(self.b_cond, flat, self.w_cond, out=self.cond_block[:n].view(n * self.batch, -1))
+        self.gumbel_block[:n].copy_(gumbel)
+        self.logistic_block[:n].copy_(logistic)
+
+    def run(self, start: int, n: int) -> None:
+        """Samples ``start .. start + n - 1`` of the block just filled."""
+        outputs = self.outputs.data_ptr() if self.outputs is not None else None
+        self.lib.wn_run(ctypes.byref(self.spec), start, n, self.cond_block.data_ptr(),
+                        self.gumbel_block.data_ptr(), self.logistic_block.data_ptr(),
+                        self.values.data_ptr(), outputs, self.xs, self.ys, self.out.data_ptr())
+
+
 def _block_size(batch: int, width: int, steps: int, multiple: int) -> int:
     """Steps per block of precomputed conditioning, bounded in memory, and a multiple of the
     largest dilation when there are enough steps (so no amortised window straddles blocks)."""
@@ -481,19 +609,30 @@ def generate(
     ``mels`` (B, T_frames, n_mels) on the device to run on; ``mel_lengths`` (B,) frames (items
     shorter than the longest are generated to the end and zeroed past their length);
     ``max_samples`` stops early (benchmarks); ``record`` keeps each step's output (B, C_out, T).
-    ``mode``: "views" (eager, Python-side positions; the CPU path), "indexed" (eager, device-side
-    positions), "graph" (CUDA graph of "indexed"; CUDA only), "auto" (graph on CUDA, else views).
-    ``step_threads``: torch intra-op threads during the per-sample loop on CPU. Step ops take
+    ``mode``: "kernel" (the C kernel; float32 on CPU), "views" (torch ops, Python-side
+    positions), "indexed" (torch ops, device-side positions), "graph" (CUDA graph of "indexed";
+    CUDA only), "auto" (graph on CUDA; on CPU the kernel when it is available, else views).
+    ``step_threads``: torch intra-op threads during the per-sample loop of the torch-op modes
+    on CPU (the kernel is single-threaded C). Step ops take
     microseconds, so waking a thread pool costs more than it saves, and on a shared CPU a
     descheduled worker stalls every op; the batched conditioning pass keeps the caller's
     setting. ``None`` leaves the setting alone throughout.
     """
+    cpu_fp32 = mels.device.type == "cpu" and model.head[-1].weight.dtype == torch.float32
     if mode == "auto":
-        mode = "graph" if mels.device.type == "cuda" else "views"
-    if mode not in ("views", "indexed", "graph"):
-        raise ValueError(f"mode={mode!r}: expected auto, views, indexed or graph")
+        if mels.device.type == "cuda":
+            mode = "graph"
+        else:
+            mode = "kernel" if cpu_fp32 and cpu_kernel.load() is not None else "views"
+    if mode not in ("kernel", "views", "indexed", "graph"):
+        raise ValueError(f"mode={mode!r}: expected auto, kernel, views, indexed or graph")
     if mode == "graph" and mels.device.type != "cuda":
         raise ValueError("mode='graph' needs the model and mels on a CUDA device")
+    if mode == "kernel" and not cpu_fp32:
+        raise ValueError("mode='kernel' needs a float32 model and mels on the CPU")
+    if mode == "kernel" and cpu_kernel.load() is None:
+        raise ValueError("mode='kernel': the CPU kernel could not be built or is disabled "
+                         "(see the warning above, or NEUROTTS_CPU_KERNEL)")
     if mels.device.type != "cpu":
         step_threads = None
     with _eval_mode(model):
@@ -502,13 +641,19 @@ def generate(
         batch = mels.shape[0]
         block = _block_size(batch, model.cfg.layers * model.cfg.gate_channels, steps,
                             max(dilations(model.cfg)))
-        cache = _CachedStep(model, batch, max(steps, 1), block, record, mels.device)
+        if mode == "kernel":
+            cache = _KernelStep(cpu_kernel.load(), model, batch, max(steps, 1), block, record)
+        else:
+            cache = _CachedStep(model, batch, max(steps, 1), block, record, mels.device)
         graph = _GraphedStep(cache) if mode == "graph" else None
         cache.reset()
         for start in range(0, steps, block):
             n = min(block, steps - start)
             gumbel, logistic = draw_noise(model, n, batch, temperature, generator, mels.device)
             cache.fill_block(cond[..., start:start + n], gumbel, logistic)
+            if mode == "kernel":
+                cache.run(start, n)  # plain C, no torch threads involved
+                continue
             with _intra_op_threads(step_threads):
                 _run_block(cache, graph, mode, start, n)
         samples = cache.samples[:steps]

@@ -1,0 +1,307 @@
+/* One-sample-at-a-time WaveNet generation on the CPU, a block of samples per call.
+ *
+ * The Python generator (neurotts/models/wavenet_generate.py) prepares every weight as a
+ * matmul operand laid out (in, out), precomputes the conditioning of every layer for the
+ * block, draws the sampling noise, and calls wn_run(). Per sample this file runs the
+ * residual layers, the skip/output head and the sampling choice, then embeds the chosen
+ * sample as the next input, with no allocation and no interpreter in the loop: at batch 1
+ * the torch-op path spends about half of each sample in per-op overhead.
+ *
+ * Layout (all float32, contiguous):
+ *   rings  per layer l: (ring_len[l], B, R) past inputs of layer l, time-major; slot t % len
+ *          holds x_l[t]. Zeros stand for the causal padding before t = 0.
+ *   past   per layer l: (dil[l], B, G) conditioning + past-tap contribution of the samples of
+ *          the current window of dil[l] steps (see fill_past).
+ *   w_taps (L, K, R, G): tap k multiplies x[t - (K-1-k) d].
+ *   w_res  (L, H, R), b_res (L, R); w_skip (L*H, S), b_skip (S); w_h1 (S, S); w_h2 (S, OUT).
+ *   w_in   mu-law: (classes, R) embedding table; MoL: (R,) weight with b_in (R,).
+ *   cond   (n, B, L*G) conditioning projection + dilated-conv bias for the block's rows.
+ *   gumbel (n, B, NK) and logistic (n, B): noise already scaled by the temperature.
+ *   samples (steps, B): the chosen class (mu-law, as a float) or the sample value (MoL).
+ *   outputs (steps, B, OUT) or NULL: each step's logits / mixture parameters.
+ *
+ * Every weight matrix is passed packed by wn_pack().
+ *
+ * Matmuls are written in "axpy" form, y[o] += x[i] * W[i, o], in tiles of 32 outputs kept in
+ * registers over the whole input dimension; GCC's generic vector types compile them to the
+ * machine's widest SIMD without intrinsics. Batch-1 generation reads every weight once per
+ * sample from cache, so these loops are bound by cache bandwidth, not arithmetic.
+ */
+
+#include <stdint.h>
+#include <string.h>
+
+typedef float v8 __attribute__((vector_size(32)));
+
+typedef struct {
+    int64_t batch, layers, k, r, g, s, n_out, mulaw, n_mix, n_noise, steps;
+    float log_scale_min;
+    const int64_t *dil, *ring_len, *ring_off, *past_off;
+    float *rings, *past;
+    const float *w_taps, *w_res, *b_res, *w_skip, *b_skip;
+    const float *w_h1, *b_h1, *w_h2, *b_h2, *w_in, *b_in;
+    float *gate, *z, *hidden, *hidden2;
+} wn_model;
+
+static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
+static inline void store8(float *p, v8 v) { memcpy(p, &v, sizeof v); }
+static inline v8 splat(float x) { return (v8){x, x, x, x, x, x, x, x}; }
+
+/* Weights are stored packed (see wn_pack): the first O/32*32 outputs as panels (O/32, I, 32),
+ * each panel contiguous, then the remaining O%32 outputs as an (I, O%32) matrix. A panel is
+ * then one sequential stream, and a panel reused across rows stays in L1 instead of being
+ * spread over a few cache sets by the row stride. */
+void wn_pack(int64_t I, int64_t O, const float *W, float *dst)
+{
+    const int64_t panels = O / 32, tail = O - panels * 32;
+    for (int64_t p = 0; p < panels; p++)
+        for (int64_t i = 0; i < I; i++)
+            memcpy(dst + (p * I + i) * 32, W + i * O + p * 32, 32 * sizeof(float));
+    for (int64_t i = 0; i < I; i++)
+        memcpy(dst + panels * 32 * I + i * tail, W + i * O + panels * 32, tail * sizeof(float));
+}
+
+/* ys[m][0:O] += sum_i xs[m][i] * W[i][0:O] for m < M, W packed by wn_pack (row pointers:
+ * rows need not be evenly spaced). Accumulators for two rows x 32 outputs stay in registers
+ * over the whole input dimension. */
+static void gemm_acc(int64_t M, const float *const *xs, int64_t I, const float *W, int64_t O,
+                     float *const *ys)
+{
+    const int64_t panels = O / 32, tail = O - panels * 32;
+    for (int64_t p = 0; p < panels; p++) {
+        const float *panel = W + p * I * 32;
+        const int64_t o0 = p * 32;
+        int64_t m = 0;
+        /* Six rows x 16 outputs: 12 accumulators, two weight vectors and one broadcast fill
+         * the 16 AVX registers, and each weight vector loaded serves six FMAs. */
+        for (; m + 6 <= M; m += 6) {
+            for (int64_t h = 0; h < 32; h += 16) {
+                const float *x0 = xs[m], *x1 = xs[m + 1], *x2 = xs[m + 2];
+                const float *x3 = xs[m + 3], *x4 = xs[m + 4], *x5 = xs[m + 5];
+                float *y0 = ys[m] + o0 + h, *y1 = ys[m + 1] + o0 + h, *y2 = ys[m + 2] + o0 + h;
+                float *y3 = ys[m + 3] + o0 + h, *y4 = ys[m + 4] + o0 + h, *y5 = ys[m + 5] + o0 + h;
+                v8 a0 = load8(y0), b0 = load8(y0 + 8), a1 = load8(y1), b1 = load8(y1 + 8);
+                v8 a2 = load8(y2), b2 = load8(y2 + 8), a3 = load8(y3), b3 = load8(y3 + 8);
+                v8 a4 = load8(y4), b4 = load8(y4 + 8), a5 = load8(y5), b5 = load8(y5 + 8);
+                for (int64_t i = 0; i < I; i++) {
+                    const float *w = panel + i * 32 + h;
+                    const v8 w0 = load8(w), w1 = load8(w + 8);
+                    v8 v;
+                    v = splat(x0[i]); a0 += v * w0; b0 += v * w1;
+                    v = splat(x1[i]); a1 += v * w0; b1 += v * w1;
+                    v = splat(x2[i]); a2 += v * w0; b2 += v * w1;
+                    v = splat(x3[i]); a3 += v * w0; b3 += v * w1;
+                    v = splat(x4[i]); a4 += v * w0; b4 += v * w1;
+                    v = splat(x5[i]); a5 += v * w0; b5 += v * w1;
+                }
+                store8(y0, a0); store8(y0 + 8, b0); store8(y1, a1); store8(y1 + 8, b1);
+                store8(y2, a2); store8(y2 + 8, b2); store8(y3, a3); store8(y3 + 8, b3);
+                store8(y4, a4); store8(y4 + 8, b4); store8(y5, a5); store8(y5 + 8, b5);
+            }
+        }
+        for (; m + 2 <= M; m += 2) {
+            const float *x0 = xs[m], *x1 = xs[m + 1];
+            float *y0 = ys[m] + o0, *y1 = ys[m + 1] + o0;
+            v8 a0 = load8(y0), a1 = load8(y0 + 8), a2 = load8(y0 + 16), a3 = load8(y0 + 24);
+            v8 c0 = load8(y1), c1 = load8(y1 + 8), c2 = load8(y1 + 16), c3 = load8(y1 + 24);
+            for (int64_t i = 0; i < I; i++) {
+                const float *w = panel + i * 32;
+                v8 w0 = load8(w), w1 = load8(w + 8), w2 = load8(w + 16), w3 = load8(w + 24);
+                const v8 p0 = splat(x0[i]), q0 = splat(x1[i]);
+                a0 += p0 * w0; a1 += p0 * w1; a2 += p0 * w2; a3 += p0 * w3;
+                c0 += q0 * w0; c1 += q0 * w1; c2 += q0 * w2; c3 += q0 * w3;
+            }
+            store8(y0, a0); store8(y0 + 8, a1); store8(y0 + 16, a2); store8(y0 + 24, a3);
+            store8(y1, c0); store8(y1 + 8, c1); store8(y1 + 16, c2); store8(y1 + 24, c3);
+        }
+        for (; m < M; m++) {
+            const float *x0 = xs[m];
+            float *y0 = ys[m] + o0;
+            v8 a0 = load8(y0), a1 = load8(y0 + 8), a2 = load8(y0 + 16), a3 = load8(y0 + 24);
+            for (int64_t i = 0; i < I; i++) {
+                const float *w = panel + i * 32;
+                const v8 p0 = splat(x0[i]);
+                a0 += p0 * load8(w); a1 += p0 * load8(w + 8);
+                a2 += p0 * load8(w + 16); a3 += p0 * load8(w + 24);
+            }
+            store8(y0, a0); store8(y0 + 8, a1); store8(y0 + 16, a2); store8(y0 + 24, a3);
+        }
+    }
+    if (tail) {
+        const float *rest = W + panels * 32 * I;
+        for (int64_t m = 0; m < M; m++) {
+            const float *x = xs[m];
+            float *y = ys[m] + panels * 32;
+            for (int64_t i = 0; i < I; i++) {
+                const float xi = x[i], *w = rest + i * tail;
+                for (int64_t o = 0; o < tail; o++) y[o] += xi * w[o];
+            }
+        }
+    }
+}
+
+/* exp(x) to a few ulp for x in [-87, 88], branch-free so that loops over it vectorise (with
+ * -fno-trapping-math): x = n ln2 + r with n = round(x / ln2) (adding and subtracting 1.5 * 2^23
+ * rounds to nearest) and |r| <= ln2/2, e^r by its Taylor series to r^7 (truncation < 2e-8),
+ * 2^n from the exponent bits. Inputs outside the range are clamped (e^-87 ~ 1.6e-38,
+ * e^88 ~ 1.7e38), which leaves the gates below exact to float precision. */
+static inline float fast_exp(float x)
+{
+    x = x < -87.0f ? -87.0f : x;
+    x = x > 88.0f ? 88.0f : x;
+    const float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
+    const float r = x - n * 0.693145752f - n * 1.42860677e-6f; /* ln2 split in two */
+    const float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.0f / 6 + r * (1.0f / 24
+                    + r * (1.0f / 120 + r * (1.0f / 720 + r * (1.0f / 5040)))))));
+    const int32_t bits = ((int32_t)n + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
+/* z = tanh(a) * sigmoid(b), tanh(a) = 1 - 2 / (1 + e^{2a}), sigmoid(b) = 1 / (1 + e^{-b}). */
+static void gated(int64_t n, const float *restrict a, const float *restrict b, float *restrict z)
+{
+    for (int64_t h = 0; h < n; h++) {
+        const float th = 1.0f - 2.0f / (1.0f + fast_exp(2.0f * a[h]));
+        const float sg = 1.0f / (1.0f + fast_exp(-b[h]));
+        z[h] = th * sg;
+    }
+}
+
+static inline int64_t wrap(int64_t v, int64_t n) { v %= n; return v < 0 ? v + n : v; }
+
+static inline float *ring_row(const wn_model *m, int64_t l, int64_t t, int64_t b)
+{
+    return m->rings + m->ring_off[l] + (wrap(t, m->ring_len[l]) * m->batch + b) * m->r;
+}
+
+/* Layer l's past for the window starting at sample t (block row j), rows q < rows:
+ * past[(t+q) % d][b] = cond[j+q][b][layer l] + sum_{c < K-1} W_c x[t+q-(K-1-c)d]. Every tap
+ * read here is a sample before t, so one (rows*B) x ((K-1)R) x G product serves `rows` steps
+ * and reads the past-tap weights once for them all. */
+static void fill_past(const wn_model *m, int64_t l, int64_t t, int64_t j, int64_t rows,
+                      const float *cond, const float **xs, float **ys)
+{
+    const int64_t B = m->batch, G = m->g, R = m->r, K = m->k, d = m->dil[l];
+    const float *w = m->w_taps + l * K * R * G;
+    for (int64_t q = 0; q < rows; q++)
+        for (int64_t b = 0; b < B; b++) {
+            float *y = m->past + m->past_off[l] + (((t + q) % d) * B + b) * G;
+            memcpy(y, cond + ((j + q) * B + b) * (m->layers * G) + l * G, G * sizeof(float));
+            ys[q * B + b] = y;
+        }
+    for (int64_t c = 0; c + 1 < K; c++) {
+        for (int64_t q = 0; q < rows; q++)
+            for (int64_t b = 0; b < B; b++)
+                xs[q * B + b] = ring_row(m, l, t + q - (K - 1 - c) * d, b);
+        gemm_acc(rows * B, xs, R, w + c * R * G, G, ys);
+    }
+}
+
+static void embed(const wn_model *m, int64_t t, int64_t b, float value)
+{
+    float *x = ring_row(m, 0, t, b);
+    if (m->mulaw) {
+        memcpy(x, m->w_in + (int64_t)value * m->r, m->r * sizeof(float));
+    } else {
+        for (int64_t i = 0; i < m->r; i++) x[i] = m->b_in[i] + value * m->w_in[i];
+    }
+}
+
+static float choose(const wn_model *m, const float *out, const float *gumbel, float logistic)
+{
+    const int64_t n = m->mulaw ? m->n_out : m->n_mix;
+    int64_t best = 0;
+    float best_v = out[0] + gumbel[0];
+    for (int64_t i = 1; i < n; i++) {
+        float v = out[i] + gumbel[i];
+        if (v > best_v) { best_v = v; best = i; }
+    }
+    if (m->mulaw) return (float)best;
+    float mean = out[m->n_mix + best];
+    float log_scale = out[2 * m->n_mix + best];
+    if (log_scale < m->log_scale_min) log_scale = m->log_scale_min;
+    float x = mean + fast_exp(log_scale) * logistic;
+    return x < -1.0f ? -1.0f : (x > 1.0f ? 1.0f : x);
+}
+
+/* Entries the row-pointer scratch (xs, ys) of wn_run needs: B times the largest dilation. */
+int64_t wn_scratch_rows(const wn_model *m)
+{
+    int64_t rows = 1;
+    for (int64_t l = 0; l < m->layers; l++) rows = m->dil[l] > rows ? m->dil[l] : rows;
+    return rows * m->batch;
+}
+
+/* Samples t0 .. t0+n-1 (block rows 0 .. n-1). Ring slot t0 of layer 0 must already hold the
+ * embedded input of sample t0; the last sample's successor is embedded only if t < steps-1.
+ * xs/ys: caller-provided pointer scratch of wn_scratch_rows() entries each. */
+int wn_run(const wn_model *m, int64_t t0, int64_t n, const float *cond, const float *gumbel,
+           const float *logistic, float *samples, float *outputs, const float **xs, float **ys,
+           float *out)
+{
+    const int64_t B = m->batch, L = m->layers, R = m->r, G = m->g, H = m->g / 2, S = m->s;
+    const int64_t K = m->k;
+    for (int64_t j = 0; j < n; j++) {
+        const int64_t t = t0 + j;
+        for (int64_t l = 0; l < L; l++) {
+            const int64_t d = m->dil[l];
+            /* A window of d steps starts at multiples of d; a block may start mid-window. */
+            if (t % d == 0 || j == 0) {
+                int64_t rows = d - t % d;
+                if (rows > n - j) rows = n - j;
+                fill_past(m, l, t, j, rows, cond, xs, ys);
+            }
+            const float *w_now = m->w_taps + (l * K + K - 1) * R * G;
+            for (int64_t b = 0; b < B; b++) {
+                float *gate = m->gate + b * G;
+                memcpy(gate, m->past + m->past_off[l] + ((t % d) * B + b) * G, G * sizeof(float));
+                xs[b] = ring_row(m, l, t, b);
+                ys[b] = gate;
+            }
+            gemm_acc(B, xs, R, w_now, G, ys);
+            for (int64_t b = 0; b < B; b++)
+                gated(H, m->gate + b * G, m->gate + b * G + H, m->z + (b * L + l) * H);
+            if (l + 1 == L) break; /* the last layer's residual output is never used */
+            for (int64_t b = 0; b < B; b++) {
+                const float *x = ring_row(m, l, t, b);
+                float *y = ring_row(m, l + 1, t, b);
+                const float *bias = m->b_res + l * R;
+                for (int64_t i = 0; i < R; i++) y[i] = bias[i] + 0.70710678118654752f * x[i];
+                xs[b] = m->z + (b * L + l) * H;
+                ys[b] = y;
+            }
+            gemm_acc(B, xs, H, m->w_res + l * H * R, R, ys);
+        }
+        /* Head: every layer's skip 1x1 conv as one product, ReLU, 1x1, ReLU, 1x1. */
+        for (int64_t b = 0; b < B; b++) {
+            memcpy(m->hidden + b * S, m->b_skip, S * sizeof(float));
+            xs[b] = m->z + b * L * H;
+            ys[b] = m->hidden + b * S;
+        }
+        gemm_acc(B, xs, L * H, m->w_skip, S, ys);
+        for (int64_t i = 0; i < B * S; i++) m->hidden[i] = m->hidden[i] > 0 ? m->hidden[i] : 0;
+        for (int64_t b = 0; b < B; b++) {
+            memcpy(m->hidden2 + b * S, m->b_h1, S * sizeof(float));
+            xs[b] = m->hidden + b * S;
+            ys[b] = m->hidden2 + b * S;
+        }
+        gemm_acc(B, xs, S, m->w_h1, S, ys);
+        for (int64_t i = 0; i < B * S; i++) m->hidden2[i] = m->hidden2[i] > 0 ? m->hidden2[i] : 0;
+        for (int64_t b = 0; b < B; b++) {
+            memcpy(out + b * m->n_out, m->b_h2, m->n_out * sizeof(float));
+            xs[b] = m->hidden2 + b * S;
+            ys[b] = out + b * m->n_out;
+        }
+        gemm_acc(B, xs, S, m->w_h2, m->n_out, ys);
+        for (int64_t b = 0; b < B; b++) {
+            const float *o = out + b * m->n_out;
+            float value = choose(m, o, gumbel + (j * B + b) * m->n_noise, logistic[j * B + b]);
+            samples[t * B + b] = value;
+            if (outputs) memcpy(outputs + (t * B + b) * m->n_out, o, m->n_out * sizeof(float));
+            if (t + 1 < m->steps) embed(m, t + 1, b, value);
+        }
+    }
+    return 0;
+}
