@@ -8,7 +8,9 @@ random weights. Prints progress lines, then ONE JSON line last.
   ``receptive_field`` samples), measured with 1 and 2 intra-op threads; the faster counts,
   so the speed-up is not flattered by a thread setting that suits one path only.
 * cached: ``generate`` end to end (conditioning upsampling and projection included) for a few
-  thousand samples at batch 1 and 16.
+  thousand samples at batch 1 and 16, in its default CPU mode (the C kernel when it can be
+  built; ``cpu_cached_mode`` says which ran), and at batch 1 also on torch ops alone
+  (``cpu_cached_torch_b1``, the fallback without a C compiler).
 * GPU (when CUDA is present): cached generation without and with the CUDA graph, batch 1/16/64.
 
 Each figure is the best of ``--repeats`` runs: other jobs share this CPU, and the best run is
@@ -16,6 +18,7 @@ the one least disturbed by them. Reference (design notes): r9y9's cached generat
 parameter, 24-layer model runs ~32 samples/s on 2 threads here, its naive pass ~5 samples/s.
 
 Usage: python bench/wavenet_generate.py [--samples-b1 3000] [--samples-b16 1000] [--repeats 3]
+                                        [--output mulaw|mol]
 """
 
 from __future__ import annotations
@@ -29,13 +32,14 @@ import torch
 from omegaconf import OmegaConf
 
 from neurotts.config import CONFIG_DIR
+from neurotts.models import cpu_kernel
 from neurotts.models.wavenet import WaveNet, WaveNetConfig
 from neurotts.models.wavenet_generate import generate, naive_step
 from neurotts.training.tasks import shipped_model_config
 
 
-def default_config() -> WaveNetConfig:
-    return shipped_model_config("wavenet")
+def default_config(output: str | None = None) -> WaveNetConfig:
+    return shipped_model_config("wavenet", overrides=[f"output={output}"] if output else ())
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -99,10 +103,12 @@ def main() -> None:
     parser.add_argument("--samples-b16", type=int, default=1000)
     parser.add_argument("--naive-steps", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--output", choices=["mulaw", "mol"], default=None,
+                        help="output distribution (default: the shipped config's, mu-law)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    cfg = default_config()
+    cfg = default_config(args.output)
     model = WaveNet(cfg).eval()
     sample_rate = OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml").sample_rate
     result: dict[str, object] = {
@@ -116,11 +122,17 @@ def main() -> None:
         rate, threads = naive_rate(model, batch, args.naive_steps, args.repeats)
         result[f"cpu_naive_b{batch}"], result[f"cpu_naive_b{batch}_threads"] = round(rate, 2), threads
         print(f"cpu naive batch {batch}: {rate:.1f} samples/s ({threads} threads)", flush=True)
+    result["cpu_cached_mode"] = "kernel" if cpu_kernel.load() is not None else "views"
     for batch, samples in ((1, args.samples_b1), (16, args.samples_b16)):
         rate = cached_rate(model, batch, samples, args.repeats)
         result[f"cpu_cached_b{batch}"] = round(rate, 1)
-        print(f"cpu cached batch {batch}: {rate:.0f} samples/s", flush=True)
+        print(f"cpu cached batch {batch} ({result['cpu_cached_mode']}): {rate:.0f} samples/s",
+              flush=True)
+    rate = cached_rate(model, 1, args.samples_b1, args.repeats, mode="views")
+    result["cpu_cached_torch_b1"] = round(rate, 1)
+    print(f"cpu cached batch 1 (torch ops): {rate:.0f} samples/s", flush=True)
     result["cpu_cached_over_naive"] = round(result["cpu_cached_b1"] / result["cpu_naive_b1"], 1)
+    result["cpu_cached_torch_over_naive"] = round(rate / result["cpu_naive_b1"], 1)
     result["cpu_cached_over_naive_b16"] = round(
         result["cpu_cached_b16"] / result["cpu_naive_b16"], 1)
     result["cpu_cached_b1_realtime_factor"] = round(sample_rate / result["cpu_cached_b1"], 1)

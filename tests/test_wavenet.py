@@ -78,6 +78,16 @@ def test_default_config_composes_with_audio_values() -> None:
     n_params = sum(p.numel() for p in model.parameters())
     assert 3.3e6 < n_params < 4.0e6, n_params  # r9y9's LJSpeech model: 3.7M
     assert model.receptive_field == receptive_field(cfg) == 2 * 4 * (1 + 2 + 4 + 8 + 16 + 32) + 1
+    assert cfg.output == "mulaw" and cfg.mu_law_channels == 256
+
+
+def test_ljspeech_preset_trains_the_mixture_of_logistics() -> None:
+    from neurotts.config import compose_config
+
+    audio = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml"))
+    cfg = compose_config("train", ["model=wavenet", "experiment=wavenet_ljspeech",
+                                   "data.features=x", "run.dir=y"], inject={"audio": audio})
+    assert cfg.model.output == "mol" and cfg.model.mol_bits == 16 and cfg.model.n_mixtures == 10
 
 
 def test_receptive_field_formula_matches_the_network() -> None:
