@@ -31,37 +31,13 @@ from neurotts.config import AudioConfig, PrepareConfig, load_config
 from neurotts.models.alignment import AlignmentMetrics, AlignmentThresholds, alignment_metrics
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, tacotron2_loss
 from neurotts.text.frontend import TextConfig, TextFrontend
-from neurotts.training.tasks import shipped_model_config
+from neurotts.training.tasks import ALIGNMENT_PROBE_TACOTRON2, shipped_model_config
 
 SAMPLE = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "ljspeech-sample" / "LJSpeech-1.1"
 )
 ATTENTIONS = ("location", "dca", "multihead")
 
-# The CPU model: the test suite's alignment model (tests/test_tacotron2.py), ~0.16M params.
-REDUCED = [
-    "encoder.embedding_dim=32",
-    "encoder.conv_channels=32",
-    "encoder.lstm_dim=32",
-    "encoder.dropout=0.0",
-    "decoder.prenet_dims=[32,32]",
-    "decoder.attention_rnn_dim=64",
-    "decoder.decoder_rnn_dim=64",
-    "decoder.zoneout=0.0",
-    "attention.dim=32",
-    "attention.location.n_filters=8",
-    "attention.location.kernel_size=15",
-    "attention.dca.n_static_filters=4",
-    "attention.dca.static_kernel_size=11",
-    "attention.dca.n_dynamic_filters=4",
-    "attention.dca.dynamic_kernel_size=11",
-    "attention.multihead.n_heads=2",
-    "attention.multihead.n_filters=8",
-    "attention.multihead.kernel_size=15",
-    "postnet.channels=32",
-    "postnet.layers=3",
-    "reduction_factor=3",
-]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -126,7 +102,7 @@ def collate(ids: list[torch.Tensor], mels: list[torch.Tensor], device: torch.dev
 
 
 def model_config(attention: str, guided: bool, full: bool, n_mels: int) -> Tacotron2Config:
-    overrides = [] if full else list(REDUCED)
+    overrides = [] if full else list(ALIGNMENT_PROBE_TACOTRON2)
     overrides += [f"attention.type={attention}"]
     if not guided:
         overrides.append("loss.guided_attn_weight=0.0")

@@ -29,7 +29,7 @@ from neurotts.models.tacotron2 import (
     tacotron2_loss,
 )
 from neurotts.text.frontend import TextConfig, TextFrontend
-from neurotts.training.tasks import shipped_model_config
+from neurotts.training.tasks import ALIGNMENT_PROBE_TACOTRON2, shipped_model_config
 
 ATTENTIONS = ["location", "dca", "multihead"]
 SAMPLE = (
@@ -384,36 +384,13 @@ def sample_batch():
     return text, torch.tensor([len(i) for i in ids]), mel, ml, n_symbols, audio.n_mels
 
 
-ALIGN_MODEL = [
-    "encoder.embedding_dim=32",
-    "encoder.conv_channels=32",
-    "encoder.lstm_dim=32",
-    "encoder.dropout=0.0",
-    "decoder.prenet_dims=[32,32]",
-    "decoder.attention_rnn_dim=64",
-    "decoder.decoder_rnn_dim=64",
-    "decoder.zoneout=0.0",
-    "attention.dim=32",
-    "attention.location.n_filters=8",
-    "attention.location.kernel_size=15",
-    "attention.dca.n_static_filters=4",
-    "attention.dca.static_kernel_size=11",
-    "attention.dca.n_dynamic_filters=4",
-    "attention.dca.dynamic_kernel_size=11",
-    "attention.multihead.n_heads=2",
-    "attention.multihead.n_filters=8",
-    "attention.multihead.kernel_size=15",
-    "postnet.channels=32",
-    "postnet.layers=3",
-    "reduction_factor=3",
-]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("attention", ATTENTIONS)
 def test_tiny_model_learns_diagonal_alignment(attention, sample_batch):
     text, tl, mels, ml, n_symbols, n_mels = sample_batch
-    cfg = make_config(n_mels, [*ALIGN_MODEL, f"attention.type={attention}"])
+    cfg = make_config(n_mels, [*ALIGNMENT_PROBE_TACOTRON2, f"attention.type={attention}"])
     torch.manual_seed(0)
     model = Tacotron2(cfg, n_symbols)
     step, metrics, seconds = _train_until_aligned(model, cfg, (text, tl, mels, ml), 250)

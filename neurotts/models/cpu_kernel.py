@@ -101,7 +101,7 @@ def load() -> ctypes.CDLL | None:
     compiler = _compiler()
     if compiler is None:
         log.warning("no C compiler found ($CC, cc, gcc, clang): CPU WaveNet generation uses "
-                    "torch ops (about half the speed at batch 1)")
+                    "torch ops (about 5x slower at batch 1)")
         return None
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True,

@@ -110,6 +110,34 @@ def shipped_model_config(name: str, audio: dict[str, Any] | None = None,
     return model_config(OmegaConf.to_container(root.model))
 
 
+# A ~0.16M-parameter Tacotron 2 (overrides of configs/model/tacotron2.yaml) that learns an
+# alignment on a handful of real clips within a few hundred CPU steps: the model of
+# bench/alignment_speed.py and of the alignment tests, so both measure the same thing.
+ALIGNMENT_PROBE_TACOTRON2 = (
+    "encoder.embedding_dim=32",
+    "encoder.conv_channels=32",
+    "encoder.lstm_dim=32",
+    "encoder.dropout=0.0",
+    "decoder.prenet_dims=[32,32]",
+    "decoder.attention_rnn_dim=64",
+    "decoder.decoder_rnn_dim=64",
+    "decoder.zoneout=0.0",
+    "attention.dim=32",
+    "attention.location.n_filters=8",
+    "attention.location.kernel_size=15",
+    "attention.dca.n_static_filters=4",
+    "attention.dca.static_kernel_size=11",
+    "attention.dca.n_dynamic_filters=4",
+    "attention.dca.dynamic_kernel_size=11",
+    "attention.multihead.n_heads=2",
+    "attention.multihead.n_filters=8",
+    "attention.multihead.kernel_size=15",
+    "postnet.channels=32",
+    "postnet.layers=3",
+    "reduction_factor=3",
+)
+
+
 def build_task(cfg: TrainConfig, store: FeatureStore) -> Task:
     _, task_cls = _lookup(cfg.model)
     return task_cls(model_config(cfg.model), store, cfg)
