@@ -7,6 +7,7 @@ config and exit, and ``--config-dir`` to use a config tree of one's own. Problem
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -143,7 +144,7 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
     from neurotts.training.checkpoint import CheckpointError
     from neurotts.training.config import load_train_config
     from neurotts.training.loop import train as run_training
-    from neurotts.training.state import TrainingError
+    from neurotts.training.state import TrainingError, TrainingInterrupted
 
     with user_errors():
         for o in overrides or []:
@@ -159,6 +160,10 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
         raise fail(str(exc)) from None
     except TrainingError as exc:
         raise fail(str(exc), code=1) from None
+    except TrainingInterrupted as exc:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, one message
+            err.print(str(exc), highlight=False, soft_wrap=True, markup=False)
+        raise typer.Exit(128 + exc.signal_number) from None
 
 
 @dataclass

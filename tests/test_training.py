@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from neurotts.training import checkpoint as ckpt
 from neurotts.training.config import TrainConfig, load_train_config
 from neurotts.training.logging import read_train_log
 from neurotts.training.loop import TrainSummary, train
-from neurotts.training.state import TrainingError
+from neurotts.training.state import TrainingError, TrainingInterrupted
 from neurotts.training.tacotron2_task import Tacotron2Task
 from neurotts.training.tasks import build_task, model_config
 from tests.test_loader import write_store
@@ -148,6 +151,94 @@ def test_resume_reproduces_uninterrupted_run(store: Path, tmp_path: Path, model:
         assert final_a["ema"] is not None
         for name, value in final_a["ema"].items():
             torch.testing.assert_close(final_b["ema"][name], value, rtol=1e-6, atol=1e-6)
+
+
+def signal_self_after(steps: dict[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send this process SIGINT ``steps[n]`` times right after training step n (0-based)."""
+    from neurotts.training import loop
+
+    real = loop.train_step
+
+    def step_then_signal(model, parts, task, batch, precision, clip, step, device):  # noqa: ANN001, ANN202
+        result = real(model, parts, task, batch, precision, clip, step, device)
+        for _ in range(steps.get(step, 0)):
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_step_and_resume_equals_uninterrupted(
+        store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during step 7 (no periodic checkpoint until 100): the run stops after step 7
+    with a checkpoint of it, and resuming gives the uninterrupted run's losses and weights."""
+    common = ["trainer.log_every=1", "trainer.val_every=100", "trainer.checkpoint_every=100",
+              "trainer.max_steps=12"]
+    run(config(store, tmp_path / "a", *common))
+    with monkeypatch.context() as patch:
+        signal_self_after({6: 1}, patch)
+        with pytest.raises(TrainingInterrupted) as stopped:
+            run(config(store, tmp_path / "b", *common))
+    assert stopped.value.step == 7 and stopped.value.signal_name == "SIGINT"
+    assert stopped.value.checkpoint == tmp_path / "b" / "checkpoints" / "step_00000007.pt"
+    assert "run the same command again to resume" in str(stopped.value)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    summary, out = run(config(store, tmp_path / "b", *common))
+    assert summary.resumed_from == 7 and summary.step == 12
+    a = read_train_log(tmp_path / "a" / "train_log.jsonl")
+    b = read_train_log(tmp_path / "b" / "train_log.jsonl")
+    for step in range(1, 13):
+        assert a[step]["train/loss"] == pytest.approx(b[step]["train/loss"], rel=1e-6, abs=1e-6)
+    final_a = weights(tmp_path / "a" / "checkpoints" / "step_00000012.pt")
+    final_b = weights(tmp_path / "b" / "checkpoints" / "step_00000012.pt")
+    for name, value in final_a.items():
+        torch.testing.assert_close(final_b[name], value, rtol=1e-6, atol=1e-6)
+
+
+def test_second_ctrl_c_stops_at_once_without_a_checkpoint(
+        store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    signal_self_after({2: 2}, monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        run(config(store, tmp_path / "run", "trainer.max_steps=10", "trainer.val_every=100",
+                   "trainer.checkpoint_every=100"))
+    assert not list((tmp_path / "run" / "checkpoints").glob("step_*.pt"))
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.slow
+def test_cli_train_stops_on_sigint_with_loader_workers(store: Path, tmp_path: Path) -> None:
+    """The real thing: `neurotts train` with 2 loader workers gets SIGINT mid-run, exits 130
+    with a checkpoint of the step it stopped at, and the same command resumes there."""
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "neurotts.cli", "train", "experiment=tiny", f"data.features={store}",
+           f"run.dir={run_dir}", "trainer.max_steps=100000", "trainer.log_every=1",
+           "trainer.val_every=100000", "trainer.checkpoint_every=100000", "data.num_workers=2"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # A session of its own, so that SIGINT goes to the whole process group, loader workers
+    # included, as a terminal's Ctrl-C does.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    log_file = run_dir / "train_log.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if log_file.is_file() and len(log_file.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, signal.SIGINT)
+    out, errs = proc.communicate(timeout=120)
+    assert proc.returncode == 130, errs
+    match = re.search(r"stopped by SIGINT after step (\d+); checkpoint (\S+);", errs)
+    assert match, errs
+    step = int(match.group(1))
+    assert Path(match.group(2)) == run_dir / "checkpoints" / f"step_{step:08d}.pt"
+    assert ckpt.load_checkpoint(Path(match.group(2)))["step"] == step >= 3
+    assert "Traceback" not in errs
+    resumed = subprocess.run([*cmd[:-4], f"trainer.max_steps={step + 1}"], capture_output=True,
+                             text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from step {step}" in resumed.stdout + resumed.stderr
 
 
 def test_resume_never_refuses_a_used_run_dir(store: Path, tmp_path: Path) -> None:

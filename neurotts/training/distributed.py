@@ -73,6 +73,15 @@ def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
     return out
 
 
+def any_rank(flag: bool, env: DistEnv) -> bool:
+    """True on every rank when ``flag`` is true on any rank (one scalar all-reduce)."""
+    if not env.distributed:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=env.device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item() > 0)
+
+
 def barrier(env: DistEnv) -> None:
     if env.distributed:
         dist.barrier()

@@ -31,10 +31,10 @@ class TrainLogger:
         self.jsonl = open(run_dir / "train_log.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self.progress = Progress(
             TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.2f} step/s  loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[rate]:.2f} step/s  loss {task.fields[loss]}"),
             TimeRemainingColumn(), console=console, transient=False,
         )
-        self.task = self.progress.add_task("train", total=total_steps, rate=0.0, loss=float("nan"))
+        self.task = self.progress.add_task("train", total=total_steps, rate=0.0, loss="-")
 
     def start(self, step: int) -> None:
         if self.progress is not None:
@@ -53,7 +53,7 @@ class TrainLogger:
         t0, s0 = self._mark
         now = time.perf_counter()
         rate = (step - s0) / max(now - t0, 1e-9)
-        self.progress.update(self.task, completed=step, rate=rate, loss=loss)
+        self.progress.update(self.task, completed=step, rate=rate, loss=f"{loss:.4f}")
         return rate
 
     def scalars(self, step: int, values: dict[str, float], prefix: str) -> None:

@@ -8,6 +8,11 @@ own, and validation runs inside ``torch.random.fork_rng``, so neither perturbs t
 that dropout and the prenet draw from. On CPU a resumed run repeats the uninterrupted run's
 per-step losses to float rounding (tests/test_training.py checks 1e-6).
 
+Stopping: Ctrl-C or SIGTERM asks the run to stop after the current step; every rank agrees
+on the step (one all-reduce of a flag per step), a checkpoint of that step is written, and
+:class:`~neurotts.training.state.TrainingInterrupted` is raised (the CLI exits 128 + signal).
+Running the same command again resumes exactly there. A second Ctrl-C stops at once.
+
 Non-finite steps: when the loss or the (all-reduced, hence identical on every rank) gradient
 norm is not finite, the optimizer step is skipped on every rank, the step is counted and
 logged, and weights never see it; ``trainer.max_nonfinite`` in a row stop the run.
@@ -16,6 +21,9 @@ logged, and weights never see it; ``trainer.max_nonfinite`` in a row stop the ru
 from __future__ import annotations
 
 import math
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +48,7 @@ from neurotts.training.optim import autocast, resolve_precision
 from neurotts.training.state import (
     Trainables,
     TrainingError,
+    TrainingInterrupted,
     TrainState,
     find_resume,
     payload,
@@ -131,32 +140,79 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
     meter, last_logged = Meter(), state.step
     stream = batches_from(loader, sampler, task, train_set, state)
     log.start(state.step)
+    stop = StopRequest(announce=env.is_main)
     try:
-        while state.step < tc.max_steps:
-            batch = to_device(next(stream), env.device)
-            result = train_step(model, parts, task, batch, precision, tc.grad_clip, state.step,
-                                env.device)
-            state.step += 1
-            if result.updated:  # the schedule counts updates, not skipped steps
-                parts.scheduler.step()
-            meter.add(result, task.frames(batch))
-            check_finite(result, state, tc, log)
-            last = state.step >= tc.max_steps
-            log.advance(state.step, result.loss)
-            if state.step % tc.log_every == 0 or last:
-                log_train(log, meter, parts, state, state.step - last_logged)
-                last_logged = state.step
-            val_loss = None
-            if state.step % tc.val_every == 0 or last:
-                val_loss = validate_and_log(model, parts, task, val_loader, precision, tc, env, log,
-                                            state.step)
-                save_best(cfg, task, store, parts, state, env, manager, val_loss, log)
-            if state.step % tc.checkpoint_every == 0 or last:
-                save_periodic(cfg, task, store, parts, state, env, manager, val_loss)
+        with stop:
+            while state.step < tc.max_steps:
+                batch = to_device(next(stream), env.device)
+                result = train_step(model, parts, task, batch, precision, tc.grad_clip, state.step,
+                                    env.device)
+                state.step += 1
+                if result.updated:  # the schedule counts updates, not skipped steps
+                    parts.scheduler.step()
+                meter.add(result, task.frames(batch))
+                check_finite(result, state, tc, log)
+                last = state.step >= tc.max_steps
+                log.advance(state.step, result.loss)
+                if state.step % tc.log_every == 0 or last:
+                    log_train(log, meter, parts, state, state.step - last_logged)
+                    last_logged = state.step
+                val_loss = None
+                if state.step % tc.val_every == 0 or last:
+                    val_loss = validate_and_log(model, parts, task, val_loader, precision, tc,
+                                                env, log, state.step)
+                    save_best(cfg, task, store, parts, state, env, manager, val_loss, log)
+                # A stop request (Ctrl-C, SIGTERM) on any rank ends the run here, at a step
+                # boundary, with a checkpoint that resumes exactly.
+                stopping = not last and distributed.any_rank(stop.signal is not None, env)
+                saved = None
+                if state.step % tc.checkpoint_every == 0 or last or stopping:
+                    saved = save_periodic(cfg, task, store, parts, state, env, manager, val_loss)
+                if stopping:
+                    raise stop.interrupted(state.step, saved)
     finally:
         log.close()
     return TrainSummary(state.step, resumed_from, state.nonfinite_steps, state.best_val_loss,
                         run_dir)
+
+
+# ------------------------------------------------------------------------------ stopping
+
+
+class StopRequest:
+    """SIGINT (Ctrl-C) and SIGTERM (a scheduler's pre-emption, torchrun shutting down) become a
+    request to stop after the current step with a checkpoint; a second Ctrl-C aborts at once
+    without one. Handlers are installed only in the main thread and restored on exit."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, announce: bool):
+        self.signal: signal.Signals | None = None
+        self.announce = announce
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # asked twice: stop now
+        self.signal = signal.Signals(signum)
+        if self.announce:
+            sys.stderr.write(f"\n{self.signal.name}: stopping after this step and saving a "
+                             "checkpoint (Ctrl-C again stops at once, without one)\n")
+
+    def interrupted(self, step: int, checkpoint: Path | None) -> TrainingInterrupted:
+        sig = self.signal or signal.SIGTERM  # only another rank was signalled
+        return TrainingInterrupted(sig.name, int(sig), step, checkpoint)
 
 
 # ------------------------------------------------------------------------------ set-up helpers
@@ -200,8 +256,14 @@ def make_loader(dataset: TrainDataset, task: Task, tc: TrainerConfig, num_worker
     generator = torch.Generator().manual_seed(tc.seed + env.rank)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=task.collate,
                         num_workers=num_workers, pin_memory=env.device.type == "cuda",
-                        generator=generator)
+                        generator=generator, worker_init_fn=ignore_sigint)
     return sampler, loader
+
+
+def ignore_sigint(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the main process, which stops at a step boundary; a
+    worker that died of it would fail the batch the main process is waiting for."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def batches_from(loader: DataLoader, sampler: BucketBatchSampler, task: Task,
@@ -358,7 +420,7 @@ def save_best(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Trainabl
 
 def save_periodic(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Trainables,
                   state: TrainState, env: DistEnv, manager: CheckpointManager,
-                  val_loss: float | None) -> None:
+                  val_loss: float | None) -> Path | None:
+    """``step_N.pt`` (collective under DDP); its path on the main rank, else None."""
     data = payload(cfg, task, store, parts, state, env, val_loss)
-    if env.is_main:
-        manager.save(data)
+    return manager.save(data) if env.is_main else None

@@ -24,6 +24,18 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. only non-finite steps); the message says why."""
 
 
+class TrainingInterrupted(Exception):
+    """A stop was requested by a signal (Ctrl-C, SIGTERM); a checkpoint of the last complete
+    step was written, and running the same command again resumes from it."""
+
+    def __init__(self, signal_name: str, signal_number: int, step: int, checkpoint: Path | None):
+        self.signal_name, self.signal_number = signal_name, signal_number
+        self.step, self.checkpoint = step, checkpoint
+        where = f"; checkpoint {checkpoint}" if checkpoint is not None else ""
+        super().__init__(f"stopped by {signal_name} after step {step}{where}; run the same "
+                         "command again to resume")
+
+
 @dataclass
 class Trainables:
     """Model and everything that is updated with it."""
