@@ -185,9 +185,11 @@ class StopRequest:
     without one. Handlers are installed only in the main thread and restored on exit."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    REPEAT_S = 1.0  # a second SIGINT sooner than this is the same request delivered twice
 
     def __init__(self, announce: bool):
         self.signal: signal.Signals | None = None
+        self._when = 0.0
         self.announce = announce
         self._previous: dict[signal.Signals, Any] = {}
 
@@ -203,9 +205,13 @@ class StopRequest:
         self._previous.clear()
 
     def _handle(self, signum: int, frame: object) -> None:
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # asked twice: stop now
-        self.signal = signal.Signals(signum)
+        if self.signal is not None:
+            # Asked again: stop now. Under torchrun a terminal's Ctrl-C reaches a worker twice
+            # (from the terminal and forwarded by torchrun) within milliseconds: that is one.
+            if signum == signal.SIGINT and time.monotonic() - self._when > self.REPEAT_S:
+                raise KeyboardInterrupt
+            return
+        self.signal, self._when = signal.Signals(signum), time.monotonic()
         if self.announce:
             sys.stderr.write(f"\n{self.signal.name}: stopping after this step and saving a "
                              "checkpoint (Ctrl-C again stops at once, without one)\n")
