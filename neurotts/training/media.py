@@ -1,9 +1,11 @@
-"""Pictures and sounds for TensorBoard: alignment and mel plots, Griffin-Lim audio.
+"""Pictures and sounds for TensorBoard: alignment and mel images, Griffin-Lim audio.
 
-Plots are drawn with matplotlib's Agg backend into ``(H, W, 3)`` uint8 arrays. Griffin-Lim
-turns a log-mel (our convention: natural log of a Slaney-scale magnitude mel, see
-:class:`neurotts.audio.LogMel`) back into a waveform with the store's audio settings, which
-is enough to hear whether a validation prediction is speech.
+Images are the evaluation report's figures (:mod:`neurotts.evaluation.plots`, drawn on the
+Agg canvas without pyplot, so a long run keeps no figure registry and never touches the
+user's matplotlib backend) rendered to ``(H, W, 3)`` uint8 arrays. Griffin-Lim turns a log-mel
+(natural log of a Slaney-scale magnitude mel, see :class:`neurotts.audio.LogMel`) back into a
+waveform with the store's audio settings: enough to hear whether a validation prediction is
+speech.
 """
 
 from __future__ import annotations
@@ -12,52 +14,26 @@ import numpy as np
 import torch
 
 from neurotts.config import AudioConfig
+from neurotts.evaluation.plots import figure_to_image, plot_alignments, plot_mel_comparison
 from neurotts.vocoders import GriffinLimVocoder
 
 
-def _figure_to_array(fig) -> np.ndarray:  # noqa: ANN001 (matplotlib Figure)
-    fig.canvas.draw()
-    rgba = np.asarray(fig.canvas.buffer_rgba())
-    return np.ascontiguousarray(rgba[..., :3])
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().float().cpu().numpy()
 
 
 def plot_alignment(alignment: torch.Tensor) -> np.ndarray:
     """``(T_dec, T_text)`` attention weights -> image (decoder steps left to right)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=80)
-    im = ax.imshow(alignment.detach().float().cpu().numpy().T, aspect="auto", origin="lower",
-                   interpolation="none")
-    ax.set_xlabel("decoder step")
-    ax.set_ylabel("text position")
-    fig.colorbar(im, ax=ax)
-    fig.tight_layout()
-    image = _figure_to_array(fig)
-    plt.close(fig)
-    return image
+    fig = plot_alignments([_numpy(alignment)], titles=["alignment"], ncols=1,
+                          panel_size=(6.0, 4.0))
+    return figure_to_image(fig)
 
 
 def plot_mels(predicted: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    """Two ``(T, n_mels)`` log-mels stacked (prediction above target) -> image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 1, figsize=(8, 5), dpi=80, sharex=True)
-    for ax, mel, title in zip(axes, (predicted, target), ("predicted", "target"), strict=True):
-        ax.imshow(mel.detach().float().cpu().numpy().T, aspect="auto", origin="lower",
-                  interpolation="none")
-        ax.set_title(title)
-        ax.set_ylabel("mel channel")
-    axes[-1].set_xlabel("frame")
-    fig.tight_layout()
-    image = _figure_to_array(fig)
-    plt.close(fig)
-    return image
+    """Two ``(T, n_mels)`` log-mels, prediction above target, on the target's colour scale
+    -> image."""
+    return figure_to_image(plot_mel_comparison(_numpy(predicted), _numpy(target),
+                                               figsize=(8.0, 5.0)))
 
 
 def griffin_lim(log_mel: torch.Tensor, audio: AudioConfig, n_iter: int) -> torch.Tensor:
