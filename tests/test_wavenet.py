@@ -260,7 +260,7 @@ def test_cpu_kernel_equals_teacher_forced_forward_and_torch_ops(
                        layers=8, stacks=2)
     mels = torch.randn(batch, 10, 8)
     lengths = torch.randint(6, 11, (batch,)) if batch > 1 else None
-    kernel = generate(model, mels, lengths, record=True, mode="kernel",
+    kernel = generate(model, mels, lengths, record=True, mode="kernel", kernel_threads=1,
                       generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         ref = model(teacher_forced_inputs(model, kernel.samples), mels, lengths)
@@ -270,6 +270,23 @@ def test_cpu_kernel_equals_teacher_forced_forward_and_torch_ops(
                      generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(kernel.samples, views.samples, atol=1e-5, rtol=0)
     torch.testing.assert_close(kernel.audio, views.audio, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("output", ["mulaw", "mol"])
+def test_cpu_kernel_threads_share_the_batch_without_changing_the_audio(
+        output: str, kernel_available: None) -> None:
+    """5 utterances over 1, 2 and 3 threads (groups of 5; 3+2; 2+2+1): identical samples
+    and outputs, per-item lengths respected."""
+    model = tiny_model(output, seed=6)
+    mels = torch.randn(5, 9, 8)
+    lengths = torch.tensor([9, 4, 7, 9, 2])
+    runs = [generate(model, mels, lengths, record=True, mode="kernel", kernel_threads=n,
+                     generator=torch.Generator().manual_seed(3)) for n in (1, 2, 3)]
+    for other in runs[1:]:
+        assert torch.equal(other.samples, runs[0].samples)
+        torch.testing.assert_close(other.outputs, runs[0].outputs, atol=0, rtol=0)
+        assert torch.equal(other.audio, runs[0].audio)
+    assert torch.all(runs[0].audio[4, 2 * 16:] == 0) and runs[0].audio[4, :32].abs().sum() > 0
 
 
 def test_cpu_kernel_blocks_that_split_a_dilation_window(kernel_available: None, monkeypatch) -> None:

@@ -40,6 +40,7 @@ import ctypes
 import itertools
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -476,19 +477,50 @@ class _GraphedStep:
         self.graph.replay()
 
 
+class _KernelWeights:
+    """The model's operands in the C kernel's layout (:mod:`neurotts.models.cpu_kernel`):
+    matrices ``(in, out)`` packed into 32-wide panels by ``wn_pack``, shared read-only by
+    every :class:`_KernelStep` of one generation call."""
+
+    def __init__(self, lib: ctypes.CDLL, model: WaveNet):
+        cfg, w = model.cfg, _matmul_weights(model)
+        self.lib = lib
+        n_layers, k, r, g = cfg.layers, cfg.kernel_size, cfg.residual_channels, cfg.gate_channels
+        self.w_taps = self._pack(torch.stack(w.w_taps).view(n_layers, k, r, g))
+        self.w_res = self._pack(torch.stack(w.w_res))  # (L, G/2, R)
+        self.b_res = torch.stack(w.b_res).float().contiguous()  # (L, R)
+        self.w_skip, self.b_skip = self._pack(w.w_skip), w.b_skip.float().contiguous()
+        self.w_h1, self.b_h1 = self._pack(w.w_h1), w.b_h1.float().contiguous()
+        self.w_h2, self.b_h2 = self._pack(w.w_h2), w.b_h2.float().contiguous()
+        self.w_in = w.w_in.float().contiguous()
+        self.b_in = (w.b_in.float().contiguous() if w.b_in is not None
+                     else torch.zeros(r, dtype=torch.float32))
+        self.w_cond, self.b_cond = w.w_cond, w.b_cond
+
+    def _pack(self, weights: torch.Tensor) -> torch.Tensor:
+        """(..., I, O) matrices -> the packed layout, each matrix packed on its own so they
+        keep their offsets."""
+        src = weights.float().contiguous()
+        dst = torch.empty_like(src)
+        i, o = src.shape[-2:]
+        for a, b in zip(src.view(-1, i, o), dst.view(-1, i, o), strict=True):
+            self.lib.wn_pack(i, o, ctypes.c_void_p(a.data_ptr()), ctypes.c_void_p(b.data_ptr()))
+        return dst
+
+
 class _KernelStep:
-    """Buffers and weights for the C kernel (:mod:`neurotts.models.cpu_kernel`), which runs a
-    whole block of samples per call; the conditioning projection and the noise stay in torch.
+    """Buffers for the C kernel, which runs a whole block of samples per call for ``batch``
+    utterances; the conditioning projection and the noise stay in torch.
 
     Same arithmetic as :class:`_CachedStep`'s CPU path (amortised past taps, scales folded
     into the weights), with rings stored time-major in one flat buffer."""
 
-    def __init__(self, lib: ctypes.CDLL, model: WaveNet, batch: int, steps: int, block: int,
-                 record: bool):
+    def __init__(self, weights: _KernelWeights, model: WaveNet, batch: int, steps: int,
+                 block: int, record: bool):
         from neurotts.models.cpu_kernel import WnModel
 
-        cfg, w = model.cfg, _matmul_weights(model)
-        self.lib, self.model, self.batch = lib, model, batch
+        cfg, w = model.cfg, weights
+        self.lib, self.w, self.batch = w.lib, w, batch
         self.mulaw = cfg.output == "mulaw"
         n_layers, k, r, g = cfg.layers, cfg.kernel_size, cfg.residual_channels, cfg.gate_channels
         s, n_out = cfg.skip_channels, model.head[-1].out_channels
@@ -506,17 +538,6 @@ class _KernelStep:
         self.past_off = offsets([d * batch * g for d in dil])
         self.rings = torch.zeros(sum(self.ring_len) * batch * r, **f32)
         self.past = torch.zeros(sum(dil) * batch * g, **f32)
-        # Operands (in, out) in the kernel's packed layout, kept alive here while the kernel
-        # holds pointers to them.
-        self.w_taps = self._pack(torch.stack(w.w_taps).view(n_layers, k, r, g))
-        self.w_res = self._pack(torch.stack(w.w_res))  # (L, G/2, R)
-        self.b_res = torch.stack(w.b_res).contiguous()  # (L, R)
-        self.w_skip, self.b_skip = self._pack(w.w_skip), w.b_skip.contiguous()
-        self.w_h1, self.b_h1 = self._pack(w.w_h1), w.b_h1.contiguous()
-        self.w_h2, self.b_h2 = self._pack(w.w_h2), w.b_h2.contiguous()
-        self.w_in = w.w_in.contiguous()
-        self.b_in = w.b_in.contiguous() if w.b_in is not None else torch.zeros(r, **f32)
-        self.w_cond, self.b_cond = w.w_cond, w.b_cond
         self.gate = torch.empty(batch, g, **f32)
         self.z = torch.empty(batch, n_layers * g // 2, **f32)
         self.hidden = torch.empty(batch, s, **f32)
@@ -532,28 +553,18 @@ class _KernelStep:
         def ptr(t: torch.Tensor, kind=ctypes.c_float):
             return ctypes.cast(t.data_ptr(), ctypes.POINTER(kind))
 
+        # The struct holds raw pointers: every tensor it names is kept alive by self or w.
         self.spec = WnModel(
             batch, n_layers, k, r, g, s, n_out, int(self.mulaw), cfg.n_mixtures, n_noise, steps,
             cfg.log_scale_min,
             *[ptr(t, ctypes.c_int64) for t in (self.dil, self.ring_len_t, self.ring_off,
                                                self.past_off)],
-            *[ptr(t) for t in (self.rings, self.past, self.w_taps, self.w_res, self.b_res,
-                               self.w_skip, self.b_skip, self.w_h1, self.b_h1, self.w_h2,
-                               self.b_h2, self.w_in, self.b_in, self.gate, self.z, self.hidden,
-                               self.hidden2)],
+            *[ptr(t) for t in (self.rings, self.past, w.w_taps, w.w_res, w.b_res, w.w_skip,
+                               w.b_skip, w.w_h1, w.b_h1, w.w_h2, w.b_h2, w.w_in, w.b_in,
+                               self.gate, self.z, self.hidden, self.hidden2)],
         )
-        rows = lib.wn_scratch_rows(ctypes.byref(self.spec))
+        rows = self.lib.wn_scratch_rows(ctypes.byref(self.spec))
         self.xs, self.ys = (ctypes.c_void_p * rows)(), (ctypes.c_void_p * rows)()
-
-    def _pack(self, weights: torch.Tensor) -> torch.Tensor:
-        """(..., I, O) matrices -> the kernel's packed layout (``wn_pack``), each matrix
-        packed on its own so they keep their offsets."""
-        src = weights.float().contiguous()
-        dst = torch.empty_like(src)
-        i, o = src.shape[-2:]
-        for a, b in zip(src.view(-1, i, o), dst.view(-1, i, o), strict=True):
-            self.lib.wn_pack(i, o, ctypes.c_void_p(a.data_ptr()), ctypes.c_void_p(b.data_ptr()))
-        return dst
 
     @property
     def samples(self) -> torch.Tensor:
@@ -562,19 +573,20 @@ class _KernelStep:
     def reset(self) -> None:
         """Empty history; the first input is the silence sample, embedded at ring slot 0."""
         self.rings.zero_()
-        slot = self.rings[: self.ring_len[0] * self.batch * self.w_in.shape[1]]
+        slot = self.rings[: self.ring_len[0] * self.batch * self.w.w_in.shape[1]]
         slot = slot.view(self.ring_len[0], self.batch, -1)[0]  # (B, R)
         if self.mulaw:
-            slot.copy_(self.w_in[self.first])
+            slot.copy_(self.w.w_in[self.first])
         else:
-            slot.copy_(self.b_in + self.first[:, None].float() * self.w_in)
+            slot.copy_(self.w.b_in + self.first[:, None].float() * self.w.w_in)
 
     def fill_block(self, cond: torch.Tensor, gumbel: torch.Tensor, logistic: torch.Tensor) -> None:
         """As :meth:`_CachedStep.fill_block`: the block's conditioning through every layer's
         projection in one matmul, and its noise."""
         n = cond.shape[-1]
         flat = cond.permute(2, 0, 1).reshape(n * self.batch, -1)
-        torch.addmm(self.b_cond, flat, self.w_cond, out=self.cond_block[:n].view(n * self.batch, -1))
+        torch.addmm(self.w.b_cond, flat, self.w.w_cond,
+                    out=self.cond_block[:n].view(n * self.batch, -1))
         self.gumbel_block[:n].copy_(gumbel)
         self.logistic_block[:n].copy_(logistic)
 
@@ -584,6 +596,58 @@ class _KernelStep:
         self.lib.wn_run(ctypes.byref(self.spec), start, n, self.cond_block.data_ptr(),
                         self.gumbel_block.data_ptr(), self.logistic_block.data_ptr(),
                         self.values.data_ptr(), outputs, self.xs, self.ys, self.out.data_ptr())
+
+
+class _KernelGroup:
+    """The batch split into up to ``threads`` contiguous groups of utterances, each run by
+    the kernel in a thread of its own (ctypes releases the GIL, and utterances never
+    interact). The noise is drawn for the whole batch and sliced, so the audio does not
+    depend on the thread count."""
+
+    def __init__(self, lib: ctypes.CDLL, model: WaveNet, batch: int, steps: int, block: int,
+                 record: bool, threads: int):
+        weights = _KernelWeights(lib, model)
+        bounds = [round(i * batch / threads) for i in range(threads + 1)]
+        self.slices = [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
+        self.parts = [_KernelStep(weights, model, sl.stop - sl.start, steps, block, record)
+                      for sl in self.slices]
+        self.pool = (ThreadPoolExecutor(len(self.parts), thread_name_prefix="wavenet")
+                     if len(self.parts) > 1 else None)
+
+    def _each(self, fn: Callable[[int, _KernelStep], object]) -> None:
+        if self.pool is None:
+            fn(0, self.parts[0])
+        else:
+            list(self.pool.map(fn, range(len(self.parts)), self.parts))
+
+    def reset(self) -> None:
+        for part in self.parts:
+            part.reset()
+
+    def fill_and_run(self, cond: torch.Tensor, gumbel: torch.Tensor, logistic: torch.Tensor,
+                     start: int) -> None:
+        """One block: ``cond`` (B, C_cond, n) and its noise, ``start`` its first sample."""
+        def work(i: int, part: _KernelStep) -> None:
+            sl = self.slices[i]
+            with torch.inference_mode():  # thread-local: the pool threads need it too
+                part.fill_block(cond[sl], gumbel[:, sl], logistic[:, sl])
+            part.run(start, cond.shape[-1])
+
+        self._each(work)
+
+    @property
+    def samples(self) -> torch.Tensor:
+        return torch.cat([part.samples for part in self.parts], dim=1)
+
+    @property
+    def outputs(self) -> torch.Tensor | None:
+        if self.parts[0].outputs is None:
+            return None
+        return torch.cat([part.outputs for part in self.parts], dim=1)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
 
 def _block_size(batch: int, width: int, steps: int, multiple: int) -> int:
@@ -603,6 +667,7 @@ def generate(
     generator: torch.Generator | None = None,
     mode: str = "auto",
     step_threads: int | None = 1,
+    kernel_threads: int | None = None,
 ) -> Generated:
     """Cached incremental generation for a batch of utterances.
 
@@ -613,10 +678,12 @@ def generate(
     positions), "indexed" (torch ops, device-side positions), "graph" (CUDA graph of "indexed";
     CUDA only), "auto" (graph on CUDA; on CPU the kernel when it is available, else views).
     ``step_threads``: torch intra-op threads during the per-sample loop of the torch-op modes
-    on CPU (the kernel is single-threaded C). Step ops take
+    on CPU (for the kernel see ``kernel_threads``). Step ops take
     microseconds, so waking a thread pool costs more than it saves, and on a shared CPU a
     descheduled worker stalls every op; the batched conditioning pass keeps the caller's
-    setting. ``None`` leaves the setting alone throughout.
+    setting. ``None`` leaves the setting alone throughout. ``kernel_threads``: threads for
+    the C kernel, each taking a share of the utterances (default: torch's intra-op thread
+    count, at most one per utterance); the audio does not depend on it.
     """
     cpu_fp32 = mels.device.type == "cpu" and model.head[-1].weight.dtype == torch.float32
     if mode == "auto":
@@ -642,20 +709,27 @@ def generate(
         block = _block_size(batch, model.cfg.layers * model.cfg.gate_channels, steps,
                             max(dilations(model.cfg)))
         if mode == "kernel":
-            cache = _KernelStep(cpu_kernel.load(), model, batch, max(steps, 1), block, record)
+            threads = max(1, min(batch, kernel_threads or torch.get_num_threads()))
+            cache = _KernelGroup(cpu_kernel.load(), model, batch, max(steps, 1), block, record,
+                                 threads)
         else:
             cache = _CachedStep(model, batch, max(steps, 1), block, record, mels.device)
         graph = _GraphedStep(cache) if mode == "graph" else None
         cache.reset()
-        for start in range(0, steps, block):
-            n = min(block, steps - start)
-            gumbel, logistic = draw_noise(model, n, batch, temperature, generator, mels.device)
-            cache.fill_block(cond[..., start:start + n], gumbel, logistic)
+        try:
+            for start in range(0, steps, block):
+                n = min(block, steps - start)
+                gumbel, logistic = draw_noise(model, n, batch, temperature, generator,
+                                              mels.device)
+                if mode == "kernel":
+                    cache.fill_and_run(cond[..., start:start + n], gumbel, logistic, start)
+                    continue
+                cache.fill_block(cond[..., start:start + n], gumbel, logistic)
+                with _intra_op_threads(step_threads):
+                    _run_block(cache, graph, mode, start, n)
+        finally:
             if mode == "kernel":
-                cache.run(start, n)  # plain C, no torch threads involved
-                continue
-            with _intra_op_threads(step_threads):
-                _run_block(cache, graph, mode, start, n)
+                cache.close()
         samples = cache.samples[:steps]
         outputs = cache.outputs[:steps] if cache.outputs is not None else None
         return _finish(model, samples, lengths, outputs)
