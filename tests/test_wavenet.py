@@ -289,6 +289,26 @@ def test_cpu_kernel_threads_share_the_batch_without_changing_the_audio(
     assert torch.all(runs[0].audio[4, 2 * 16:] == 0) and runs[0].audio[4, :32].abs().sum() > 0
 
 
+def test_cpu_kernel_gate_matches_torch_over_the_whole_float_range(kernel_available: None) -> None:
+    """tanh(a) * sigmoid(b) from the kernel's polynomial exp, against torch, from tiny to
+    saturating inputs (|x| up to 1e4, where the exp argument is clamped)."""
+    import ctypes
+
+    from neurotts.models import cpu_kernel
+
+    g = torch.Generator().manual_seed(0)
+    grid = torch.linspace(-30, 30, 6001)
+    a = torch.cat([grid, torch.randn(4000, generator=g) * 3, torch.tensor([0.0, -0.0, 1e-30, 1e4, -1e4])])
+    b = torch.cat([grid.flip(0), torch.randn(4000, generator=g) * 3, torch.tensor([1e4, -1e4, 0.0, -1e4, 1e4])])
+    a, b = a.contiguous(), b.contiguous()
+    z = torch.empty_like(a)
+    cpu_kernel.load().wn_gate(len(a), ctypes.c_void_p(a.data_ptr()), ctypes.c_void_p(b.data_ptr()),
+                              ctypes.c_void_p(z.data_ptr()))
+    ref = torch.tanh(a.double()) * torch.sigmoid(b.double())
+    assert torch.isfinite(z).all()
+    assert (z.double() - ref).abs().max() < 5e-7  # torch float32 itself: 1.2e-7
+
+
 def test_cpu_kernel_blocks_that_split_a_dilation_window(kernel_available: None, monkeypatch) -> None:
     """A block boundary inside a window of d steps (block 5, dilations up to 8) still gives
     the forward pass's outputs: the kernel completes the window at the block start."""

@@ -121,6 +121,8 @@ def load() -> ctypes.CDLL | None:
                            ctypes.c_void_p, ctypes.c_void_p]
     lib.wn_pack.restype = None
     lib.wn_pack.argtypes = [_i64, _i64, ctypes.c_void_p, ctypes.c_void_p]
+    lib.wn_gate.restype = None
+    lib.wn_gate.argtypes = [_i64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     lib.wn_scratch_rows.restype = _i64
     lib.wn_scratch_rows.argtypes = [ctypes.POINTER(WnModel)]
     return lib

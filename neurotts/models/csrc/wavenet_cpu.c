@@ -169,6 +169,9 @@ static void gated(int64_t n, const float *restrict a, const float *restrict b, f
     }
 }
 
+/* The gate on its own, for tests: z[i] = tanh(a[i]) * sigmoid(b[i]). */
+void wn_gate(int64_t n, const float *a, const float *b, float *z) { gated(n, a, b, z); }
+
 static inline int64_t wrap(int64_t v, int64_t n) { v %= n; return v < 0 ? v + n : v; }
 
 static inline float *ring_row(const wn_model *m, int64_t l, int64_t t, int64_t b)
