@@ -23,6 +23,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from neurotts.cli import app
+from neurotts.data.loader import BucketBatchSampler
 from neurotts.data.store import FeatureStore
 from neurotts.training import checkpoint as ckpt
 from neurotts.training.config import TrainConfig, load_train_config
@@ -252,6 +253,66 @@ def test_cli_train_stops_on_sigint_with_loader_workers(store: Path, tmp_path: Pa
     assert f"resumed from step {step}" in resumed.stdout + resumed.stderr
 
 
+def test_gradient_accumulation_is_the_weighted_sum_of_batch_gradients(store: Path,
+                                                                       tmp_path: Path) -> None:
+    """train_step over [b1, b2] makes the update that (loss1 + loss2) / 2 makes: same weights
+    after one step from the same start (no clipping, so a missing 1/2 would show)."""
+    import copy
+
+    from neurotts.training import loop
+    from neurotts.training.state import Trainables
+
+    cfg = config(store, tmp_path / "run", "trainer.grad_accum=2", "trainer.grad_clip=1.0e9",
+                 "trainer.schedule.warmup_steps=0")
+    task = build_task(cfg, FeatureStore(store))
+    items = task.dataset("train", 0)
+    b1, b2 = task.collate([items[0], items[1]]), task.collate([items[2], items[3]])
+    model_a = task.model
+    model_b = copy.deepcopy(model_a)
+    before = copy.deepcopy(model_a.state_dict())
+    parts_a = Trainables.build(model_a, cfg.trainer, "fp32", torch.device("cpu"))
+    parts_b = Trainables.build(model_b, cfg.trainer, "fp32", torch.device("cpu"))
+    torch.manual_seed(5)  # the prenet's dropout draws the same masks in both
+    result = loop.train_step(model_a, parts_a, task, [b1, b2], "fp32", 1.0e9, 0,
+                             torch.device("cpu"))
+    torch.manual_seed(5)
+    parts_b.optimizer.zero_grad()
+    losses = [task.loss(model_b, b, 0)[0] for b in (b1, b2)]
+    ((losses[0] + losses[1]) / 2).backward()
+    parts_b.optimizer.step()
+    assert result.updated and result.loss == pytest.approx(float(sum(losses).detach()) / 2, rel=1e-6)
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(),
+                            strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert any(not torch.equal(a, before[name]) for name, a in model_a.state_dict().items())
+
+
+@pytest.mark.slow
+def test_resume_with_gradient_accumulation_reproduces_uninterrupted_run(store: Path,
+                                                                        tmp_path: Path) -> None:
+    """grad_accum=3 consumes three batches a step; stopping at step 2 (mid-epoch) and
+    resuming must pick up at batch 7 and repeat the uninterrupted run."""
+    common = ["trainer.grad_accum=3", "trainer.batch_size=2", "trainer.log_every=1",
+              "trainer.val_every=2", "trainer.checkpoint_every=2"]
+    run(config(store, tmp_path / "a", "trainer.max_steps=5", *common))
+    run(config(store, tmp_path / "b", "trainer.max_steps=2", *common))
+    saved = ckpt.load_checkpoint(tmp_path / "b" / "checkpoints" / "step_00000002.pt")
+    cfg = config(store, tmp_path / "b", *common)
+    sampler = BucketBatchSampler(build_task(cfg, FeatureStore(store)).dataset("train", 0).lengths(),
+                                 2, cfg.trainer.bucket_size, 0, shuffle=True, seed=cfg.trainer.seed)
+    per_epoch = len(sampler.rank_batches(0))
+    assert saved["epoch"] * per_epoch + saved["global_batches_in_epoch"] == 6  # 3 per step
+    run(config(store, tmp_path / "b", "trainer.max_steps=5", *common))
+    a = read_train_log(tmp_path / "a" / "train_log.jsonl")
+    b = read_train_log(tmp_path / "b" / "train_log.jsonl")
+    for step in range(1, 6):
+        assert a[step]["train/loss"] == pytest.approx(b[step]["train/loss"], rel=1e-6, abs=1e-6)
+    final_a = weights(tmp_path / "a" / "checkpoints" / "step_00000005.pt")
+    final_b = weights(tmp_path / "b" / "checkpoints" / "step_00000005.pt")
+    for name, value in final_a.items():
+        torch.testing.assert_close(final_b[name], value, rtol=1e-6, atol=1e-6)
+
+
 def test_resume_never_refuses_a_used_run_dir(store: Path, tmp_path: Path) -> None:
     run(config(store, tmp_path / "run", "trainer.max_steps=1", "trainer.val_every=1"))
     with pytest.raises(TrainingError, match="already has checkpoints"):
@@ -386,9 +447,11 @@ def torchrun(nproc: int, *args: str, timeout: float = 300) -> subprocess.Complet
 
 @pytest.mark.slow
 def test_ddp_two_processes_on_cpu(store: Path, tmp_path: Path) -> None:
+    """Two ranks with gradient accumulation over 2 batches (no_sync on the first)."""
     run_dir = tmp_path / "run"
     args = ["experiment=tiny", f"data.features={store}", f"run.dir={run_dir}", "trainer.batch_size=2",
-            "trainer.log_every=1", "trainer.val_every=3", "trainer.checkpoint_every=3"]
+            "trainer.grad_accum=2", "trainer.log_every=1", "trainer.val_every=3",
+            "trainer.checkpoint_every=3"]
     proc = torchrun(2, *args, "trainer.max_steps=3")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("training tacotron2") == 1  # rank 0 alone reports

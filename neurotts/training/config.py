@@ -51,6 +51,7 @@ class MediaConfig:
 class TrainerConfig:
     max_steps: int = MISSING
     batch_size: int = MISSING
+    grad_accum: int = MISSING  # batches whose gradients make one update
     max_batch_frames: int = MISSING  # 0 = no cap
     bucket_size: int = MISSING  # in units of batch_size
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -105,6 +106,7 @@ def check_trainer(cfg: TrainerConfig) -> None:
     if cfg.schedule.decay not in DECAYS:
         raise ConfigError(f"trainer.schedule.decay={cfg.schedule.decay!r}: choose one of {', '.join(DECAYS)}")
     positive = {"max_steps": cfg.max_steps, "batch_size": cfg.batch_size,
+                "grad_accum": cfg.grad_accum,
                 "bucket_size": cfg.bucket_size, "log_every": cfg.log_every,
                 "val_every": cfg.val_every, "checkpoint_every": cfg.checkpoint_every,
                 "keep_last": cfg.keep_last, "max_nonfinite": cfg.max_nonfinite}

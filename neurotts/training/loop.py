@@ -20,6 +20,7 @@ logged, and weights never see it; ``trainer.max_nonfinite`` in a row stop the ru
 
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import sys
@@ -144,13 +145,13 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
     try:
         with stop:
             while state.step < tc.max_steps:
-                batch = to_device(next(stream), env.device)
-                result = train_step(model, parts, task, batch, precision, tc.grad_clip, state.step,
-                                    env.device)
+                batches = [to_device(next(stream), env.device) for _ in range(tc.grad_accum)]
+                result = train_step(model, parts, task, batches, precision, tc.grad_clip,
+                                    state.step, env.device)
                 state.step += 1
                 if result.updated:  # the schedule counts updates, not skipped steps
                     parts.scheduler.step()
-                meter.add(result, task.frames(batch))
+                meter.add(result, sum(task.frames(batch) for batch in batches))
                 check_finite(result, state, tc, log)
                 last = state.step >= tc.max_steps
                 log.advance(state.step, result.loss)
@@ -299,18 +300,30 @@ def describe_start(task: Task, parts: Trainables, precision: str, env: DistEnv, 
 # ------------------------------------------------------------------------------ one step
 
 
-def train_step(model: nn.Module, parts: Trainables, task: Task, batch: Any, precision: str,
-               grad_clip: float, step: int, device: torch.device) -> StepResult:
-    """Forward, backward, clip, update. A non-finite loss yields a non-finite gradient norm
-    (NaN propagates through backward and the DDP all-reduce, so every rank sees the same
-    norm), and a non-finite norm skips the update on every rank alike."""
+def train_step(model: nn.Module, parts: Trainables, task: Task, batches: list[Any],
+               precision: str, grad_clip: float, step: int, device: torch.device) -> StepResult:
+    """Forward and backward over each of ``batches`` (gradient accumulation: each loss
+    weighted 1/len), then clip and update. Under DDP only the last backward all-reduces. A
+    non-finite loss yields a non-finite gradient norm (NaN propagates through backward and
+    the all-reduce, so every rank sees the same norm), and a non-finite norm skips the
+    update on every rank alike."""
     parts.optimizer.zero_grad(set_to_none=True)
     # Forward passes update buffers (BatchNorm running statistics) before the loss is known;
     # a skipped step puts them back, so it leaves the model exactly as it found it.
     buffers = {n: b.detach().clone() for n, b in parts.model.named_buffers()}
-    with autocast(precision, device):
-        loss, terms = task.loss(model, batch, step)
-    parts.scaler.scale(loss).backward()
+    losses, terms_sum = [], {}
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        no_sync = model.no_sync() if isinstance(model, DistributedDataParallel) and not last \
+            else contextlib.nullcontext()
+        with no_sync:
+            with autocast(precision, device):
+                loss, terms = task.loss(model, batch, step)
+            parts.scaler.scale(loss / len(batches)).backward()
+        losses.append(loss.detach().float())
+        for name, value in terms.items():
+            terms_sum[name] = terms_sum.get(name, 0.0) + value.detach().float()
+    loss = torch.stack(losses).mean()
     parts.scaler.unscale_(parts.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(parts.model.parameters(), grad_clip)
     updated = bool(torch.isfinite(grad_norm)) and bool(torch.isfinite(loss))
@@ -321,7 +334,7 @@ def train_step(model: nn.Module, parts: Trainables, task: Task, batch: Any, prec
     else:
         restore_buffers(parts.model, buffers)
     parts.scaler.update()
-    return StepResult(float(loss.detach()), {k: float(v.detach()) for k, v in terms.items()},
+    return StepResult(float(loss), {k: float(v) / len(batches) for k, v in terms_sum.items()},
                       float(grad_norm), updated)
 
 
