@@ -154,6 +154,19 @@ def test_resume_reproduces_uninterrupted_run(store: Path, tmp_path: Path, model:
             torch.testing.assert_close(final_b["ema"][name], value, rtol=1e-6, atol=1e-6)
 
 
+def assert_runs_equal(a: Path, b: Path, last_step: int) -> None:
+    """Two run folders trained the same: per-step losses (1e-6) and the weights of their
+    ``last_step`` checkpoints."""
+    log_a, log_b = read_train_log(a / "train_log.jsonl"), read_train_log(b / "train_log.jsonl")
+    for step in range(1, last_step + 1):
+        assert log_a[step]["train/loss"] == pytest.approx(log_b[step]["train/loss"], rel=1e-6,
+                                                          abs=1e-6), step
+    final_a = weights(a / "checkpoints" / f"step_{last_step:08d}.pt")
+    final_b = weights(b / "checkpoints" / f"step_{last_step:08d}.pt")
+    for name, value in final_a.items():
+        torch.testing.assert_close(final_b[name], value, rtol=1e-6, atol=1e-6)
+
+
 def signal_self_after(steps: dict[int, int], monkeypatch: pytest.MonkeyPatch) -> None:
     """Send this process SIGINT ``steps[n]`` times right after training step n (0-based)."""
     from neurotts.training import loop
@@ -189,14 +202,7 @@ def test_ctrl_c_saves_the_step_and_resume_equals_uninterrupted(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
     summary, out = run(config(store, tmp_path / "b", *common))
     assert summary.resumed_from == 7 and summary.step == 12
-    a = read_train_log(tmp_path / "a" / "train_log.jsonl")
-    b = read_train_log(tmp_path / "b" / "train_log.jsonl")
-    for step in range(1, 13):
-        assert a[step]["train/loss"] == pytest.approx(b[step]["train/loss"], rel=1e-6, abs=1e-6)
-    final_a = weights(tmp_path / "a" / "checkpoints" / "step_00000012.pt")
-    final_b = weights(tmp_path / "b" / "checkpoints" / "step_00000012.pt")
-    for name, value in final_a.items():
-        torch.testing.assert_close(final_b[name], value, rtol=1e-6, atol=1e-6)
+    assert_runs_equal(tmp_path / "a", tmp_path / "b", 12)
 
 
 def test_second_ctrl_c_stops_at_once_without_a_checkpoint(
@@ -303,14 +309,7 @@ def test_resume_with_gradient_accumulation_reproduces_uninterrupted_run(store: P
     per_epoch = len(sampler.rank_batches(0))
     assert saved["epoch"] * per_epoch + saved["global_batches_in_epoch"] == 6  # 3 per step
     run(config(store, tmp_path / "b", "trainer.max_steps=5", *common))
-    a = read_train_log(tmp_path / "a" / "train_log.jsonl")
-    b = read_train_log(tmp_path / "b" / "train_log.jsonl")
-    for step in range(1, 6):
-        assert a[step]["train/loss"] == pytest.approx(b[step]["train/loss"], rel=1e-6, abs=1e-6)
-    final_a = weights(tmp_path / "a" / "checkpoints" / "step_00000005.pt")
-    final_b = weights(tmp_path / "b" / "checkpoints" / "step_00000005.pt")
-    for name, value in final_a.items():
-        torch.testing.assert_close(final_b[name], value, rtol=1e-6, atol=1e-6)
+    assert_runs_equal(tmp_path / "a", tmp_path / "b", 5)
 
 
 def test_resume_never_refuses_a_used_run_dir(store: Path, tmp_path: Path) -> None:
