@@ -22,10 +22,11 @@
  *
  * Every weight matrix is passed packed by wn_pack().
  *
- * Matmuls are written in "axpy" form, y[o] += x[i] * W[i, o], in tiles of 32 outputs kept in
- * registers over the whole input dimension; GCC's generic vector types compile them to the
- * machine's widest SIMD without intrinsics. Batch-1 generation reads every weight once per
- * sample from cache, so these loops are bound by cache bandwidth, not arithmetic.
+ * Matmuls are written in "axpy" form, y[o] += x[i] * W[i, o], with tiles of rows x outputs
+ * (6x16, 2x32, 1x32) kept in registers over the whole input dimension; GCC's generic vector
+ * types compile them to the machine's widest SIMD without intrinsics. At batch 1 a sample
+ * reads each weight at most once (a dilation-d layer's past-tap weights once per d samples),
+ * from cache, so these loops are bound by cache bandwidth, not arithmetic.
  */
 
 #include <stdint.h>
