@@ -312,6 +312,18 @@ def test_resume_with_gradient_accumulation_reproduces_uninterrupted_run(store: P
     assert_runs_equal(tmp_path / "a", tmp_path / "b", 5)
 
 
+def test_resume_with_a_changed_model_names_what_changed(store: Path, tmp_path: Path) -> None:
+    """A run started with one WaveNet output cannot resume with another; the error says which
+    keys differ instead of a state-dict dump."""
+    run(config(store, tmp_path / "run", "trainer.max_steps=1", "trainer.val_every=1",
+               "model.output=mol", model="wavenet"))
+    with pytest.raises(TrainingError) as err:
+        run(config(store, tmp_path / "run", "trainer.max_steps=2", "model.output=mulaw",
+                   model="wavenet"))
+    assert "model.output: 'mol' -> 'mulaw'" in str(err.value) and "run.dir" in str(err.value)
+    assert "state_dict" not in str(err.value)
+
+
 def test_resume_never_refuses_a_used_run_dir(store: Path, tmp_path: Path) -> None:
     run(config(store, tmp_path / "run", "trainer.max_steps=1", "trainer.val_every=1"))
     with pytest.raises(TrainingError, match="already has checkpoints"):

@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from neurotts.config import to_yaml
+from neurotts.config import to_dict, to_yaml
 from neurotts.data.loader import BucketBatchSampler
 from neurotts.data.store import FeatureStore, atomic_write_text
 from neurotts.training import distributed
@@ -126,7 +126,7 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
     resume_path = find_resume(tc.resume, manager)
     resumed_from = None
     if resume_path is not None:
-        restore(resume_path, task, parts, state, env)
+        restore(resume_path, task, parts, state, env, to_dict(cfg.model))
         resumed_from = state.step
     model = wrap_ddp(parts.model, env)
     train_set, val_set = task.dataset("train", tc.seed), task.dataset("val", tc.seed)

@@ -115,14 +115,31 @@ def find_resume(choice: str, manager: ckpt.CheckpointManager) -> Path | None:
     return Path(choice)
 
 
-def restore(path: Path, task: Task, parts: Trainables, state: TrainState, env: DistEnv) -> None:
-    """Load everything back, including this rank's RNG state."""
+def config_changes(saved: Any, current: Any, prefix: str = "") -> list[str]:
+    """``key: saved -> current`` for every leaf that differs between two nested dicts."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        out = []
+        for key in sorted(set(saved) | set(current), key=str):
+            out += config_changes(saved.get(key), current.get(key), f"{prefix}.{key}" if prefix else str(key))
+        return out
+    return [] if saved == current else [f"{prefix}: {saved!r} -> {current!r}"]
+
+
+def restore(path: Path, task: Task, parts: Trainables, state: TrainState, env: DistEnv,
+            model_cfg: dict[str, Any] | None = None) -> None:
+    """Load everything back, including this rank's RNG state. ``model_cfg`` (this run's
+    model config) names what changed when the saved weights do not fit."""
     saved = ckpt.load_checkpoint(path, map_location=env.device)
     if saved["model_name"] != task.name:
         raise TrainingError(f"{path}: a {saved['model_name']} checkpoint, but model={task.name}")
     try:
         parts.model.load_state_dict(saved["model"])
     except RuntimeError as exc:
+        changes = config_changes(saved["config"].get("model", {}), model_cfg or {}, "model")
+        if model_cfg is not None and changes:
+            raise TrainingError(
+                f"{path}: its model differs from this run's ({'; '.join(changes)}): set those "
+                "back to resume, or use a new run.dir") from None
         first = str(exc).splitlines()[0]
         raise TrainingError(f"{path}: weights do not fit this model (model config changed?): {first}") from None
     parts.optimizer.load_state_dict(saved["optimizer"])
