@@ -309,13 +309,16 @@ def test_cpu_kernel_gate_matches_torch_over_the_whole_float_range(kernel_availab
     assert (z.double() - ref).abs().max() < 5e-7  # torch float32 itself: 1.2e-7
 
 
-def test_cpu_kernel_blocks_that_split_a_dilation_window(kernel_available: None, monkeypatch) -> None:
+@pytest.mark.parametrize("kernel_size", [2, 3, 4])
+def test_cpu_kernel_blocks_that_split_a_dilation_window(kernel_size: int, kernel_available: None,
+                                                        monkeypatch) -> None:
     """A block boundary inside a window of d steps (block 5, dilations up to 8) still gives
-    the forward pass's outputs: the kernel completes the window at the block start."""
+    the forward pass's outputs: the kernel completes the window at the block start. Also
+    for 1 and 3 past taps per layer."""
     from neurotts.models import wavenet_generate as gen_mod
 
     monkeypatch.setattr(gen_mod, "_block_size", lambda *args: 5)
-    model = tiny_model("mulaw", seed=2, layers=8, stacks=2)
+    model = tiny_model("mulaw", seed=2, layers=8, stacks=2, kernel_size=kernel_size)
     mels = torch.randn(2, 4, 8)
     gen = generate(model, mels, record=True, mode="kernel", generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
