@@ -123,6 +123,7 @@ def main() -> None:
         result[f"cpu_naive_b{batch}"], result[f"cpu_naive_b{batch}_threads"] = round(rate, 2), threads
         print(f"cpu naive batch {batch}: {rate:.1f} samples/s ({threads} threads)", flush=True)
     result["cpu_cached_mode"] = "kernel" if cpu_kernel.load() is not None else "views"
+    result["cpu_kernel_threads"] = torch.get_num_threads()  # used from batch 2 up
     for batch, samples in ((1, args.samples_b1), (16, args.samples_b16)):
         rate = cached_rate(model, batch, samples, args.repeats)
         result[f"cpu_cached_b{batch}"] = round(rate, 1)
