@@ -243,7 +243,23 @@ def _matmul_weights(model: WaveNet) -> SimpleNamespace:
     return w
 
 
-class _CachedStep:
+class _BlockInputs:
+    """Per-block inputs shared by both step implementations: subclasses provide ``batch``,
+    ``w_cond``/``b_cond`` and the ``cond_block``, ``gumbel_block``, ``logistic_block``
+    buffers."""
+
+    def fill_block(self, cond: torch.Tensor, gumbel: torch.Tensor, logistic: torch.Tensor) -> None:
+        """Precompute a block of ``n`` steps: ``cond`` (B, C_cond, n) through every layer's
+        conditioning projection at once -> ``cond_block[:n]`` (n, B, layers*G), and the
+        block's noise."""
+        n = cond.shape[-1]
+        flat = cond.permute(2, 0, 1).reshape(n * self.batch, -1)  # (n*B, C_cond)
+        torch.addmm(self.b_cond, flat, self.w_cond, out=self.cond_block[:n].view(n * self.batch, -1))
+        self.gumbel_block[:n].copy_(gumbel)
+        self.logistic_block[:n].copy_(logistic)
+
+
+class _CachedStep(_BlockInputs):
     """Rearranged weights, ring buffers and scratch buffers for one-sample steps.
 
     Two equivalent step implementations share the buffers:
@@ -359,14 +375,8 @@ class _CachedStep:
         self._write_input(self.first, 0)
 
     def fill_block(self, cond: torch.Tensor, gumbel: torch.Tensor, logistic: torch.Tensor) -> None:
-        """Precompute a block of ``n`` steps: ``cond`` (B, C_cond, n) through every layer's
-        conditioning projection at once -> ``cond_block[:n]`` (n, B, layers*G)."""
-        n = cond.shape[-1]
-        flat = cond.permute(2, 0, 1).reshape(n * self.batch, -1)  # (n*B, C_cond)
-        torch.addmm(self.b_cond, flat, self.w_cond, out=self.cond_block[:n].view(n * self.batch, -1))
-        self.gumbel_block[:n].copy_(gumbel)
-        self.logistic_block[:n].copy_(logistic)
-        self.j_dev.zero_()
+        super().fill_block(cond, gumbel, logistic)
+        self.j_dev.zero_()  # the indexed step reads block rows from this counter
 
     def _write_input(self, sample: torch.Tensor, t: int | None) -> None:
         """Embed ``sample`` (B,) into layer 0's ring at step ``t`` (device counter if None)."""
@@ -508,7 +518,7 @@ class _KernelWeights:
         return dst
 
 
-class _KernelStep:
+class _KernelStep(_BlockInputs):
     """Buffers for the C kernel, which runs a whole block of samples per call for ``batch``
     utterances; the conditioning projection and the noise stay in torch.
 
@@ -521,6 +531,7 @@ class _KernelStep:
 
         cfg, w = model.cfg, weights
         self.lib, self.w, self.batch = w.lib, w, batch
+        self.w_cond, self.b_cond = w.w_cond, w.b_cond
         self.mulaw = cfg.output == "mulaw"
         n_layers, k, r, g = cfg.layers, cfg.kernel_size, cfg.residual_channels, cfg.gate_channels
         s, n_out = cfg.skip_channels, model.head[-1].out_channels
@@ -579,16 +590,6 @@ class _KernelStep:
             slot.copy_(self.w.w_in[self.first])
         else:
             slot.copy_(self.w.b_in + self.first[:, None].float() * self.w.w_in)
-
-    def fill_block(self, cond: torch.Tensor, gumbel: torch.Tensor, logistic: torch.Tensor) -> None:
-        """As :meth:`_CachedStep.fill_block`: the block's conditioning through every layer's
-        projection in one matmul, and its noise."""
-        n = cond.shape[-1]
-        flat = cond.permute(2, 0, 1).reshape(n * self.batch, -1)
-        torch.addmm(self.w.b_cond, flat, self.w.w_cond,
-                    out=self.cond_block[:n].view(n * self.batch, -1))
-        self.gumbel_block[:n].copy_(gumbel)
-        self.logistic_block[:n].copy_(logistic)
 
     def run(self, start: int, n: int) -> None:
         """Samples ``start .. start + n - 1`` of the block just filled."""
@@ -686,18 +687,19 @@ def generate(
     count, at most one per utterance); the audio does not depend on it.
     """
     cpu_fp32 = mels.device.type == "cpu" and model.head[-1].weight.dtype == torch.float32
+    lib = cpu_kernel.load() if mode in ("auto", "kernel") and cpu_fp32 else None
     if mode == "auto":
         if mels.device.type == "cuda":
             mode = "graph"
         else:
-            mode = "kernel" if cpu_fp32 and cpu_kernel.load() is not None else "views"
+            mode = "kernel" if lib is not None else "views"
     if mode not in ("kernel", "views", "indexed", "graph"):
         raise ValueError(f"mode={mode!r}: expected auto, kernel, views, indexed or graph")
     if mode == "graph" and mels.device.type != "cuda":
         raise ValueError("mode='graph' needs the model and mels on a CUDA device")
     if mode == "kernel" and not cpu_fp32:
         raise ValueError("mode='kernel' needs a float32 model and mels on the CPU")
-    if mode == "kernel" and cpu_kernel.load() is None:
+    if mode == "kernel" and lib is None:
         raise ValueError("mode='kernel': the CPU kernel could not be built or is disabled "
                          "(see the warning above, or NEUROTTS_CPU_KERNEL)")
     if mels.device.type != "cpu":
@@ -710,8 +712,7 @@ def generate(
                             max(dilations(model.cfg)))
         if mode == "kernel":
             threads = max(1, min(batch, kernel_threads or torch.get_num_threads()))
-            cache = _KernelGroup(cpu_kernel.load(), model, batch, max(steps, 1), block, record,
-                                 threads)
+            cache = _KernelGroup(lib, model, batch, max(steps, 1), block, record, threads)
         else:
             cache = _CachedStep(model, batch, max(steps, 1), block, record, mels.device)
         graph = _GraphedStep(cache) if mode == "graph" else None
