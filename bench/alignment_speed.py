@@ -29,9 +29,9 @@ from torch.nn.utils.rnn import pad_sequence
 from neurotts.audio import fit_to_hop, load_wav, log_mel, trim_silence
 from neurotts.config import AudioConfig, PrepareConfig, load_config
 from neurotts.models.alignment import AlignmentMetrics, AlignmentThresholds, alignment_metrics
+from neurotts.models.registry import ALIGNMENT_PROBE_TACOTRON2, shipped_model_config
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, tacotron2_loss
 from neurotts.text.frontend import TextConfig, TextFrontend
-from neurotts.training.tasks import ALIGNMENT_PROBE_TACOTRON2, shipped_model_config
 
 SAMPLE = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "ljspeech-sample" / "LJSpeech-1.1"

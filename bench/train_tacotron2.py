@@ -31,8 +31,8 @@ import torch.nn.functional as F
 import torchaudio
 
 from neurotts.config import compose_config
+from neurotts.models.registry import model_config
 from neurotts.models.tacotron2 import Tacotron2, tacotron2_loss
-from neurotts.training.tasks import model_config
 
 TEXTS = Path(__file__).resolve().parents[2] / "shared/data/ljspeech-texts/metadata.csv"
 N_MELS, N_SYMBOLS = 80, 148

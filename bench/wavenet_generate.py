@@ -33,9 +33,9 @@ from omegaconf import OmegaConf
 
 from neurotts.config import CONFIG_DIR
 from neurotts.models import cpu_kernel
+from neurotts.models.registry import shipped_model_config
 from neurotts.models.wavenet import WaveNet, WaveNetConfig
 from neurotts.models.wavenet_generate import generate, naive_step
-from neurotts.training.tasks import shipped_model_config
 
 
 def default_config(output: str | None = None) -> WaveNetConfig:

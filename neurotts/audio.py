@@ -161,3 +161,45 @@ def mu_law_decode(classes: torch.Tensor, channels: int) -> torch.Tensor:
     mu = channels - 1
     y = 2.0 * classes.float() / mu - 1.0
     return torch.sign(y) * (torch.pow(1.0 + mu, torch.abs(y)) - 1.0) / mu
+
+
+class MelNorm:
+    """Per-channel z-scoring of log-mels with a feature store's train-split statistics (or the
+    identity): the map between log-mels and the space models are trained in. Training builds
+    it from the store (``MelNorm(store.mel_mean, store.mel_std, enabled)``) and saves
+    :meth:`state` in every checkpoint; synthesis rebuilds it with :meth:`from_state`."""
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, enabled: bool):
+        self.enabled = enabled
+        self.mean = np.asarray(mean, dtype=np.float32)  # (n_mels,)
+        self.std = np.maximum(np.asarray(std, dtype=np.float32), 1e-5)  # (n_mels,)
+
+    @classmethod
+    def from_state(cls, state: dict[str, object]) -> MelNorm:
+        """The inverse of :meth:`state`: rebuild from a checkpoint's ``mel_norm``."""
+        return cls(np.asarray(state["mean"]), np.asarray(state["std"]), bool(state["enabled"]))
+
+    def __call__(self, mel: np.ndarray) -> np.ndarray:
+        """``(T, n_mels)`` log-mel -> model space."""
+        return (mel - self.mean) / self.std if self.enabled else mel
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        """``(..., n_mels)`` log-mel tensor -> model space (on the tensor's device)."""
+        if not self.enabled:
+            return mel
+        mean = torch.as_tensor(self.mean, device=mel.device, dtype=mel.dtype)
+        std = torch.as_tensor(self.std, device=mel.device, dtype=mel.dtype)
+        return (mel - mean) / std
+
+    def inverse(self, mel: torch.Tensor) -> torch.Tensor:
+        """``(..., n_mels)`` model space -> log-mel."""
+        if not self.enabled:
+            return mel
+        mean = torch.as_tensor(self.mean, device=mel.device, dtype=mel.dtype)
+        std = torch.as_tensor(self.std, device=mel.device, dtype=mel.dtype)
+        return mel * std + mean
+
+    def state(self) -> dict[str, object]:
+        """Plain-tensor description for checkpoints (synthesis undoes the normalisation)."""
+        return {"enabled": self.enabled, "mean": torch.from_numpy(self.mean.copy()),
+                "std": torch.from_numpy(self.std.copy())}

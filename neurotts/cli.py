@@ -11,12 +11,10 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, TypeVar
 
 import typer
-from omegaconf import MISSING
 from rich.console import Console
 
 from neurotts.config import ConfigError, PrepareConfig, load_config, to_yaml
@@ -140,8 +138,8 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
 
     Under `torchrun --nproc_per_node=N` the same command trains with DDP.
     """
+    from neurotts.checkpoint import CheckpointError
     from neurotts.data.store import StoreError
-    from neurotts.training.checkpoint import CheckpointError
     from neurotts.training.config import load_train_config
     from neurotts.training.loop import train as run_training
     from neurotts.training.state import TrainingError, TrainingInterrupted
@@ -166,97 +164,33 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
         raise typer.Exit(128 + exc.signal_number) from None
 
 
-@dataclass
-class SynthConfig:
-    """Schema of configs/synth.yaml."""
-
-    max_chars: int | None = MISSING
-    pause: float = MISSING
-    temperature: float = MISSING
-    batch_size: int = MISSING
-
-
-def _read_inputs(sentence: str | None, input_file: Path | None) -> list[str]:
-    if (sentence is None) == (input_file is None):
-        raise ConfigError('give either a TEXT argument or --input FILE (one utterance a line)')
-    if input_file is None:
-        assert sentence is not None
-        return [sentence]
-    try:
-        lines = input_file.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"--input {input_file}: cannot read ({exc})") from None
-    texts = [ln.strip() for ln in lines if ln.strip()]
-    if not texts:
-        raise ConfigError(f"--input {input_file}: no text in it")
-    return texts
-
-
-def _output_paths(output: Path, n: int) -> list[Path]:
-    """One path for a single input; ``stem_001.wav`` ... for an input file (or a folder)."""
-    if output.suffix.lower() != ".wav":
-        return [output / f"{i:03d}.wav" for i in range(1, n + 1)]
-    if n == 1:
-        return [output]
-    return [output.with_name(f"{output.stem}_{i:03d}.wav") for i in range(1, n + 1)]
-
-
 @app.command()
 def synth(
     sentence: Annotated[str | None, typer.Argument(help="Text to speak.", show_default=False)] = None,
     overrides: Overrides = None,
-    acoustic: Annotated[str, typer.Option("--acoustic", "-a", help="Acoustic model: run folder or checkpoint.")] = "",
-    vocoder: Annotated[str, typer.Option("--vocoder", "-v", help="WaveNet run folder or checkpoint, or griffinlim.")] = "griffinlim",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Wav file (or folder with --input).")] = Path("out.wav"),
+    acoustic: Annotated[str | None, typer.Option("--acoustic", "-a", help="Acoustic model: run folder or checkpoint.")] = None,
+    vocoder: Annotated[str | None, typer.Option("--vocoder", "-v", help="WaveNet run folder or checkpoint, or griffinlim.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Wav file (or folder with --input).")] = None,
     input_file: Annotated[Path | None, typer.Option("--input", "-i", help="Text file: one wav per line.")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     cfg: PrintCfg = False,
     config_dir: ConfigDir = None,
 ) -> None:
     """Speak TEXT (or each line of --input) with a trained acoustic model and a vocoder."""
-    import warnings
-
-    from neurotts.audio import save_wav
-    from neurotts.synthesis import AcousticModel, SynthesisError, Vocoder, pick_device, synthesize
+    from neurotts.checkpoint import CheckpointError
+    from neurotts.synthesis import SynthConfig, SynthesisError
+    from neurotts.synthesis import run as run_synth
+    from neurotts.vocoders import VocoderError
 
     if input_file is not None and sentence is not None:
         # With --input every positional argument is an override (`--input f.txt max_chars=80`).
         overrides, sentence = [sentence, *(overrides or [])], None
-    config = load("synth", SynthConfig, overrides, config_dir, cfg)
-    with user_errors(SynthesisError):
-        texts = _read_inputs(sentence, input_file)
-        if not acoustic:
-            raise ConfigError("--acoustic is required (a tacotron2 run folder or checkpoint)")
-        dev = pick_device(device)
-        model = AcousticModel.load(acoustic, dev)
-        voc = Vocoder(vocoder, model.audio, dev, temperature=config.temperature)
-        paths = _output_paths(output, len(texts))
-        results, timing = [], None
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            for start in range(0, len(texts), config.batch_size):
-                batch, t = synthesize(texts[start: start + config.batch_size], model, voc, dev,
-                                      max_chars=config.max_chars, pause_s=config.pause)
-                results += batch
-                if timing is None:
-                    timing = t
-                else:
-                    timing.acoustic_s += t.acoustic_s
-                    timing.vocoder_s += t.vocoder_s
-                    timing.audio_s += t.audio_s
-        for w in {str(w.message) for w in caught}:
-            err.print(f"[yellow]warning:[/] {w}", highlight=False)
-    for path, res in zip(paths, results, strict=True):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_wav(path, res.wav, model.audio.sample_rate)
-        flag = " [red](hit max decoder steps)[/]" if any(res.hit_max) else ""
-        err.print(f"wrote {path} ({res.wav.size / model.audio.sample_rate:.2f} s){flag}", highlight=False)
-    assert timing is not None
-    err.print(
-        f"{len(results)} file(s), {timing.audio_s:.2f} s of audio on {dev}: real-time factor "
-        f"{timing.rtf:.3f} (acoustic {timing.acoustic_s:.2f} s, vocoder {timing.vocoder_s:.2f} s)",
-        highlight=False,
-    )
+    options = {"sentence": sentence, "input": input_file, "acoustic": acoustic, "vocoder": vocoder,
+               "output": output, "device": device}
+    extra = [f"{key}={hydra_quote(str(value))}" for key, value in options.items() if value is not None]
+    config = load("synth", SynthConfig, [*(overrides or []), *extra], config_dir, cfg)
+    with user_errors(SynthesisError, CheckpointError, VocoderError):
+        run_synth(config, err)
 
 
 @app.command(name="eval")
@@ -270,16 +204,19 @@ def evaluate(
     config_dir: ConfigDir = None,
 ) -> None:
     """Synthesise a split (or texts=long|FILE) and report MCD, F0, attention health, WER/CER, RTF."""
+    from neurotts.checkpoint import CheckpointError
     from neurotts.data.store import StoreError
     from neurotts.evaluation.asr import MissingDependencyError
     from neurotts.evaluation.run import EvalConfig, EvalError
     from neurotts.evaluation.run import run as run_eval
     from neurotts.synthesis import SynthesisError
+    from neurotts.vocoders import VocoderError
 
     extra = [f"acoustic=[{','.join(hydra_quote(a) for a in acoustic)}]"] if acoustic else []
     extra += [f"vocoder={hydra_quote(vocoder)}"] if vocoder else []
     config = load("eval", EvalConfig, [*(overrides or []), *extra], config_dir, cfg)
-    with user_errors(SynthesisError, EvalError, StoreError, MissingDependencyError):
+    with user_errors(SynthesisError, EvalError, StoreError, MissingDependencyError,
+                     CheckpointError, VocoderError):
         run_eval(config, err)
 
 

@@ -9,63 +9,42 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import MISSING
+from rich.console import Console
 
-from neurotts.config import AudioConfig, to_schema
-from neurotts.data.loader import MelNorm
-from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config
-from neurotts.models.wavenet import WaveNet
-from neurotts.models.wavenet_generate import generate
+from neurotts.audio import MelNorm, save_wav
+from neurotts.checkpoint import load_trained
+from neurotts.config import AudioConfig, ConfigError, to_schema
+from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, decoder_lengths
 from neurotts.text.chunking import split_text
 from neurotts.text.frontend import TextConfig, TextError, TextFrontend
-from neurotts.training.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
-from neurotts.training.tasks import model_config
-from neurotts.vocoders import GriffinLimVocoder
+from neurotts.vocoders import Vocoder, load_vocoder
 
-GRIFFIN_LIM = "griffinlim"
+
+@dataclass
+class SynthConfig:
+    """Schema of configs/synth.yaml (the CLI's arguments and options fill the first keys)."""
+
+    sentence: str | None = None  # the text to speak, or (`text` would clash with the text group)
+    input: str | None = None  # a UTF-8 file, one utterance a line
+    acoustic: str = MISSING  # Tacotron 2 run folder or checkpoint
+    vocoder: str = MISSING  # WaveNet run folder or checkpoint, or "griffinlim"
+    output: str = MISSING  # wav file (or folder with an input file)
+    device: str = MISSING  # auto | cpu | cuda | cuda:N
+    max_chars: int | None = MISSING
+    pause: float = MISSING
+    temperature: float = MISSING
+    batch_size: int = MISSING
 
 
 class SynthesisError(ValueError):
     """A problem the user can fix (wrong checkpoint kind, mismatched settings, no text)."""
-
-
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint file, or a run folder (its ``best.pt``, else its newest checkpoint)."""
-    path = Path(path).expanduser()
-    if path.is_file():
-        return path
-    if path.is_dir():
-        manager = CheckpointManager(path / "checkpoints", keep_last=1)
-        if manager.best.is_file():
-            return manager.best
-        latest = manager.latest()
-        if latest is not None:
-            return latest
-        raise SynthesisError(f"{path}: run folder has no checkpoints/ yet")
-    raise SynthesisError(f"{path}: no such checkpoint or run folder")
-
-
-def _load(path: str | Path, kind: str, device: torch.device) -> tuple[dict[str, Any], Path]:
-    file = resolve_checkpoint(path)
-    try:
-        payload = load_checkpoint(file, map_location="cpu")
-    except CheckpointError as exc:
-        raise SynthesisError(str(exc)) from None
-    if payload["model_name"] != kind:
-        raise SynthesisError(
-            f"{file}: is a {payload['model_name']} checkpoint, but a {kind} checkpoint is needed here"
-        )
-    return payload, file
-
-
-def _weights(payload: dict[str, Any]) -> dict[str, torch.Tensor]:
-    # Synthesis uses the exponential moving average of the weights when training kept one.
-    return payload["ema"] if payload.get("ema") is not None else payload["model"]
 
 
 @dataclass
@@ -80,11 +59,7 @@ class AcousticModel:
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device) -> AcousticModel:
-        payload, file = _load(path, "tacotron2", device)
-        cfg = model_config(payload["config"]["model"])
-        model = Tacotron2(cfg, n_symbols=len(payload["symbols"]))
-        model.load_state_dict(_weights(payload))
-        model.to(device).eval()
+        model, cfg, payload, file = load_trained(path, "tacotron2", device)
         text_cfg = to_schema(payload["text"], TextConfig)
         return cls(model, cfg, TextFrontend.from_symbols(text_cfg, payload["symbols"]),
                    to_schema(payload["audio"], AudioConfig), MelNorm.from_state(payload["mel_norm"]),
@@ -93,45 +68,6 @@ class AcousticModel:
     def to_log_mel(self, mels: torch.Tensor) -> torch.Tensor:
         """Model-space mels -> log-mels in the store's units."""
         return self.norm.inverse(mels)
-
-
-class Vocoder:
-    """WaveNet from a checkpoint, or Griffin-Lim; maps log-mels to waveforms."""
-
-    def __init__(self, spec: str | Path, audio: AudioConfig, device: torch.device,
-                 temperature: float = 1.0):
-        self.device = device
-        self.temperature = temperature
-        self.name = GRIFFIN_LIM
-        self.wavenet: WaveNet | None = None
-        if str(spec) == GRIFFIN_LIM:
-            self.griffin_lim = GriffinLimVocoder(audio).to(device)
-            return
-        payload, file = _load(spec, "wavenet", device)
-        voc_audio = to_schema(payload["audio"], AudioConfig)
-        if voc_audio != audio:
-            diff = [k for k in vars(audio) if getattr(audio, k) != getattr(voc_audio, k)]
-            raise SynthesisError(
-                f"{file}: vocoder was trained on other audio settings than the acoustic model "
-                f"({', '.join(f'{k}: {getattr(voc_audio, k)} vs {getattr(audio, k)}' for k in diff)})"
-            )
-        self.wavenet = WaveNet(model_config(payload["config"]["model"]))
-        self.wavenet.load_state_dict(_weights(payload))
-        self.wavenet.to(device).eval()
-        self.norm = MelNorm.from_state(payload["mel_norm"])
-        self.name = str(file)
-
-    @torch.inference_mode()
-    def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
-        """``log_mels`` (B, T, n_mels), ``lengths`` (B,) frames -> one waveform per item."""
-        if self.wavenet is None:
-            wav = self.griffin_lim(log_mels)
-            hop = self.griffin_lim.hop_length
-        else:
-            mels = self.norm.forward(log_mels)
-            wav = generate(self.wavenet, mels, lengths, temperature=self.temperature).audio
-            hop = self.wavenet.cfg.hop_length
-        return [wav[i, : int(n) * hop].float().cpu().numpy() for i, n in enumerate(lengths)]
 
 
 @dataclass
@@ -156,6 +92,11 @@ class Timing:
     def rtf(self) -> float:
         """Real-time factor: seconds of compute per second of audio (lower is faster)."""
         return (self.acoustic_s + self.vocoder_s) / max(self.audio_s, 1e-9)
+
+    def add(self, other: Timing) -> None:
+        self.acoustic_s += other.acoustic_s
+        self.vocoder_s += other.vocoder_s
+        self.audio_s += other.audio_s
 
 
 def _encode_pieces(frontend: TextFrontend, text: str, max_chars: int | None) -> tuple[list[str], list[list[int]]]:
@@ -204,6 +145,7 @@ def synthesize(texts: list[str], acoustic: AcousticModel, vocoder: Vocoder, devi
 
     sr = acoustic.audio.sample_rate
     pause = np.zeros(int(pause_s * sr), dtype=np.float32)
+    dec_lengths = decoder_lengths(out.mel_lengths, acoustic.cfg.reduction_factor)
     results, k = [], 0
     for text, (pieces, _) in zip(texts, encoded, strict=True):
         idx = range(k, k + len(pieces))
@@ -212,12 +154,25 @@ def synthesize(texts: list[str], acoustic: AcousticModel, vocoder: Vocoder, devi
         utt = Utterance(text, np.concatenate(joined), pieces, [bool(out.hit_max[i]) for i in idx])
         if keep_details:
             for i in idx:
-                n_dec = -(-int(out.mel_lengths[i]) // acoustic.cfg.reduction_factor)
+                n_dec = int(dec_lengths[i])
                 utt.alignments.append(out.alignments[i, :n_dec, : int(lengths[i])].float().cpu().numpy())
                 utt.mels.append(log_mels[i, : int(out.mel_lengths[i])].float().cpu().numpy())
         results.append(utt)
     timing.audio_s = sum(u.wav.size for u in results) / sr
     return results, timing
+
+
+def synthesize_batches(texts: list[str], acoustic: AcousticModel, vocoder: Vocoder,
+                       device: torch.device, batch_size: int, max_chars: int | None = 200,
+                       pause_s: float = 0.25, keep_details: bool = False
+                       ) -> Iterator[tuple[int, list[Utterance], Timing]]:
+    """:func:`synthesize` over ``texts`` ``batch_size`` at a time: yields the index of each
+    batch's first text, its utterances and their timing."""
+    for start in range(0, len(texts), batch_size):
+        results, timing = synthesize(texts[start: start + batch_size], acoustic, vocoder, device,
+                                     max_chars=max_chars, pause_s=pause_s,
+                                     keep_details=keep_details)
+        yield start, results, timing
 
 
 def pick_device(name: str) -> torch.device:
@@ -231,3 +186,65 @@ def pick_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SynthesisError(f"--device {name}: no CUDA GPU is available")
     return device
+
+
+# ------------------------------------------------------------------------------ neurotts synth
+
+
+def read_inputs(cfg: SynthConfig) -> list[str]:
+    """The text, or the non-blank lines of the input file."""
+    if (cfg.sentence is None) == (cfg.input is None):
+        raise ConfigError("give either a TEXT argument or --input FILE (one utterance a line)")
+    if cfg.input is None:
+        assert cfg.sentence is not None
+        return [cfg.sentence]
+    path = Path(cfg.input)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--input {path}: cannot read ({exc})") from None
+    texts = [ln.strip() for ln in lines if ln.strip()]
+    if not texts:
+        raise ConfigError(f"--input {path}: no text in it")
+    return texts
+
+
+def output_paths(output: Path, n: int) -> list[Path]:
+    """One path for a single input; ``stem_001.wav`` ... for an input file (or a folder)."""
+    if output.suffix.lower() != ".wav":
+        return [output / f"{i:03d}.wav" for i in range(1, n + 1)]
+    if n == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}_{i:03d}.wav") for i in range(1, n + 1)]
+
+
+def run(cfg: SynthConfig, console: Console) -> list[Path]:
+    """``neurotts synth``: speak each input, write the wav files, print a summary; returns the
+    paths written."""
+    texts = read_inputs(cfg)
+    device = pick_device(cfg.device)
+    acoustic = AcousticModel.load(cfg.acoustic, device)
+    vocoder = load_vocoder(cfg.vocoder, acoustic.audio, device, temperature=cfg.temperature)
+    paths = output_paths(Path(cfg.output), len(texts))
+    results: list[Utterance] = []
+    timing = Timing()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _, batch, t in synthesize_batches(texts, acoustic, vocoder, device, cfg.batch_size,
+                                              cfg.max_chars, cfg.pause):
+            results += batch
+            timing.add(t)
+    for w in {str(w.message) for w in caught}:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    sr = acoustic.audio.sample_rate
+    for path, res in zip(paths, results, strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_wav(path, res.wav, sr)
+        flag = " [red](hit max decoder steps)[/]" if any(res.hit_max) else ""
+        console.print(f"wrote {path} ({res.wav.size / sr:.2f} s){flag}", highlight=False)
+    console.print(
+        f"{len(results)} file(s), {timing.audio_s:.2f} s of audio on {device}: real-time factor "
+        f"{timing.rtf:.3f} (acoustic {timing.acoustic_s:.2f} s, vocoder {timing.vocoder_s:.2f} s)",
+        highlight=False,
+    )
+    return paths

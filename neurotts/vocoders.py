@@ -1,17 +1,29 @@
-"""Mel -> waveform without a trained model: Griffin-Lim from the store's own mel settings."""
+"""Vocoders: log-mel -> waveform. Two implementations behind one interface (:class:`Vocoder`):
+
+* :class:`GriffinLim` needs no trained model: the mel filterbank is inverted and the phase
+  recovered with Griffin-Lim, from the audio settings alone (:class:`GriffinLimVocoder`);
+* :class:`WaveNetVocoder` is a trained WaveNet checkpoint, generating sample by sample.
+
+:func:`load_vocoder` turns the user's choice (``griffinlim`` or a run folder / checkpoint) into
+one of them.
+"""
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 import torch
 import torchaudio.functional as AF
 
-from neurotts.audio import mel_filterbank
+from neurotts.audio import MelNorm, mel_filterbank
+from neurotts.checkpoint import load_trained
+from neurotts.config import AudioConfig, to_schema
+from neurotts.models.wavenet_generate import generate
 
-if TYPE_CHECKING:
-    from neurotts.config import AudioConfig
+GRIFFIN_LIM = "griffinlim"
 
 
 class GriffinLimVocoder(torch.nn.Module):
@@ -55,3 +67,69 @@ class GriffinLimVocoder(torch.nn.Module):
         # Peak-normalise gently: GL output level depends on the inverse's conditioning.
         peak = wav.abs().amax(dim=-1, keepdim=True).clamp(min=1e-4)
         return wav * torch.clamp(0.95 / peak, max=1.0)
+
+
+class VocoderError(ValueError):
+    """A vocoder that cannot be used with this acoustic model; the message says why."""
+
+
+class Vocoder(Protocol):
+    """Log-mels in the store's units -> one waveform per item."""
+
+    name: str  # for reports: "griffinlim" or the checkpoint's path
+    hop_length: int
+
+    def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
+        """``log_mels`` (B, T, n_mels), ``lengths`` (B,) frames -> float32 ``(lengths[i] * hop,)``."""
+        ...
+
+
+def _trim(wav: torch.Tensor, lengths: torch.Tensor, hop: int) -> list[np.ndarray]:
+    """``(B, T)`` -> each item cut to its own ``lengths[i] * hop`` samples, on the CPU."""
+    return [wav[i, : int(n) * hop].float().cpu().numpy() for i, n in enumerate(lengths)]
+
+
+class GriffinLim:
+    """Griffin-Lim from the acoustic model's audio settings (no training needed)."""
+
+    def __init__(self, audio: AudioConfig, device: torch.device, n_iter: int = 60):
+        self.name = GRIFFIN_LIM
+        self.module = GriffinLimVocoder(audio, n_iter=n_iter).to(device)
+        self.hop_length = audio.hop_length
+
+    def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
+        return _trim(self.module(log_mels), lengths, self.hop_length)
+
+
+class WaveNetVocoder:
+    """A trained WaveNet; refuses one trained on other audio settings than ``audio``."""
+
+    def __init__(self, path: str | Path, audio: AudioConfig, device: torch.device,
+                 temperature: float = 1.0):
+        self.model, cfg, payload, file = load_trained(path, "wavenet", device)
+        voc_audio = to_schema(payload["audio"], AudioConfig)
+        if voc_audio != audio:
+            diff = [k for k in vars(audio) if getattr(audio, k) != getattr(voc_audio, k)]
+            raise VocoderError(
+                f"{file}: vocoder was trained on other audio settings than the acoustic model "
+                f"({', '.join(f'{k}: {getattr(voc_audio, k)} vs {getattr(audio, k)}' for k in diff)})"
+            )
+        self.norm = MelNorm.from_state(payload["mel_norm"])
+        self.temperature = temperature
+        self.hop_length = cfg.hop_length
+        self.name = str(file)
+
+    @torch.inference_mode()
+    def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
+        mels = self.norm.forward(log_mels)  # the vocoder's own model space
+        wav = generate(self.model, mels, lengths, temperature=self.temperature).audio
+        return _trim(wav, lengths, self.hop_length)
+
+
+def load_vocoder(spec: str | Path, audio: AudioConfig, device: torch.device,
+                 temperature: float = 1.0) -> Vocoder:
+    """``griffinlim``, or a WaveNet run folder / checkpoint. Raises :class:`VocoderError` or
+    :class:`~neurotts.checkpoint.CheckpointError` with a one-line message."""
+    if str(spec) == GRIFFIN_LIM:
+        return GriffinLim(audio, device)
+    return WaveNetVocoder(spec, audio, device, temperature)

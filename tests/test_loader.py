@@ -19,7 +19,6 @@ from neurotts.config import AudioConfig, compose_config, to_schema
 from neurotts.data.loader import (
     AudioWindowDataset,
     BucketBatchSampler,
-    MelNorm,
     TextMelDataset,
     collate_text_mel,
     collate_windows,
@@ -151,7 +150,7 @@ def test_sampler_resumes_mid_epoch() -> None:
 
 def test_text_mel_dataset_and_collate(tmp_path: Path) -> None:
     store = write_store(tmp_path / "store", n=6)
-    norm = MelNorm.from_store(store, enabled=True)
+    norm = store.mel_norm(enabled=True)
     ds = TextMelDataset(store, store.split("train"), norm)
     items = [ds[i] for i in range(len(ds))]
     batch = collate_text_mel(items)
@@ -170,7 +169,7 @@ def test_audio_windows_line_up_with_their_frames(tmp_path: Path) -> None:
     store = write_store(tmp_path / "store", n=6, frames=(8, 40))
     hop = store.audio.hop_length
     window, context = 12, 3
-    ds = AudioWindowDataset(store, store.split("train"), MelNorm.from_store(store, False),
+    ds = AudioWindowDataset(store, store.split("train"), store.mel_norm(False),
                             window, context, seed=7)
     for index in range(len(ds)):
         item = ds[index]

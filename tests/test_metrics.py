@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from neurotts.evaluation import plots
+from neurotts import plots
 from neurotts.evaluation.metrics import (
     CepstralAnalysis,
     duration_ratio,

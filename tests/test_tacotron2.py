@@ -22,6 +22,7 @@ from neurotts.models.alignment import (
     monotonicity,
 )
 from neurotts.models.attention import AttentionState
+from neurotts.models.registry import ALIGNMENT_PROBE_TACOTRON2, shipped_model_config
 from neurotts.models.tacotron2 import (
     Tacotron2,
     Tacotron2Config,
@@ -29,7 +30,6 @@ from neurotts.models.tacotron2 import (
     tacotron2_loss,
 )
 from neurotts.text.frontend import TextConfig, TextFrontend
-from neurotts.training.tasks import ALIGNMENT_PROBE_TACOTRON2, shipped_model_config
 
 ATTENTIONS = ["location", "dca", "multihead"]
 SAMPLE = (

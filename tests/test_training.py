@@ -22,16 +22,17 @@ import torch
 from rich.console import Console
 from typer.testing import CliRunner
 
+from neurotts import checkpoint as ckpt
 from neurotts.cli import app
 from neurotts.data.loader import BucketBatchSampler
 from neurotts.data.store import FeatureStore
-from neurotts.training import checkpoint as ckpt
+from neurotts.models.registry import model_config
 from neurotts.training.config import TrainConfig, load_train_config
 from neurotts.training.logging import read_train_log
 from neurotts.training.loop import TrainSummary, train
 from neurotts.training.state import TrainingError, TrainingInterrupted
 from neurotts.training.tacotron2_task import Tacotron2Task
-from neurotts.training.tasks import build_task, model_config
+from neurotts.training.tasks import build_task
 from tests.test_loader import write_store
 
 SAMPLE = Path(__file__).resolve().parents[2] / "shared/data/ljspeech-sample/LJSpeech-1.1"
@@ -76,6 +77,22 @@ def test_config_injects_store_audio_and_validates_model(store: Path, tmp_path: P
         config(store, tmp_path / "run", "+model.decoder.bogus=1")
     with pytest.raises(ConfigError, match="precision"):
         config(store, tmp_path / "run", "trainer.precision=fp8")
+
+
+def test_data_derived_model_values_must_match_the_store(store: Path, tmp_path: Path) -> None:
+    """n_mels / hop_length follow the store: an override that disagrees is one line at start-up
+    (not a shape error at the first forward pass); a bad model value fails there too."""
+    from neurotts.config import ConfigError
+
+    audio = FeatureStore(store).audio
+    with pytest.raises(ConfigError, match=rf"model.n_mels=64, but the data has audio.n_mels={audio.n_mels}"):
+        config(store, tmp_path / "run", "model.n_mels=64")
+    with pytest.raises(ConfigError, match=r"model.hop_length=128, but the data has audio.hop_length"):
+        config(store, tmp_path / "run", "model.hop_length=128", "model.upsample_scales=[8,16]",
+               model="wavenet")
+    with pytest.raises(ConfigError, match=r"model.attention.type='dcaa': choose one of location"):
+        config(store, tmp_path / "run", "model.attention.type=dcaa")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 # ------------------------------------------------------------------------------ checkpoints

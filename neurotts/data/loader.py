@@ -24,51 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from neurotts.audio import MelNorm
 from neurotts.data.store import FeatureStore, Utterance
-
-
-class MelNorm:
-    """Per-channel z-scoring of log-mels with the store's train-split statistics (or identity)."""
-
-    def __init__(self, mean: np.ndarray, std: np.ndarray, enabled: bool):
-        self.enabled = enabled
-        self.mean = np.asarray(mean, dtype=np.float32)  # (n_mels,)
-        self.std = np.maximum(np.asarray(std, dtype=np.float32), 1e-5)  # (n_mels,)
-
-    @classmethod
-    def from_store(cls, store: FeatureStore, enabled: bool) -> MelNorm:
-        return cls(store.mel_mean, store.mel_std, enabled)
-
-    @classmethod
-    def from_state(cls, state: dict[str, object]) -> MelNorm:
-        """The inverse of :meth:`state`: rebuild from a checkpoint's ``mel_norm``."""
-        return cls(np.asarray(state["mean"]), np.asarray(state["std"]), bool(state["enabled"]))
-
-    def __call__(self, mel: np.ndarray) -> np.ndarray:
-        """``(T, n_mels)`` log-mel -> model space."""
-        return (mel - self.mean) / self.std if self.enabled else mel
-
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
-        """``(..., n_mels)`` log-mel tensor -> model space (on the tensor's device)."""
-        if not self.enabled:
-            return mel
-        mean = torch.as_tensor(self.mean, device=mel.device, dtype=mel.dtype)
-        std = torch.as_tensor(self.std, device=mel.device, dtype=mel.dtype)
-        return (mel - mean) / std
-
-    def inverse(self, mel: torch.Tensor) -> torch.Tensor:
-        """``(..., n_mels)`` model space -> log-mel."""
-        if not self.enabled:
-            return mel
-        mean = torch.as_tensor(self.mean, device=mel.device, dtype=mel.dtype)
-        std = torch.as_tensor(self.std, device=mel.device, dtype=mel.dtype)
-        return mel * std + mean
-
-    def state(self) -> dict[str, object]:
-        """Plain-tensor description for checkpoints (synthesis undoes the normalisation)."""
-        return {"enabled": self.enabled, "mean": torch.from_numpy(self.mean.copy()),
-                "std": torch.from_numpy(self.std.copy())}
-
 
 # ------------------------------------------------------------------------------ text + mel
 

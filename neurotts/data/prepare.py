@@ -45,14 +45,8 @@ from neurotts.audio import (
 )
 from neurotts.config import AudioConfig, ConfigError, PrepareConfig, SplitConfig, to_dict
 from neurotts.data.ljspeech import Reject, Row, download_ljspeech, read_metadata
-from neurotts.data.store import (
-    SPLITS,
-    Utterance,
-    atomic_save_npy,
-    atomic_write_text,
-    describe,
-    utterance_record,
-)
+from neurotts.data.store import SPLITS, Utterance, describe, utterance_record
+from neurotts.files import atomic_save_npy, atomic_write_text
 from neurotts.text.frontend import TextError, TextFrontend
 
 JOURNAL = ".progress.jsonl"

@@ -17,7 +17,6 @@ checkpoints), never from its own config, so nothing re-derives what ``prepare`` 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from neurotts.audio import int16_to_float
+from neurotts.audio import MelNorm, int16_to_float
 from neurotts.config import AudioConfig, to_schema
 from neurotts.text.frontend import TextConfig
 
@@ -45,27 +44,6 @@ class Utterance:
     ids: list[int]  # symbol ids, EOS included
     n_frames: int
     n_samples: int
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to ``path.part`` then rename, so readers never see a half-written file."""
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:
-        np.save(f, array, allow_pickle=False)
-    tmp.replace(path)
 
 
 class FeatureStore:
@@ -94,6 +72,10 @@ class FeatureStore:
         if name not in SPLITS:
             raise StoreError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")
         return [u for u in self.utterances if u.split == name]
+
+    def mel_norm(self, enabled: bool) -> MelNorm:
+        """Z-scoring with this store's train-split statistics (identity when not ``enabled``)."""
+        return MelNorm(self.mel_mean, self.mel_std, enabled)
 
     def __getitem__(self, uid: str) -> Utterance:
         return self._by_id[uid]

@@ -20,12 +20,15 @@ import torch
 from omegaconf import MISSING
 from rich.console import Console
 
+from neurotts import plots
 from neurotts.audio import save_wav
-from neurotts.data.store import FeatureStore, atomic_write_text
-from neurotts.evaluation import metrics, plots
+from neurotts.data.store import FeatureStore
+from neurotts.evaluation import metrics
 from neurotts.evaluation.passages import LONG_PASSAGES, passage_ids
+from neurotts.files import atomic_write_text
 from neurotts.models import alignment as health
-from neurotts.synthesis import AcousticModel, Vocoder, pick_device, synthesize
+from neurotts.synthesis import AcousticModel, Timing, Utterance, pick_device, synthesize_batches
+from neurotts.vocoders import Vocoder, load_vocoder
 
 
 @dataclass
@@ -170,14 +173,12 @@ class Recognition:
         return out
 
 
-def _evaluate_batch(batch: list[Item], normalized: list[str], acoustic: AcousticModel,
-                    vocoder: Vocoder, cfg: EvalConfig, device: torch.device, asr: Recognition,
-                    out: Path) -> tuple[list[dict[str, Any]], Any, list[Any]]:
-    results, timing = synthesize([it.text for it in batch], acoustic, vocoder, device,
-                                 max_chars=None, keep_details=True)
+def _measure_batch(batch: list[Item], results: list[Utterance], acoustic: AcousticModel,
+                   cfg: EvalConfig, asr: Recognition, out: Path) -> list[dict[str, Any]]:
+    """One row of measures per synthesised item; writes its wav."""
     sr = acoustic.audio.sample_rate
     rows = []
-    for item, norm, res in zip(batch, normalized, results, strict=True):
+    for item, res in zip(batch, results, strict=True):
         align = res.alignments[0]
         m = health.alignment_metrics(torch.from_numpy(align)[None])
         row: dict[str, Any] = {
@@ -187,10 +188,10 @@ def _evaluate_batch(batch: list[Item], normalized: list[str], acoustic: Acoustic
         }
         if item.ref_wav is not None:
             row.update(acoustic_metrics(item.ref_wav, res.wav, sr))
-        row.update(asr.add(norm, res.wav, item.ref_wav, sr))
+        row.update(asr.add(acoustic.frontend.normalize(item.text), res.wav, item.ref_wav, sr))
         save_wav(out / "wavs" / f"{item.id}.wav", res.wav, sr)
         rows.append(row)
-    return rows, timing, results
+    return rows
 
 
 def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
@@ -219,28 +220,26 @@ def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Cons
     """Synthesise and measure the texts of ``cfg`` with one acoustic model into ``out``."""
     device = pick_device(cfg.device)
     acoustic = AcousticModel.load(acoustic_path, device)
-    vocoder = Vocoder(cfg.vocoder, acoustic.audio, device)
+    vocoder = load_vocoder(cfg.vocoder, acoustic.audio, device)
     store = FeatureStore(cfg.data.features) if cfg.texts is None else None
     items = _items(cfg, store)
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     asr = Recognition(cfg.asr)
     rows: list[dict[str, Any]] = []
-    stage = {"acoustic_s": 0.0, "vocoder_s": 0.0, "audio_s": 0.0}
+    timing = Timing()
     figures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]] = []
-    for start in range(0, len(items), cfg.batch_size):
-        batch = items[start: start + cfg.batch_size]
-        normalized = [acoustic.frontend.normalize(it.text) for it in batch]
-        batch_rows, timing, results = _evaluate_batch(batch, normalized, acoustic, vocoder, cfg,
-                                                      device, asr, out)
-        rows += batch_rows
-        for key in stage:
-            stage[key] += getattr(timing, key)
+    batches = synthesize_batches([it.text for it in items], acoustic, vocoder, device,
+                                 cfg.batch_size, max_chars=None, keep_details=True)
+    for start, results, t in batches:
+        batch = items[start: start + len(results)]
+        rows += _measure_batch(batch, results, acoustic, cfg, asr, out)
+        timing.add(t)
         for it, res in zip(batch, results, strict=True):
             if len(figures) < cfg.plots:
                 ref_mel = None if store is None else store.mel(it.id)
                 figures.append((it.id, res.alignments[0], res.mels[0], ref_mel))
         console.print(f"eval: {len(rows)}/{len(items)} utterances")
-    report = _aggregate(cfg, rows, stage, asr, acoustic, vocoder)
+    report = _aggregate(cfg, rows, timing, asr, acoustic, vocoder)
     _write(out, report, rows, figures)
     _print_table(console, report)
     return report
@@ -284,11 +283,11 @@ def _print_comparison(console: Console, comparison: dict[str, Any]) -> None:
     console.print(table)
 
 
-def _aggregate(cfg: EvalConfig, rows: list[dict[str, Any]], stage: dict[str, float],
+def _aggregate(cfg: EvalConfig, rows: list[dict[str, Any]], timing: Timing,
                asr: Recognition, acoustic: AcousticModel, vocoder: Vocoder) -> dict[str, Any]:
     keys = ["mcd_db", "log_f0_rmse_cents", "vuv_error", "duration_ratio", "focus",
             "monotonicity", "coverage", "wer_synth", "cer_synth", "wer_reference", "cer_reference"]
-    audio_s = max(stage["audio_s"], 1e-9)
+    audio_s = max(timing.audio_s, 1e-9)
     return {
         "acoustic": str(acoustic.path), "acoustic_step": acoustic.step, "vocoder": vocoder.name,
         "split": cfg.split if cfg.texts is None else None, "texts": cfg.texts,
@@ -297,10 +296,9 @@ def _aggregate(cfg: EvalConfig, rows: list[dict[str, Any]], stage: dict[str, flo
         "failures": {k: int(sum(r[k] for r in rows)) for k in _FAILURES},
         "failed_utterances": int(sum(any(r[k] for k in _FAILURES) for r in rows)),
         "asr": asr.summary(),
-        "rtf": {"acoustic": stage["acoustic_s"] / audio_s, "vocoder": stage["vocoder_s"] / audio_s,
-                "total": (stage["acoustic_s"] + stage["vocoder_s"]) / audio_s,
-                "asr": asr.seconds / audio_s},
-        "audio_seconds": stage["audio_s"],
+        "rtf": {"acoustic": timing.acoustic_s / audio_s, "vocoder": timing.vocoder_s / audio_s,
+                "total": timing.rtf, "asr": asr.seconds / audio_s},
+        "audio_seconds": timing.audio_s,
     }
 
 

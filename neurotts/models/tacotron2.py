@@ -127,6 +127,25 @@ class Tacotron2Config:
     loss: Tacotron2LossConfig = field(default_factory=Tacotron2LossConfig)
 
 
+def decoder_lengths(mel_lengths: torch.Tensor, r: int) -> torch.Tensor:
+    """``(B,)`` mel frames -> ``(B,)`` decoder steps, ``ceil(T_mel / r)``: each step emits
+    ``r`` frames, the last one padded."""
+    return torch.div(mel_lengths + r - 1, r, rounding_mode="floor")
+
+
+def check_config(cfg: Tacotron2Config) -> None:
+    """Raise ``ValueError`` naming the field when the values cannot build a Tacotron 2 (the
+    model registry calls this when a config is loaded, so a bad value fails at start-up)."""
+    if cfg.attention.type not in ATTENTION_TYPES:
+        raise ValueError(f"model.attention.type={cfg.attention.type!r}: choose one of "
+                         f"{', '.join(ATTENTION_TYPES)}")
+    if cfg.reduction_factor < 1:
+        raise ValueError(f"model.reduction_factor={cfg.reduction_factor}: must be at least 1")
+    if cfg.encoder.lstm_dim % 2:
+        raise ValueError(f"model.encoder.lstm_dim={cfg.encoder.lstm_dim}: must be even "
+                         "(two directions)")
+
+
 # --------------------------------------------------------------------------------------------
 # Outputs
 # --------------------------------------------------------------------------------------------
@@ -513,9 +532,7 @@ def tacotron2_loss(
             "mel_after": masked_mse(output.mel_after),
             "stop": (stop_bce * frame_mask).sum() / n_valid,
         }
-        dec_lengths = torch.div(
-            mel_lengths + cfg.reduction_factor - 1, cfg.reduction_factor, rounding_mode="floor"
-        )
+        dec_lengths = decoder_lengths(mel_lengths, cfg.reduction_factor)
         terms["guided_attn"] = guided_attention_loss(
             output.alignments, text_lengths, dec_lengths, lc.guided_attn_sigma
         )

@@ -27,6 +27,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from neurotts.audio import mu_law_encode
+from neurotts.models.layers import sequence_mask
 
 OUTPUT_TYPES = ("mulaw", "mol")
 
@@ -97,11 +98,6 @@ def output_channels(cfg: WaveNetConfig) -> int:
     return cfg.mu_law_channels if cfg.output == "mulaw" else 3 * cfg.n_mixtures
 
 
-def length_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """``(B,)`` lengths -> ``(B, max_len)`` bool, true on valid positions."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
-
-
 class ConditionUpsampler(nn.Module):
     """Log-mels ``(B, T_frames, n_mels)`` -> conditioning ``(B, cond_channels, T_frames * hop)``.
 
@@ -135,12 +131,12 @@ class ConditionUpsampler(nn.Module):
         a padded batch gets exactly the conditioning it would get alone."""
         x = mels.transpose(1, 2)  # (B, n_mels, T_frames)
         if lengths is not None:
-            x = x * length_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
+            x = x * sequence_mask(lengths, x.shape[-1])[:, None, :].to(x.dtype)
         x = self.conv_in(x)  # (B, C_cond, T_frames)
         scale = 1
         for s, stage in zip(self.scales, self.stages, strict=True):
             if lengths is not None:
-                x = x * length_mask(lengths * scale, x.shape[-1])[:, None, :].to(x.dtype)
+                x = x * sequence_mask(lengths * scale, x.shape[-1])[:, None, :].to(x.dtype)
             x = stage(x)  # (B, C_cond, T * scale * s)
             scale *= s
         return x
@@ -232,6 +228,44 @@ class WaveNet(nn.Module):
     ) -> torch.Tensor:
         """Teacher-forced pass: ``(B, T)``, ``(B, T_frames, n_mels)`` -> ``(B, C_out, T)``."""
         return self.forward_upsampled(inputs, self.upsample(mels, mel_lengths))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling from the output distribution (generation)
+
+
+def draw_noise(
+    model: WaveNet, steps: int, batch: int, temperature: float, generator: torch.Generator | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise for ``steps`` samples: Gumbel ``(steps, B, K)`` and logistic ``(steps, B)``, both
+    already multiplied by ``temperature`` (K = classes for mu-law, mixtures for MoL)."""
+    cfg = model.cfg
+    k = cfg.mu_law_channels if cfg.output == "mulaw" else cfg.n_mixtures
+    dtype = model.head[-1].weight.dtype
+    if temperature == 0.0:
+        return (torch.zeros(steps, batch, k, device=device, dtype=dtype),
+                torch.zeros(steps, batch, device=device, dtype=dtype))
+    tiny = torch.finfo(dtype).tiny
+    u = torch.rand(steps, batch, k + 1, generator=generator, device=device, dtype=dtype)
+    u = u.clamp(min=tiny, max=1.0 - torch.finfo(dtype).eps)
+    gumbel = -torch.log(-torch.log(u[..., :k]))
+    logistic = torch.log(u[..., k]) - torch.log1p(-u[..., k])
+    return gumbel * temperature, logistic * temperature
+
+
+def pick_sample(model: WaveNet, out: torch.Tensor, gumbel: torch.Tensor,
+                logistic: torch.Tensor) -> torch.Tensor:
+    """One step's output ``(B, C_out)`` + noise -> next sample ``(B,)``: a class or a float."""
+    cfg = model.cfg
+    if cfg.output == "mulaw":
+        return torch.argmax(out + gumbel, dim=1)
+    m = cfg.n_mixtures
+    k = torch.argmax(out[:, :m] + gumbel, dim=1, keepdim=True)  # (B, 1)
+    mean = out[:, m:2 * m].gather(1, k)
+    log_scale = out[:, 2 * m:].gather(1, k).clamp(min=cfg.log_scale_min)
+    x = mean + torch.exp(log_scale) * logistic[:, None]
+    return x.clamp(-1.0, 1.0).squeeze(1)
 
 
 # ---------------------------------------------------------------------------------------------

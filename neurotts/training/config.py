@@ -5,7 +5,8 @@ they belong to the feature store. The first pass composes the config with the au
 missing, only to learn ``data.features``; the second injects the store's audio settings as
 ``audio`` before interpolations resolve, so ``n_mels: ${audio.n_mels}`` in a model config is
 the store's value. The ``model`` section is then validated against the dataclass of the model
-that ``model.name`` names (see :data:`neurotts.training.tasks.MODEL_SCHEMAS`).
+that ``model.name`` names (see :mod:`neurotts.models.registry`), and its data-derived values
+(``n_mels``, ``hop_length``) are checked against the store.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from neurotts.config import AudioConfig, ConfigError, compose_config, to_dict, to_schema
+from neurotts.models.registry import DataSpec, check_data, model_config
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 DECAYS = ("constant", "exponential", "cosine")
@@ -141,7 +143,6 @@ def load_train_config(
 ) -> TrainConfig:
     """Compose, inject the store's audio settings, validate. Raises :class:`ConfigError`."""
     from neurotts.data.store import FeatureStore, StoreError
-    from neurotts.training.tasks import model_config
 
     features = _features_dir(overrides, config_dir)
     try:
@@ -150,5 +151,6 @@ def load_train_config(
         raise ConfigError(str(exc)) from None
     cfg = to_schema(compose_train_config(overrides, config_dir, store.audio), TrainConfig)
     check_trainer(cfg.trainer)
-    model_config(cfg.model)  # validate now, so a bad model key fails before any work
+    # Validate now, so a bad model key or value fails before any work.
+    check_data(model_config(cfg.model), DataSpec(len(store.symbols), store.audio))
     return cfg

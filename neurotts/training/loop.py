@@ -37,11 +37,12 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
+from neurotts.checkpoint import CheckpointManager
 from neurotts.config import to_dict, to_yaml
 from neurotts.data.loader import BucketBatchSampler
-from neurotts.data.store import FeatureStore, atomic_write_text
+from neurotts.data.store import FeatureStore
+from neurotts.files import atomic_write_text
 from neurotts.training import distributed
-from neurotts.training.checkpoint import CheckpointManager, improved
 from neurotts.training.config import TrainConfig, TrainerConfig
 from neurotts.training.distributed import DistEnv
 from neurotts.training.logging import TrainLogger
@@ -52,6 +53,7 @@ from neurotts.training.state import (
     TrainingInterrupted,
     TrainState,
     find_resume,
+    improved,
     payload,
     restore,
 )

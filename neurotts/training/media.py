@@ -1,6 +1,6 @@
 """Pictures and sounds for TensorBoard: alignment and mel images, Griffin-Lim audio.
 
-Images are the evaluation report's figures (:mod:`neurotts.evaluation.plots`, drawn on the
+Images are the evaluation report's figures (:mod:`neurotts.plots`, drawn on the
 Agg canvas without pyplot, so a long run keeps no figure registry and never touches the
 user's matplotlib backend) rendered to ``(H, W, 3)`` uint8 arrays. Griffin-Lim turns a log-mel
 (natural log of a Slaney-scale magnitude mel, see :class:`neurotts.audio.LogMel`) back into a
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from neurotts.config import AudioConfig
-from neurotts.evaluation.plots import figure_to_image, plot_alignments, plot_mel_comparison
+from neurotts.plots import figure_to_image, plot_alignments, plot_mel_comparison
 from neurotts.vocoders import GriffinLimVocoder
 
 

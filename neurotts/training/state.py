@@ -1,19 +1,22 @@
-"""What a checkpoint saves and restores: the trainable parts and the loop's counters."""
+"""What a checkpoint saves and restores: the trainable parts, the loop's counters and every
+RNG. The file format itself lives in :mod:`neurotts.checkpoint`."""
 
 from __future__ import annotations
 
 import copy
 import math
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
+from neurotts import checkpoint as ckpt
 from neurotts.config import to_dict
 from neurotts.data.store import FeatureStore
-from neurotts.training import checkpoint as ckpt
 from neurotts.training.config import TrainConfig, TrainerConfig
 from neurotts.training.distributed import DistEnv, gather_objects
 from neurotts.training.optim import EMA, build_optimizer, build_scaler, build_scheduler
@@ -75,9 +78,9 @@ class TrainState:
 
 def payload(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Trainables,
             state: TrainState, env: DistEnv, val_loss: float | None) -> dict[str, Any]:
-    """The checkpoint dict (see :mod:`neurotts.training.checkpoint`). Collective under DDP:
+    """The checkpoint dict (see :mod:`neurotts.checkpoint`). Collective under DDP:
     every rank must call it (RNG states are gathered from all ranks)."""
-    rng = gather_objects(ckpt.capture_rng(), env)
+    rng = gather_objects(capture_rng(), env)
     return {
         "format": ckpt.FORMAT, "version": ckpt.VERSION,
         "model_name": task.name,
@@ -152,4 +155,37 @@ def restore(path: Path, task: Task, parts: Trainables, state: TrainState, env: D
     state.best_val_loss = saved["best_val_loss"]
     state.nonfinite_steps = saved["nonfinite_steps"]
     rng = saved["rng"]
-    ckpt.restore_rng(rng[env.rank] if env.rank < len(rng) else rng[0])
+    restore_rng(rng[env.rank] if env.rank < len(rng) else rng[0])
+
+
+def improved(val_loss: float, best: float) -> bool:
+    return math.isfinite(val_loss) and val_loss < best
+
+
+def capture_rng() -> dict[str, Any]:
+    """This process's RNG states as tensors and plain containers."""
+    version, mt_state, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    return {
+        "python": [version, list(mt_state), gauss],
+        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "torch": torch.get_rng_state(),
+        "cuda": cuda,
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    version, mt_state, gauss = state["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    np_state = state["numpy"]
+    np.random.set_state({
+        "bit_generator": "MT19937",
+        "state": {"key": np_state["key"].cpu().numpy().astype(np.uint32), "pos": np_state["pos"]},
+        "has_gauss": np_state["has_gauss"], "gauss": np_state["gauss"],
+    })
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda"]])

@@ -16,7 +16,6 @@ import torch
 from torch import nn
 
 from neurotts.data.loader import (
-    MelNorm,
     TextMelBatch,
     TextMelDataset,
     TextMelItem,
@@ -24,7 +23,8 @@ from neurotts.data.loader import (
 )
 from neurotts.data.store import FeatureStore
 from neurotts.models.alignment import alignment_metrics
-from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, tacotron2_loss
+from neurotts.models.registry import DataSpec, build_model
+from neurotts.models.tacotron2 import Tacotron2Config, decoder_lengths, tacotron2_loss
 from neurotts.training.config import TrainConfig
 from neurotts.training.logging import TrainLogger
 from neurotts.training.media import griffin_lim, plot_alignment, plot_mels
@@ -36,9 +36,9 @@ class Tacotron2Task:
     def __init__(self, cfg: Tacotron2Config, store: FeatureStore, train: TrainConfig):
         self.cfg = cfg
         self.store = store
-        self.norm = MelNorm.from_store(store, train.data.normalize_mels)
+        self.norm = store.mel_norm(train.data.normalize_mels)
         self.gl_iters = train.trainer.media.griffin_lim_iters
-        self.model = Tacotron2(cfg, n_symbols=len(store.symbols))
+        self.model = build_model(cfg, DataSpec(len(store.symbols), store.audio))
 
     def dataset(self, split: str, seed: int) -> TextMelDataset:
         return TextMelDataset(self.store, self.store.split(split), self.norm)
@@ -65,8 +65,7 @@ class Tacotron2Task:
         """Alignment health of the batch; for its first item the teacher-forced alignment and
         mels, and (``griffin_lim_iters`` > 0) audio and a free-running synthesis."""
         out = model(batch.text, batch.text_lengths, batch.mels, batch.mel_lengths)
-        r = self.cfg.reduction_factor
-        dec_lengths = torch.div(batch.mel_lengths + r - 1, r, rounding_mode="floor")
+        dec_lengths = decoder_lengths(batch.mel_lengths, self.cfg.reduction_factor)
         metrics = alignment_metrics(out.alignments.float().cpu(), dec_lengths.cpu(),
                                     batch.text_lengths.cpu())
         log.scalars(step, metrics.as_dict(), "val_alignment")

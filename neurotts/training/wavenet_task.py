@@ -19,9 +19,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from neurotts.data.loader import AudioWindowBatch, AudioWindowDataset, MelNorm, collate_windows
+from neurotts.data.loader import AudioWindowBatch, AudioWindowDataset, collate_windows
 from neurotts.data.store import FeatureStore
-from neurotts.models.wavenet import WaveNet, WaveNetConfig, make_io, receptive_field, wavenet_loss
+from neurotts.models.registry import DataSpec, build_model
+from neurotts.models.wavenet import WaveNetConfig, make_io, receptive_field, wavenet_loss
 from neurotts.training.config import TrainConfig
 from neurotts.training.logging import TrainLogger
 
@@ -38,11 +39,11 @@ class WaveNetTask:
     def __init__(self, cfg: WaveNetConfig, store: FeatureStore, train: TrainConfig):
         self.cfg = cfg
         self.store = store
-        self.norm = MelNorm.from_store(store, train.data.normalize_mels)
+        self.norm = store.mel_norm(train.data.normalize_mels)
         self.window = train.data.window_frames
         self.context = context_frames(cfg)
         self.generate_samples = train.trainer.media.vocoder_samples
-        self.model = WaveNet(cfg)
+        self.model = build_model(cfg, DataSpec(len(store.symbols), store.audio))
 
     def dataset(self, split: str, seed: int) -> AudioWindowDataset:
         return AudioWindowDataset(self.store, self.store.split(split), self.norm, self.window,

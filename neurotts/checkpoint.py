@@ -17,22 +17,23 @@ reads it and no code runs on load)::
 Files are written to ``NAME.part`` and renamed, so a crash never leaves a torn checkpoint
 under a real name. ``checkpoints/step_00001000.pt`` are periodic (the newest ``keep_last``
 kept); ``checkpoints/best.pt`` has the lowest validation loss so far.
+
+This module is the one home of the format: training writes checkpoints through it, and
+synthesis, evaluation and the audit read them through it, without importing the trainer.
 """
 
 from __future__ import annotations
 
 import io
-import math
-import os
-import random
 import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from neurotts.data.store import atomic_write_bytes
+from neurotts.config import AudioConfig, to_schema
+from neurotts.files import atomic_write_bytes, fsync_dir
+from neurotts.models.registry import DataSpec, build_model, model_config
 
 FORMAT = "neurotts-checkpoint"
 VERSION = 1
@@ -111,47 +112,37 @@ class CheckpointManager:
         return self.best
 
 
-def improved(val_loss: float, best: float) -> bool:
-    return math.isfinite(val_loss) and val_loss < best
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder (its ``checkpoints/best.pt``, else its newest
+    periodic checkpoint). Raises :class:`CheckpointError` naming the path."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if path.is_dir():
+        manager = CheckpointManager(path / "checkpoints", keep_last=1)
+        if manager.best.is_file():
+            return manager.best
+        latest = manager.latest()
+        if latest is not None:
+            return latest
+        raise CheckpointError(f"{path}: run folder has no checkpoints/ yet")
+    raise CheckpointError(f"{path}: no such checkpoint or run folder")
 
 
-# ------------------------------------------------------------------------------ RNG state
-
-
-def capture_rng() -> dict[str, Any]:
-    """This process's RNG states as tensors and plain containers."""
-    version, mt_state, gauss = random.getstate()
-    np_state = np.random.get_state(legacy=False)
-    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
-    return {
-        "python": [version, list(mt_state), gauss],
-        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                  "gauss": float(np_state["gauss"])},
-        "torch": torch.get_rng_state(),
-        "cuda": cuda,
-    }
-
-
-def restore_rng(state: dict[str, Any]) -> None:
-    version, mt_state, gauss = state["python"]
-    random.setstate((version, tuple(mt_state), gauss))
-    np_state = state["numpy"]
-    np.random.set_state({
-        "bit_generator": "MT19937",
-        "state": {"key": np_state["key"].cpu().numpy().astype(np.uint32), "pos": np_state["pos"]},
-        "has_gauss": np_state["has_gauss"], "gauss": np_state["gauss"],
-    })
-    torch.set_rng_state(state["torch"].cpu())
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda"]])
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename durable on POSIX (the directory entry itself must reach the disk)."""
-    if os.name == "posix":
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def load_trained(path: str | Path, kind: str, device: torch.device | str = "cpu"
+                 ) -> tuple[torch.nn.Module, Any, dict[str, Any], Path]:
+    """A trained ``kind`` model ("tacotron2", "wavenet") from a checkpoint or run folder, for
+    inference: built through the model registry from the checkpoint's own config, symbol
+    count and audio settings, with the EMA weights when training kept them, on ``device``,
+    in eval mode. Returns the model, its typed config, the checkpoint dict and its file."""
+    file = resolve_checkpoint(path)
+    payload = load_checkpoint(file, map_location="cpu")
+    if payload["model_name"] != kind:
+        raise CheckpointError(
+            f"{file}: is a {payload['model_name']} checkpoint, but a {kind} checkpoint is needed here")
+    cfg = model_config(payload["config"]["model"])
+    data = DataSpec(len(payload["symbols"]), to_schema(payload["audio"], AudioConfig))
+    model = build_model(cfg, data)
+    weights = payload["ema"] if payload.get("ema") is not None else payload["model"]
+    model.load_state_dict(weights)
+    return model.to(device).eval(), cfg, payload, file

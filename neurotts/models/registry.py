@@ -1,0 +1,138 @@
+"""The model registry: ``model.name`` -> the model's config dataclass and module.
+
+Everything that builds a model — the training tasks from a feature store, synthesis and the
+audit from a checkpoint, benchmarks from the shipped yaml — goes through :func:`model_config`
+and :func:`build_model`, so building a model needs nothing from ``neurotts.training``.
+
+Values the data decides reach every model the same way, as a :class:`DataSpec`: the symbol
+count (from the store's or checkpoint's symbol table) and the audio settings. A model config
+repeats some audio values (``n_mels: ${audio.n_mels}``, WaveNet's ``hop_length``) because its
+layer sizes depend on them; :func:`check_data` refuses a config whose copy disagrees with the
+data (``model.n_mels=64`` over an 80-mel store) with one line, at start-up, instead of a
+shape error at the first forward pass.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import OmegaConf
+from torch import nn
+
+from neurotts.config import CONFIG_DIR, AudioConfig, ConfigError, to_schema
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    module: str  # import path of the model's module
+    config: str  # its config dataclass
+    model: str  # its nn.Module class
+    data_keys: tuple[str, ...]  # config fields that must equal the audio setting of that name
+    takes_symbols: bool  # constructor takes n_symbols (the symbol table's size)
+
+    def load(self) -> Any:
+        return importlib.import_module(self.module)
+
+
+# Imported lazily: a model's module is only loaded when that model is used.
+MODELS: dict[str, ModelEntry] = {
+    "tacotron2": ModelEntry("neurotts.models.tacotron2", "Tacotron2Config", "Tacotron2",
+                            ("n_mels",), takes_symbols=True),
+    "wavenet": ModelEntry("neurotts.models.wavenet", "WaveNetConfig", "WaveNet",
+                          ("n_mels", "hop_length"), takes_symbols=False),
+}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the data decides about a model: the symbol count and the audio settings."""
+
+    n_symbols: int
+    audio: AudioConfig
+
+
+def entry(name: object) -> ModelEntry:
+    if name not in MODELS:
+        raise ConfigError(f"model.name={name!r}: choose one of {', '.join(MODELS)}")
+    return MODELS[name]  # type: ignore[index]
+
+
+def model_config(model: dict[str, Any]) -> Any:
+    """The ``model`` section validated as the dataclass of the model it names, with the
+    model's own value checks (``check_config`` in its module) turned into :class:`ConfigError`."""
+    e = entry(model.get("name"))
+    module = e.load()
+    try:
+        cfg = to_schema(model, getattr(module, e.config))
+    except ConfigError as exc:
+        raise ConfigError(f"model ({model['name']}): {exc}") from None
+    check = getattr(module, "check_config", None)
+    if check is not None:
+        try:
+            check(cfg)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    return cfg
+
+
+def check_data(cfg: Any, data: DataSpec) -> None:
+    """Refuse a model config whose data-derived values disagree with ``data``."""
+    for key in entry(cfg.name).data_keys:
+        mine, theirs = getattr(cfg, key), getattr(data.audio, key)
+        if mine != theirs:
+            raise ConfigError(
+                f"model.{key}={mine}, but the data has audio.{key}={theirs}: model.{key} follows "
+                "the feature store (or checkpoint); drop the override or prepare a store with it")
+
+
+def build_model(cfg: Any, data: DataSpec) -> nn.Module:
+    """A new (untrained, CPU) model for the typed config ``cfg`` and ``data``."""
+    check_data(cfg, data)
+    e = entry(cfg.name)
+    cls = getattr(e.load(), e.model)
+    return cls(cfg, n_symbols=data.n_symbols) if e.takes_symbols else cls(cfg)
+
+
+def shipped_model_config(name: str, audio: dict[str, Any] | None = None,
+                         overrides: Sequence[str] = ()) -> Any:
+    """``configs/model/<name>.yaml`` typed as its model's dataclass, with ``${audio.*}``
+    resolved against ``audio`` (default: ``configs/audio/ljspeech.yaml``) and dotted
+    ``overrides`` (``"encoder.lstm_dim=64"``) applied. For benchmarks and tests that build a
+    model without a feature store; training composes through Hydra instead."""
+    if audio is None:
+        audio = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml"))
+    root = OmegaConf.create({"audio": audio, "model": OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")})
+    root = OmegaConf.merge(root, OmegaConf.from_dotlist([f"model.{o}" for o in overrides]))
+    OmegaConf.resolve(root)
+    return model_config(OmegaConf.to_container(root.model))
+
+
+# A ~0.16M-parameter Tacotron 2 (overrides of configs/model/tacotron2.yaml) that learns an
+# alignment on a handful of real clips within a few hundred CPU steps: the model of
+# bench/alignment_speed.py and of the alignment tests, so both measure the same thing.
+ALIGNMENT_PROBE_TACOTRON2 = (
+    "encoder.embedding_dim=32",
+    "encoder.conv_channels=32",
+    "encoder.lstm_dim=32",
+    "encoder.dropout=0.0",
+    "decoder.prenet_dims=[32,32]",
+    "decoder.attention_rnn_dim=64",
+    "decoder.decoder_rnn_dim=64",
+    "decoder.zoneout=0.0",
+    "attention.dim=32",
+    "attention.location.n_filters=8",
+    "attention.location.kernel_size=15",
+    "attention.dca.n_static_filters=4",
+    "attention.dca.static_kernel_size=11",
+    "attention.dca.n_dynamic_filters=4",
+    "attention.dca.dynamic_kernel_size=11",
+    "attention.multihead.n_heads=2",
+    "attention.multihead.n_filters=8",
+    "attention.multihead.kernel_size=15",
+    "postnet.channels=32",
+    "postnet.layers=3",
+    "reduction_factor=3",
+)
