@@ -112,6 +112,81 @@ def test_currency_and_percent(raw: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
+        ("$2.5M", "two point five million dollars"),
+        ("$3.5 trillion", "three point five trillion dollars"),
+        ("a $4bn deal", "a four billion dollars deal"),
+        ("£10k, €1.2 billion", "ten thousand pounds, one point two billion euros"),
+        ("$3.5", "three point five dollars"),  # one decimal digit is not cents
+        ("$21.45.", "twenty-one dollars, forty-five cents."),
+    ],
+)
+def test_currency_with_decimals_and_magnitudes(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("3/4", "three quarters"),
+        ("1/2 of it", "one half of it"),
+        ("5/16 inch", "five sixteenths inch"),
+        ("2 1/2 miles", "two and a half miles"),
+        ("3 1/8", "three and an eighth"),
+        ("4 2/3", "four and two thirds"),
+        ("9/11", "nine eleven"),  # no fraction people name: two numbers, not glued
+        ("24/7", "twenty-four seven"),
+        ("and/or", "and or"),
+    ],
+)
+def test_fractions_and_slashes(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("on 12/25/2023.", "on December twenty-five, twenty twenty-three."),
+        ("on 25/12/2023", "on December twenty-five, twenty twenty-three"),  # day first
+        ("1/5/05", "January five, oh five"),
+        ("11/22/63", "November twenty-two, sixty-three"),
+        ("2023-12-25", "December twenty-five, twenty twenty-three"),
+        ("13/13/2023", "thirteen thirteen twenty twenty-three"),  # not a date
+    ],
+)
+def test_dates_with_slashes(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("10^30", "ten to the power of thirty"),
+        ("10^30.", "ten to the power of thirty."),
+        ("2^-3", "two to the power of minus three"),
+        ("x^2 and 5^3", "x squared and five cubed"),
+        ("1e30", "one times ten to the power of thirty"),
+        ("6.02e23 atoms", "six point zero two times ten to the power of twenty-three atoms"),
+        ("1E-5", "one times ten to the power of minus five"),
+    ],
+)
+def test_powers_and_scientific_notation(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+def test_numbers_beyond_inflect_are_read_digit_by_digit() -> None:
+    big = "1" + "0" * 39  # 10**39; inflect names numbers only below 10**36
+    assert normalize(big) == "one" + " zero" * 39
+    assert normalize(f"{big}th") == "one" + " zero" * 38 + " zeroth"
+    assert normalize("99" * 20 + ".5 stars").endswith("nine point five stars")
+    assert normalize("9" * 36).startswith("nine hundred ninety-nine decillion")
+    # Past Python's 4300-digit int() limit, and in every number rule, nothing raises.
+    for text in ("7" * 5000, "$" + "7" * 5000, "7" * 5000 + "th", "1/" + "7" * 5000, "1e" + "7" * 5000):
+        assert "seven seven" in normalize(text)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
         ("At 4:30 p.m.", "At four thirty p.m."),
         ("at 11:05 a.m.", "at eleven oh five a.m."),
         ("at 12:00", "at twelve o'clock"),
@@ -137,6 +212,10 @@ def test_times(raw: str, expected: str) -> None:
         ("No. 4 and Route No. 77", "Number four and Route Number seventy-seven"),
         ("Did it? No.", "Did it? No."),
         ("pens, ink, etc.", "pens, ink, et cetera."),
+        ("as, e.g., that of", "as, for example, that of"),
+        ("E.g. this; i.e. that, viz.: (a)", "For example this; that is that, namely: (a)"),
+        ("Smith et al. found, cf. Jones", "Smith et al found, compare Jones"),
+        ("No. 12 was there", "Number twelve was there"),
         ("Smith & Wesson", "Smith and Wesson"),
     ],
 )
