@@ -12,14 +12,17 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from neurotts.cli import app
-from neurotts.config import ConfigError, PrepareConfig, SplitConfig, load_config
+from neurotts.config import ConfigError, PrepareConfig, SplitAutoConfig, SplitConfig, load_config
 from neurotts.data import prepare
+from neurotts.data.splits import assign_splits
 from neurotts.data.store import FeatureStore
 from tests.conftest import speechlike
 
 runner = CliRunner()
 TEXTS = {f"T{i:03d}": f"Sentence number {i} is spoken here." for i in range(12)}
 SIZES = ["data.split.val_size=2", "data.split.test_size=2", "num_workers=1"]
+UNSIZED = ["data.split.val_size=null", "data.split.test_size=null"]
+AUTO = SplitAutoConfig(val_max=100, test_max=500, val_fraction=0.05, test_fraction=0.1)
 
 
 def config(root: Path, out: Path, *extra: str) -> PrepareConfig:
@@ -53,16 +56,16 @@ def test_store_contents(make_corpus, tmp_path):
 
 def test_hash_split_is_stable_and_order_free():
     ids = [f"LJ{i:04d}" for i in range(50)]
-    cfg = SplitConfig(method="hash", val_size=5, test_size=7)
-    a = prepare.assign_splits(ids, cfg)
-    b = prepare.assign_splits(list(reversed(ids)), cfg)
+    cfg = SplitConfig(method="hash", val_size=5, test_size=7, auto=AUTO)
+    a = assign_splits(ids, cfg)
+    b = assign_splits(list(reversed(ids)), cfg)
     assert a == b
     assert sum(v == "val" for v in a.values()) == 5 and sum(v == "test" for v in a.values()) == 7
     # the split follows the id's own hash, so a different list of ids keeps the same ranking
-    c = prepare.assign_splits(ids + [f"X{i}" for i in range(50)], cfg)
+    c = assign_splits(ids + [f"X{i}" for i in range(50)], cfg)
     assert [i for i in ids if c[i] != "train"] == [i for i in ids if c[i] != "train" and a[i] != "train"]
     with pytest.raises(ConfigError, match="leave no training data"):
-        prepare.assign_splits(ids[:10], cfg)
+        assign_splits(ids[:10], cfg)
 
 
 def test_split_from_id_lists(make_corpus, tmp_path):
@@ -71,7 +74,7 @@ def test_split_from_id_lists(make_corpus, tmp_path):
     for name, chunk in {"train": ids[:8], "val": ids[8:10], "test": ids[10:11]}.items():
         (tmp_path / f"{name}.txt").write_text("\n".join(chunk) + "\n")
     out = tmp_path / "store"
-    prepare.run(config(root, out, "data.split.method=lists",
+    prepare.run(config(root, out, "data.split.method=lists", *UNSIZED,
                        *(f"data.split.{s}_list={tmp_path / s}.txt" for s in ("train", "val", "test"))))
     store = FeatureStore(out)
     assert [u.id for u in store.split("val")] == ids[8:10]
