@@ -15,20 +15,25 @@ pytestmark = [requires_sample, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def store_dir(tmp_path_factory):
+def prepared(tmp_path_factory):
+    # No split sizes given: the README's `prepare data.root=DIR out=DIR` on a small corpus.
     out = tmp_path_factory.mktemp("sample") / "store"
-    result = CliRunner().invoke(app, [
-        "prepare", f"data.root={SAMPLE}", f"out={out}",
-        "data.split.val_size=10", "data.split.test_size=20", "num_workers=2",
-    ])
+    result = CliRunner().invoke(app, ["prepare", f"data.root={SAMPLE}", f"out={out}", "num_workers=2"])
     assert result.exit_code == 0, result.output
-    return out
+    return out, result.output
 
 
-def test_every_clip_is_kept_with_aligned_frames(store_dir):
+@pytest.fixture(scope="module")
+def store_dir(prepared):
+    return prepared[0]
+
+
+def test_every_clip_is_kept_with_aligned_frames(prepared, store_dir):
     store = FeatureStore(store_dir)
     assert len(store.utterances) == 385
-    assert (len(store.split("train")), len(store.split("val")), len(store.split("test"))) == (355, 10, 20)
+    # Default sizes scale down for a small corpus: 5 % val, 10 % test (LJSpeech: 100 / 500).
+    assert (len(store.split("train")), len(store.split("val")), len(store.split("test"))) == (328, 19, 38)
+    assert "split sizes scaled to 385 usable utterances: val 19, test 38" in prepared[1]
     hop = store.audio.hop_length
     for u in store.utterances:
         assert u.n_samples == u.n_frames * hop
@@ -49,10 +54,7 @@ def test_mels_equal_librosa_reference(store_dir):
 
 def test_rerun_is_a_noop(store_dir):
     mtimes = {p: p.stat().st_mtime_ns for p in store_dir.rglob("*.npy")}
-    result = CliRunner().invoke(app, [
-        "prepare", f"data.root={SAMPLE}", f"out={store_dir}",
-        "data.split.val_size=10", "data.split.test_size=20",
-    ])
+    result = CliRunner().invoke(app, ["prepare", f"data.root={SAMPLE}", f"out={store_dir}"])
     assert result.exit_code == 0
     assert "385 already done" in result.output
     assert mtimes == {p: p.stat().st_mtime_ns for p in store_dir.rglob("*.npy")}

@@ -441,16 +441,18 @@ def _text_notes(tally: TextTally, cfg: PrepareConfig, out: Path) -> list[str]:
 
 
 def _print_summary(console: Console, s: Summary, kept: list[Utterance], rejects: list[Reject]) -> None:
-    # Ids, reasons and paths are the user's text: printed as Text, never parsed as markup.
+    # Ids, reasons and paths are the user's text: printed as Text, never parsed as markup, and
+    # not wrapped, so that each stays one line in a log.
     counts = {k: sum(u.split == k for u in kept) for k in SPLITS}
     excluded = f", {s.excluded} excluded" if s.excluded else ""
-    console.print(Text.assemble(("prepared", "bold green"), (
+    lines = [Text.assemble(("prepared", "bold green"), (
         f" {s.kept} utterances ({s.audio_seconds / 3600:.2f} h; "
         f"train {counts['train']}, val {counts['val']}, test {counts['test']}) into {s.out} "
-        f"in {s.wall_seconds:.1f} s; {s.skipped} already done, {s.rejected} rejected{excluded}")))
-    for note in s.notes:
-        console.print(Text(f"  {note}"))
-    for r in rejects[:10]:
-        console.print(Text.assemble(("  rejected", "yellow"), f" {r.id or '?'}: {r.reason}"))
+        f"in {s.wall_seconds:.1f} s; {s.skipped} already done, {s.rejected} rejected{excluded}"))]
+    lines += [Text(f"  {note}") for note in s.notes]
+    lines += [Text.assemble(("  rejected", "yellow"), f" {r.id or '?'}: {r.reason}")
+              for r in rejects[:10]]
     if len(rejects) > 10:
-        console.print(Text(f"  ... and {len(rejects) - 10} more in {s.out / 'rejects.tsv'}"))
+        lines.append(Text(f"  ... and {len(rejects) - 10} more in {s.out / 'rejects.tsv'}"))
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)
