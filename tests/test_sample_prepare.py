@@ -58,3 +58,17 @@ def test_rerun_is_a_noop(store_dir):
     assert result.exit_code == 0
     assert "385 already done" in result.output
     assert mtimes == {p: p.stat().st_mtime_ns for p in store_dir.rglob("*.npy")}
+
+
+def test_demo_settings_get_the_split_sizes_they_ask_for(tmp_path):
+    """recipes/demo.sh asks for val 8 / test 6 with clips up to 6 s; 221 of the 385 clips are
+    longer. The split is drawn from the clips kept, so the sizes asked for are the sizes made
+    (it used to be drawn first, and the demo got val 4 / test 5)."""
+    out = tmp_path / "store"
+    result = CliRunner().invoke(app, [
+        "prepare", f"data.root={SAMPLE}", f"out={out}", "data.split.val_size=8",
+        "data.split.test_size=6", "audio.max_duration=6.0", "save_audio=false", "num_workers=2",
+    ])
+    assert result.exit_code == 0, result.output
+    store = FeatureStore(out)
+    assert (len(store.split("train")), len(store.split("val")), len(store.split("test"))) == (150, 8, 6)
