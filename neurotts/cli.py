@@ -121,15 +121,22 @@ def text(
     config_dir: ConfigDir = None,
 ) -> None:
     """Show what the text frontend makes of SENTENCE: normalised text, symbols, ids."""
-    from neurotts.text.frontend import TextError, TextFrontend
+    from neurotts.text.frontend import TextError, TextFrontend, TextReport, dropped_message
 
     config = load("prepare", PrepareConfig, [*(overrides or []), "out=-"], config_dir, cfg)
+    report = TextReport()
     with user_errors(TextError):
-        normalized, symbols, ids = TextFrontend(config.text).encode(sentence)
+        normalized, symbols, ids = TextFrontend(config.text).encode(sentence, report)
     typer.echo(normalized)
     # Symbols are shown space-separated, so the space symbol itself is shown as "|".
     typer.echo(" ".join("|" if s == " " else s for s in symbols))
     typer.echo(" ".join(str(i) for i in ids))
+    if report.dropped:
+        err.print(f"warning: {dropped_message(report.dropped, config.text.symbol_set)}",
+                  markup=False, highlight=False)
+    if report.oov:
+        err.print(f"not in CMUdict, spelled as letters: {' '.join(sorted(report.oov))}",
+                  markup=False, highlight=False)
 
 
 @app.command()

@@ -48,10 +48,21 @@ class AudioConfig:
 
 
 @dataclass
+class SplitAutoConfig:
+    """How val/test sizes left unset (null) scale with the number of usable utterances."""
+
+    val_max: int = MISSING
+    test_max: int = MISSING
+    val_fraction: float = MISSING
+    test_fraction: float = MISSING
+
+
+@dataclass
 class SplitConfig:
-    method: str = MISSING  # "hash" | "lists"
-    val_size: int = MISSING
-    test_size: int = MISSING
+    method: str = MISSING  # "hash" | "standard" | "lists"
+    val_size: int | None = MISSING  # method=hash; None: scaled by ``auto``
+    test_size: int | None = MISSING
+    auto: SplitAutoConfig = field(default_factory=SplitAutoConfig)
     train_list: str | None = None
     val_list: str | None = None
     test_list: str | None = None
@@ -66,6 +77,7 @@ class DataConfig:
     url: str = MISSING
     sha256: str = MISSING
     metadata: str = MISSING
+    exclude: str | None = None  # file of ids to leave out (one a line, # comments)
     split: SplitConfig = field(default_factory=SplitConfig)
 
 

@@ -29,7 +29,8 @@ if [ "$corpus" = toy ]; then
   corpus="$out/corpus"
 fi
 
-# Clips up to 6 s: shorter sequences train faster and align sooner on a CPU.
+# Clips up to 6 s: shorter sequences train faster and align sooner on a CPU. The val and test
+# clips are drawn from the clips kept, so the split has exactly 8 and $n_eval of them.
 step "prepare $corpus -> $out/features"
 neurotts prepare data.root="$corpus" out="$out/features" \
   data.split.val_size=8 data.split.test_size="$n_eval" audio.max_duration=6.0

@@ -21,7 +21,7 @@ def test_defaults_compose_to_typed_config():
     cfg = load_config("prepare", PrepareConfig, ["out=x"])
     assert cfg.audio.sample_rate == 22050 and cfg.audio.n_mels == 80
     assert cfg.audio.fmax == 8000.0 and cfg.text.symbol_set == "characters"
-    assert isinstance(cfg.data.split.val_size, int)
+    assert cfg.data.split.val_size is None  # null: scaled to the corpus by prepare
 
 
 def test_overrides_and_groups():

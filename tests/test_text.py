@@ -112,6 +112,81 @@ def test_currency_and_percent(raw: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
+        ("$2.5M", "two point five million dollars"),
+        ("$3.5 trillion", "three point five trillion dollars"),
+        ("a $4bn deal", "a four billion dollars deal"),
+        ("£10k, €1.2 billion", "ten thousand pounds, one point two billion euros"),
+        ("$3.5", "three point five dollars"),  # one decimal digit is not cents
+        ("$21.45.", "twenty-one dollars, forty-five cents."),
+    ],
+)
+def test_currency_with_decimals_and_magnitudes(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("3/4", "three quarters"),
+        ("1/2 of it", "one half of it"),
+        ("5/16 inch", "five sixteenths inch"),
+        ("2 1/2 miles", "two and a half miles"),
+        ("3 1/8", "three and an eighth"),
+        ("4 2/3", "four and two thirds"),
+        ("9/11", "nine eleven"),  # no fraction people name: two numbers, not glued
+        ("24/7", "twenty-four seven"),
+        ("and/or", "and or"),
+    ],
+)
+def test_fractions_and_slashes(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("on 12/25/2023.", "on December twenty-five, twenty twenty-three."),
+        ("on 25/12/2023", "on December twenty-five, twenty twenty-three"),  # day first
+        ("1/5/05", "January five, oh five"),
+        ("11/22/63", "November twenty-two, sixty-three"),
+        ("2023-12-25", "December twenty-five, twenty twenty-three"),
+        ("13/13/2023", "thirteen thirteen twenty twenty-three"),  # not a date
+    ],
+)
+def test_dates_with_slashes(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("10^30", "ten to the power of thirty"),
+        ("10^30.", "ten to the power of thirty."),
+        ("2^-3", "two to the power of minus three"),
+        ("x^2 and 5^3", "x squared and five cubed"),
+        ("1e30", "one times ten to the power of thirty"),
+        ("6.02e23 atoms", "six point zero two times ten to the power of twenty-three atoms"),
+        ("1E-5", "one times ten to the power of minus five"),
+    ],
+)
+def test_powers_and_scientific_notation(raw: str, expected: str) -> None:
+    assert normalize(raw) == expected
+
+
+def test_numbers_beyond_inflect_are_read_digit_by_digit() -> None:
+    big = "1" + "0" * 39  # 10**39; inflect names numbers only below 10**36
+    assert normalize(big) == "one" + " zero" * 39
+    assert normalize(f"{big}th") == "one" + " zero" * 38 + " zeroth"
+    assert normalize("99" * 20 + ".5 stars").endswith("nine point five stars")
+    assert normalize("9" * 36).startswith("nine hundred ninety-nine decillion")
+    # Past Python's 4300-digit int() limit, and in every number rule, nothing raises.
+    for text in ("7" * 5000, "$" + "7" * 5000, "7" * 5000 + "th", "1/" + "7" * 5000, "1e" + "7" * 5000):
+        assert "seven seven" in normalize(text)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
         ("At 4:30 p.m.", "At four thirty p.m."),
         ("at 11:05 a.m.", "at eleven oh five a.m."),
         ("at 12:00", "at twelve o'clock"),
@@ -137,6 +212,10 @@ def test_times(raw: str, expected: str) -> None:
         ("No. 4 and Route No. 77", "Number four and Route Number seventy-seven"),
         ("Did it? No.", "Did it? No."),
         ("pens, ink, etc.", "pens, ink, et cetera."),
+        ("as, e.g., that of", "as, for example, that of"),
+        ("E.g. this; i.e. that, viz.: (a)", "For example this; that is that, namely: (a)"),
+        ("Smith et al. found, cf. Jones", "Smith et al found, compare Jones"),
+        ("No. 12 was there", "Number twelve was there"),
         ("Smith & Wesson", "Smith and Wesson"),
     ],
 )
@@ -323,3 +402,106 @@ def test_configs_fill_every_field(name: str) -> None:
     )
     assert OmegaConf.missing_keys(cfg) == set()
     assert TextFrontend(OmegaConf.to_object(cfg)).cfg.symbol_set == name
+
+
+# -- heterophones -------------------------------------------------------------------------------
+
+
+def word_phones(fe: TextFrontend, sentence: str, index: int) -> str:
+    """ARPAbet of the ``index``-th word of ``sentence`` (words are separated by spaces)."""
+    symbols = fe.to_symbols(sentence)[:-1]
+    words = " ".join("|" if s == " " else s for s in symbols).split(" | ")
+    return " ".join(s.lstrip("@") for s in words[index].split() if s.startswith("@"))
+
+
+@pytest.mark.parametrize(
+    ("sentence", "index", "expected"),
+    [
+        ("I will read it.", 2, "R IY1 D"),
+        ("She wants to read it", 3, "R IY1 D"),
+        ("He had read it", 2, "R EH1 D"),
+        ("They live here.", 1, "L IH1 V"),
+        ("a live broadcast", 1, "L AY1 V"),
+        ("It saved many lives", 3, "L AY1 V Z"),
+        ("He lives here", 1, "L IH1 V Z"),
+        ("lead poisoning", 0, "L EH1 D"),
+        ("This will lead to war", 2, "L IY1 D"),
+        ("the lead fragments", 1, "L EH1 D"),
+        ("the wind blew", 1, "W IH1 N D"),
+        ("to wind the clock", 1, "W AY1 N D"),
+        ("the entrance wound", 2, "W UW1 N D"),
+        ("it was wound up", 2, "W AW1 N D"),
+        ("tear gas", 0, "T IH1 R"),
+        ("do not tear it", 2, "T EH1 R"),
+        ("she burst into tears", 3, "T IH1 R Z"),
+        ("he tears it apart", 1, "T EH1 R Z"),
+        ("close the door", 0, "K L OW1 Z"),
+        ("very close to him", 1, "K L OW1 S"),
+        ("at the close of day", 2, "K L OW1 Z"),
+        ("the suspect fled", 1, "S AH1 S P EH2 K T"),
+        ("I suspect him", 1, "S AH0 S P EH1 K T"),
+        ("the record shows", 1, "R EH1 K ER0 D"),
+        ("we record it", 1, "R AH0 K AO1 R D"),
+        ("the use of force", 1, "Y UW1 S"),
+        ("to use force", 1, "Y UW1 Z"),
+        ("a permit", 1, "P ER1 M IH2 T"),
+    ],
+)
+def test_heterophones_follow_their_context(arpa: TextFrontend, sentence: str, index: int,
+                                           expected: str) -> None:
+    assert word_phones(arpa, sentence, index) == expected
+
+
+def test_heterophone_context_stops_at_punctuation(arpa: TextFrontend) -> None:
+    # "to" ends a clause here; "read" after the comma has no cue and keeps its default.
+    assert word_phones(arpa, "I went to, read it", 3) == "R EH1 D"
+    assert word_phones(arpa, "I went to read it", 3) == "R IY1 D"
+
+
+def test_heterophone_readings_are_cmudict_pronunciations() -> None:
+    from neurotts.text.g2p import pronouncing_dictionary
+    from neurotts.text.heterophones import HETEROPHONES
+
+    cmu = pronouncing_dictionary()
+    for word, entry in HETEROPHONES.items():
+        known = {" ".join(p) for p in cmu[word]}
+        assert entry.default in known, word
+        assert {r.phones for r in entry.readings} <= known, word
+
+
+# -- reports (prepare sums these over a corpus) -------------------------------------------------
+
+
+def test_report_collects_oov_and_dropped_without_warnings(arpa: TextFrontend) -> None:
+    from neurotts.text.frontend import TextReport
+
+    report = TextReport()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would fail the test
+        arpa.encode("Zqxv # met zqxv and Blorft*", report)
+    assert report.oov == {"zqxv": 2, "blorft": 1}
+    assert report.dropped == {"#": 1, "*": 1}
+
+
+def test_text_command_prints_plain_warning_lines() -> None:
+    from typer.testing import CliRunner
+
+    from neurotts.cli import app
+
+    result = CliRunner().invoke(app, ["text", "a zqxv #1e30", "text=arpabet"])
+    assert result.exit_code == 0, result.output
+    assert "one times ten to the power of thirty" in result.output
+    lines = result.output.splitlines()
+    assert "warning: dropped characters not in the 'arpabet' symbol set: '#'" in lines
+    assert "not in CMUdict, spelled as letters: zqxv" in lines
+    assert "TextWarning" not in result.output and ".py:" not in result.output
+
+
+def test_text_command_reads_numbers_past_inflect() -> None:
+    from typer.testing import CliRunner
+
+    from neurotts.cli import app
+
+    result = CliRunner().invoke(app, ["text", "1" + "0" * 39])
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "one" + " zero" * 39

@@ -1,7 +1,7 @@
 """LJSpeech-layout corpora: reading ``metadata.csv`` and downloading LJSpeech-1.1.
 
-A corpus folder holds ``metadata.csv`` (``ID|raw|normalized``, UTF-8, one utterance a line)
-and ``wavs/ID.wav``. The reader never stops at a bad row: each problem becomes a
+A corpus folder holds ``metadata.csv`` (``ID|raw|normalized``, UTF-8 with or without a
+byte-order mark, one utterance a line) and ``wavs/ID.wav``. The reader never stops at a bad row: each problem becomes a
 :class:`Reject` naming the row, and every good row is kept.
 """
 
@@ -58,6 +58,8 @@ def read_metadata(root: Path, metadata: str = "metadata.csv") -> tuple[list[Row]
     with open(path, "rb") as f:
         for lineno, raw_line in enumerate(f, start=1):
             where = f"{path.name}:{lineno}"
+            if lineno == 1 and raw_line.startswith(b"\xef\xbb\xbf"):
+                raw_line = raw_line[3:]  # a UTF-8 byte-order mark (editors on Windows write one)
             try:
                 line = raw_line.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
@@ -68,11 +70,10 @@ def read_metadata(root: Path, metadata: str = "metadata.csv") -> tuple[list[Row]
                 continue
             fields = line.split("|")
             rid = fields[0].strip()
-            if len(fields) < 2:
-                rejects.append(Reject(rid, f"{where}: too few fields ({len(fields)}; expected ID|raw|normalized)"))
-                continue
-            if len(fields) > 3:
-                rejects.append(Reject(rid, f"{where}: too many fields ({len(fields)}; expected ID|raw|normalized)"))
+            if not 2 <= len(fields) <= 3:
+                kind = "few" if len(fields) < 2 else "many"
+                rejects.append(Reject(rid, f"{where}: too {kind} fields ({len(fields)}; expected 3, "
+                                           "ID|raw|normalized, or 2, ID|text)"))
                 continue
             if not rid or "/" in rid or rid in (".", ".."):
                 rejects.append(Reject(rid, f"{where}: invalid id {rid!r}"))

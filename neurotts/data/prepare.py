@@ -10,13 +10,13 @@ rejects report are rewritten whole at the end of every run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing as mp
 import os
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -33,6 +33,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from neurotts.audio import (
     AudioError,
@@ -43,11 +44,19 @@ from neurotts.audio import (
     load_wav,
     trim_silence,
 )
-from neurotts.config import AudioConfig, ConfigError, PrepareConfig, SplitConfig, to_dict
+from neurotts.config import AudioConfig, ConfigError, PrepareConfig, to_dict
 from neurotts.data.ljspeech import Reject, Row, download_ljspeech, read_metadata
+from neurotts.data.splits import (
+    assign_splits,
+    check_split_config,
+    listed_ids,
+    read_id_list,
+    split_note,
+    split_sizes,
+)
 from neurotts.data.store import SPLITS, Utterance, describe, utterance_record
 from neurotts.files import atomic_save_npy, atomic_write_text
-from neurotts.text.frontend import TextError, TextFrontend
+from neurotts.text.frontend import TextError, TextFrontend, TextReport, dropped_message
 
 JOURNAL = ".progress.jsonl"
 T = TypeVar("T")
@@ -65,6 +74,27 @@ class Summary:
     audio_seconds: float
     wall_seconds: float
     out: Path
+    excluded: int = 0  # left out by data.exclude
+    oov_words: int = 0  # distinct words CMUdict lacks (text=arpabet)
+    notes: list[str] = field(default_factory=list)  # one line each, printed after the summary
+
+
+@dataclass
+class TextTally:
+    """Per-row ``TextReport``s summed over the corpus, for the summary and ``oov.tsv``."""
+
+    oov: Counter[str] = field(default_factory=Counter)
+    oov_example: dict[str, str] = field(default_factory=dict)  # word -> first id that has it
+    dropped: Counter[str] = field(default_factory=Counter)
+    dropped_rows: list[Row] = field(default_factory=list)
+
+    def add(self, row: Row, report: TextReport) -> None:
+        self.oov.update(report.oov)
+        for word in report.oov:
+            self.oov_example.setdefault(word, row.id)
+        if report.dropped:
+            self.dropped.update(report.dropped)
+            self.dropped_rows.append(row)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -115,37 +145,6 @@ def _process(item: tuple[str, str]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- helpers
 
 
-def assign_splits(ids: list[str], cfg: SplitConfig) -> dict[str, str]:
-    """Map every id to train/val/test. Deterministic: by hash rank, or from ID-list files."""
-    if cfg.method == "lists":
-        mapping: dict[str, str] = {}
-        for split in SPLITS:
-            path = getattr(cfg, f"{split}_list")
-            if path is None:
-                continue
-            p = Path(path).expanduser()
-            if not p.is_file():
-                raise ConfigError(f"data.split.{split}_list: {p}: no such file")
-            for line in p.read_text().split():
-                mapping.setdefault(line.strip(), split)
-        return {i: mapping[i] for i in ids if i in mapping}
-    if cfg.method != "hash":
-        raise ConfigError(f"data.split.method={cfg.method!r}: choose hash or lists")
-    if cfg.val_size < 0 or cfg.test_size < 0:
-        raise ConfigError("data.split.val_size and test_size must be >= 0")
-    if cfg.val_size + cfg.test_size >= len(ids):
-        raise ConfigError(
-            f"data.split sizes (val {cfg.val_size} + test {cfg.test_size}) leave no training data "
-            f"from {len(ids)} utterances; set data.split.val_size / data.split.test_size"
-        )
-    # Rank by a hash of the id alone, so an id's split never depends on file order.
-    ranked = sorted(ids, key=lambda i: hashlib.sha1(i.encode()).hexdigest())
-    out = {i: "test" for i in ranked[: cfg.test_size]}
-    out.update({i: "val" for i in ranked[cfg.test_size : cfg.test_size + cfg.val_size]})
-    out.update({i: "train" for i in ranked[cfg.test_size + cfg.val_size :]})
-    return out
-
-
 def _read_journal(out: Path) -> dict[str, dict[str, Any]]:
     """Finished items from earlier runs; a torn last line (crash mid-write) is ignored."""
     done: dict[str, dict[str, Any]] = {}
@@ -188,17 +187,25 @@ def _resolve_root(cfg: PrepareConfig) -> Path:
     return root
 
 
-def _encode_texts(rows: list[Row], fe: TextFrontend) -> tuple[dict[str, tuple[str, list[int]]], list[Reject]]:
+def _encode_texts(rows: list[Row], fe: TextFrontend, metadata: str
+                  ) -> tuple[dict[str, tuple[str, list[int]]], list[Reject], TextTally]:
     encoded: dict[str, tuple[str, list[int]]] = {}
     rejects: list[Reject] = []
+    tally = TextTally()
     for row in rows:
+        report = TextReport()
         try:
-            normalized, _, ids = fe.encode(row.text)
+            normalized, _, ids = fe.encode(row.text, report)
         except TextError as exc:
-            rejects.append(Reject(row.id, f"metadata.csv:{row.line}: {exc}"))
+            rejects.append(Reject(row.id, f"{metadata}:{row.line}: {exc}"))
             continue
+        except Exception as exc:  # a normalisation rule that breaks on one text costs that row only
+            rejects.append(Reject(row.id, f"{metadata}:{row.line}: text could not be normalised "
+                                          f"({type(exc).__name__}: {exc})"))
+            continue
+        tally.add(row, report)
         encoded[row.id] = (normalized, ids)
-    return encoded, rejects
+    return encoded, rejects, tally
 
 
 def _progress() -> Progress:
@@ -271,63 +278,136 @@ def _mel_stats(kept: list[Utterance], done: dict[str, dict[str, Any]], n_mels: i
 
 
 def _write_outputs(out: Path, kept: list[Utterance], rejects: list[Reject],
-                   done: dict[str, dict[str, Any]], cfg: PrepareConfig, fe: TextFrontend) -> None:
+                   done: dict[str, dict[str, Any]], cfg: PrepareConfig, fe: TextFrontend,
+                   tally: TextTally) -> None:
     atomic_write_text(out / "manifest.jsonl", "".join(utterance_record(u) + "\n" for u in kept))
-    atomic_write_text(out / "rejects.tsv", "id\treason\n" + "".join(
-        f"{r.id}\t{r.reason}\n" for r in rejects))
+    _write_rejects(out, rejects)
     if kept:
         stats = _mel_stats(kept, done, cfg.audio.n_mels)
         atomic_write_text(out / "stats.json", json.dumps(stats, indent=1))
     atomic_write_text(out / "symbols.json", json.dumps(
         {"symbol_set": cfg.text.symbol_set, "symbols": fe.symbols.to_list()}, indent=1))
+    if cfg.text.symbol_set == "arpabet":
+        # Words CMUdict lacks, most frequent first: the model spells them letter by letter.
+        words = sorted(tally.oov, key=lambda w: (-tally.oov[w], w))
+        atomic_write_text(out / "oov.tsv", "word\tcount\texample_id\n" + "".join(
+            f"{w}\t{tally.oov[w]}\t{tally.oov_example[w]}\n" for w in words))
 
 
-def run(cfg: PrepareConfig, console: Console | None = None) -> Summary:
-    """Prepare the store described by ``cfg``; returns a summary (also printed)."""
-    console = console or Console(stderr=True)
-    t0 = time.perf_counter()
-    root = _resolve_root(cfg)
+def _write_rejects(out: Path, rejects: list[Reject]) -> None:
+    atomic_write_text(out / "rejects.tsv", "id\treason\n" + "".join(
+        f"{r.id}\t{r.reason}\n" for r in rejects))
+
+
+def _open_store(cfg: PrepareConfig) -> Path:
     out = Path(cfg.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, cfg)
     for sub in ("mels", "audio") if cfg.save_audio else ("mels",):
         (out / sub).mkdir(exist_ok=True)
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    return out
 
+
+@dataclass
+class Selection:
+    """The metadata rows a run works on, and what was set aside before any audio work."""
+
+    rows: list[Row]
+    rejects: list[Reject]
+    excluded: int
+    notes: list[str]
+
+
+def _select_rows(root: Path, cfg: PrepareConfig) -> Selection:
+    """Read metadata.csv, leave out data.exclude's ids and (method=lists) unlisted ones."""
+    exclude = read_id_list(cfg.data.exclude, "data.exclude") if cfg.data.exclude else {}
     rows, rejects = read_metadata(root, cfg.data.metadata)
-    splits = assign_splits([r.id for r in rows], cfg.data.split)
+    notes = []
+    if exclude:
+        # A duplicate row of an excluded id is excluded too, not reported as a duplicate.
+        present = {r.id for r in rows} | {r.id for r in rejects}
+        unknown = [i for i in exclude if i not in present]
+        if unknown:
+            shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+            notes.append(f"data.exclude: {len(unknown)} listed id(s) are not in the corpus: {shown}")
+        rejects = [r for r in rejects if r.id not in exclude]
+    kept = [r for r in rows if r.id not in exclude]
+    excluded = len(rows) - len(kept)
+    if cfg.data.split.method == "lists":
+        listed = listed_ids(cfg.data.split)
+        rejects += [Reject(r.id, f"{cfg.data.metadata}:{r.line}: id is in none of the split lists")
+                    for r in kept if r.id not in listed]
+        kept = [r for r in kept if r.id in listed]
+    split = cfg.data.split
+    if kept and split.method == "hash" and None not in (split.val_size, split.test_size):
+        split_sizes(len(kept), split)  # sizes that even every row could not meet: fail now
+    return Selection(kept, rejects, excluded, notes)
+
+
+def _usable(rows: list[Row], encoded: dict[str, tuple[str, list[int]]],
+            done: dict[str, dict[str, Any]]) -> tuple[list[Row], list[Reject]]:
+    """Rows whose text and audio both came through; the audio failures as rejects."""
+    usable, rejects = [], []
     for r in rows:
-        if r.id not in splits:
-            rejects.append(Reject(r.id, f"metadata.csv:{r.line}: id is in none of the split lists"))
-    rows = [r for r in rows if r.id in splits]
+        if r.id not in encoded:
+            continue  # its text failed: already a reject
+        if done[r.id]["ok"]:
+            usable.append(r)
+        else:
+            rejects.append(Reject(r.id, done[r.id]["reason"]))
+    return usable, rejects
+
+
+def _nothing_usable(root: Path, cfg: PrepareConfig, sel: Selection, rejects: list[Reject]) -> str:
+    """Why a run kept nothing, in one line."""
+    where = root / cfg.data.metadata
+    if not rejects and not sel.excluded:
+        return f"{where}: no utterance rows in it"
+    if not rejects:
+        return f"no utterances left in {where}: all {sel.excluded} were excluded by data.exclude"
+    first = rejects[0]
+    return (f"no usable utterances in {where}: {len(rejects)} rejected"
+            f"{f', {sel.excluded} excluded' if sel.excluded else ''}; the first: {first.id or '?'}: "
+            f"{first.reason} (all in {Path(cfg.out).expanduser() / 'rejects.tsv'})")
+
+
+def run(cfg: PrepareConfig, console: Console | None = None) -> Summary:
+    """Prepare the store described by ``cfg``; returns a summary (also printed)."""
+    console = console or Console(stderr=True)
+    t0 = time.perf_counter()
+    check_split_config(cfg.data.split)
+    root = _resolve_root(cfg)
+    sel = _select_rows(root, cfg)
+    out = _open_store(cfg)
 
     fe = TextFrontend(cfg.text)
     done = _read_journal(out)
-    todo = [r for r in rows if not _is_done(out, done.get(r.id), cfg.save_audio)]
-    skipped = len(rows) - len(todo)
+    todo = [r for r in sel.rows if not _is_done(out, done.get(r.id), cfg.save_audio)]
     # Text is encoded while the workers process audio; rows whose text fails are left out of
     # the manifest (their features stay on disk and are reused if the text is fixed).
-    encode = partial(_encode_texts, rows, fe)
-    encoded, text_rejects = _run_audio(todo, cfg, out, done, encode) if todo else encode()
-    rejects += text_rejects
-
-    kept: list[Utterance] = []
-    for r in rows:
-        if r.id not in encoded:
-            continue
-        rec = done[r.id]
-        if not rec["ok"]:
-            rejects.append(Reject(r.id, rec["reason"]))
-            continue
-        normalized, ids = encoded[r.id]
-        kept.append(Utterance(r.id, splits[r.id], r.text, normalized, ids,
-                              rec["n_frames"], rec["n_samples"]))
-    _write_outputs(out, kept, rejects, done, cfg, fe)
+    encode = partial(_encode_texts, sel.rows, fe, cfg.data.metadata)
+    encoded, text_rejects, tally = _run_audio(todo, cfg, out, done, encode) if todo else encode()
+    usable, audio_rejects = _usable(sel.rows, encoded, done)
+    rejects = sel.rejects + text_rejects + audio_rejects
+    if not usable:
+        _write_rejects(out, rejects)
+        raise PrepareError(_nothing_usable(root, cfg, sel, rejects))
+    # Splits are drawn from the usable utterances only, so the sizes asked for are the sizes made.
+    try:
+        splits = assign_splits([r.id for r in usable], cfg.data.split)
+    except ConfigError:
+        _write_rejects(out, rejects)  # the audio work is journalled; a rerun reuses it
+        raise
+    kept = [Utterance(r.id, splits[r.id], r.text, *encoded[r.id], done[r.id]["n_frames"],
+                      done[r.id]["n_samples"]) for r in usable]
+    _write_outputs(out, kept, rejects, done, cfg, fe, tally)
     audio_s = sum(u.n_samples for u in kept) / cfg.audio.sample_rate
-    summary = Summary(len(kept), len(rejects), skipped, audio_s, time.perf_counter() - t0, out)
+    notes = [*sel.notes, *filter(None, [split_note(splits, cfg.data.split)]),
+             *_text_notes(tally, cfg, out)]
+    summary = Summary(len(kept), len(rejects), len(sel.rows) - len(todo), audio_s,
+                      time.perf_counter() - t0, out, sel.excluded, len(tally.oov), notes)
     _print_summary(console, summary, kept, rejects)
-    if not kept:
-        raise PrepareError(f"no usable utterances in {root}; see {out / 'rejects.tsv'}")
     if cfg.strict and rejects:
         raise PrepareError(f"strict=true and {len(rejects)} utterance(s) were rejected; see {out / 'rejects.tsv'}")
     return summary
@@ -341,14 +421,32 @@ def _is_done(out: Path, rec: dict[str, Any] | None, save_audio: bool) -> bool:
     return not save_audio or (out / "audio" / f"{rec['id']}.npy").exists()
 
 
+def _text_notes(tally: TextTally, cfg: PrepareConfig, out: Path) -> list[str]:
+    notes = []
+    if tally.dropped:
+        first = tally.dropped_rows[0]
+        notes.append(f"warning: {dropped_message(tally.dropped, cfg.text.symbol_set)} "
+                     f"(in {len(tally.dropped_rows)} row(s); first {cfg.data.metadata}:{first.line}, "
+                     f"{first.id})")
+    if tally.oov:
+        notes.append(f"CMUdict lacks {len(tally.oov)} word(s) ({sum(tally.oov.values())} "
+                     f"occurrence(s)), spelled as letters: see {out / 'oov.tsv'}")
+    return notes
+
+
 def _print_summary(console: Console, s: Summary, kept: list[Utterance], rejects: list[Reject]) -> None:
+    # Ids, reasons and paths are the user's text: printed as Text, never parsed as markup, and
+    # not wrapped, so that each stays one line in a log.
     counts = {k: sum(u.split == k for u in kept) for k in SPLITS}
-    console.print(
-        f"[bold green]prepared[/] {s.kept} utterances ({s.audio_seconds / 3600:.2f} h; "
+    excluded = f", {s.excluded} excluded" if s.excluded else ""
+    lines = [Text.assemble(("prepared", "bold green"), (
+        f" {s.kept} utterances ({s.audio_seconds / 3600:.2f} h; "
         f"train {counts['train']}, val {counts['val']}, test {counts['test']}) into {s.out} "
-        f"in {s.wall_seconds:.1f} s; {s.skipped} already done, {s.rejected} rejected"
-    )
-    for r in rejects[:10]:
-        console.print(f"  [yellow]rejected[/] {r.id or '?'}: {r.reason}")
+        f"in {s.wall_seconds:.1f} s; {s.skipped} already done, {s.rejected} rejected{excluded}"))]
+    lines += [Text(f"  {note}") for note in s.notes]
+    lines += [Text.assemble(("  rejected", "yellow"), f" {r.id or '?'}: {r.reason}")
+              for r in rejects[:10]]
     if len(rejects) > 10:
-        console.print(f"  ... and {len(rejects) - 10} more in {s.out / 'rejects.tsv'}")
+        lines.append(Text(f"  ... and {len(rejects) - 10} more in {s.out / 'rejects.tsv'}"))
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)

@@ -10,16 +10,22 @@ Inline ARPAbet: ``{HH AH0 L OW1}`` in the text is used verbatim as phones (each 
 against CMUdict's inventory). Only the ``arpabet`` symbol set has phones, so with
 ``characters`` a brace group is a ``TextError`` rather than being silently spelled out.
 
-Characters outside the symbol set are dropped with one ``TextWarning`` naming them; text with
-nothing speakable left (no letter, no phone) is a ``TextError``.
+Characters outside the symbol set are dropped with one ``TextWarning`` naming them, or, when
+the caller passes a :class:`TextReport`, counted there instead (``prepare`` sums them over a
+corpus and prints one line); words CMUdict lacks are counted there too. Text with nothing
+speakable left (no letter, no phone) is a ``TextError``.
+
+With ``arpabet``, heterophones ("read", "live", "lead", ...) take the reading their neighbours
+call for (see ``heterophones.py``).
 """
 
 from __future__ import annotations
 
 import re
 import warnings
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
@@ -38,7 +44,7 @@ from neurotts.text.symbols import (
     phone_symbol,
 )
 
-__all__ = ["TextConfig", "TextError", "TextFrontend", "TextWarning"]
+__all__ = ["TextConfig", "TextError", "TextFrontend", "TextReport", "TextWarning"]
 
 
 @dataclass
@@ -52,12 +58,25 @@ class TextWarning(UserWarning):
     """Something in the text was dropped because the symbol set cannot say it."""
 
 
+@dataclass
+class TextReport:
+    """What the frontend could not say as written; pass one to collect it instead of warnings."""
+
+    dropped: Counter[str] = field(default_factory=Counter)  # characters outside the symbol set
+    oov: Counter[str] = field(default_factory=Counter)  # lowercased words CMUdict lacks (spelled)
+
+
 # split() with one capturing group alternates plain text (even indices) and brace contents.
 _INLINE_RE = re.compile(r"\{([^{}]*)\}")
 # ARPAbet mode tokens: dotted initialisms ("U.S."), words with inner apostrophes ("don't",
 # "Oswald's"), whitespace runs, and any other single character.
 _TOKEN_RE = re.compile(r"(?:[A-Za-z]\.){2,}|[A-Za-z]+(?:'[A-Za-z]+)*|\s+|.")
 _SPEAKABLE = frozenset(LETTERS)
+
+
+def dropped_message(chars: Iterable[str], symbol_set: str) -> str:
+    """The one line that names characters the symbol set cannot say."""
+    return f"dropped characters not in the {symbol_set!r} symbol set: {''.join(sorted(set(chars)))!r}"
 
 
 class TextFrontend:
@@ -91,36 +110,36 @@ class TextFrontend:
         """English normalisation (numbers, abbreviations, unicode); case is kept."""
         return normalize(raw)
 
-    def to_symbols(self, normalized: str) -> list[str]:
-        """Symbols of normalised text, ending with EOS; whitespace collapsed to single spaces."""
+    def to_symbols(self, normalized: str, report: TextReport | None = None) -> list[str]:
+        """Symbols of normalised text, ending with EOS; whitespace collapsed to single spaces.
+
+        Dropped characters and unknown words go to ``report`` when one is given; without one a
+        dropped character is a ``TextWarning``.
+        """
         parts = _INLINE_RE.split(normalized)
         out: list[str] = []
-        dropped: list[str] = []
+        seen = TextReport() if report is None else report
+        before = sum(seen.dropped.values())
         for i, part in enumerate(parts):
             if i % 2:
                 out += self._inline_phones(part)
             elif "{" in part or "}" in part:
                 raise TextError(f"unbalanced brace in {normalized!r}")
             elif self._arpabet:
-                out += self._words_to_phones(part, dropped)
+                out += self._words_to_phones(part, seen)
             else:
-                out += self._characters(part, dropped)
-        if dropped:
-            unknown = "".join(sorted(set(dropped)))
-            warnings.warn(
-                f"dropped characters not in the {self.cfg.symbol_set!r} symbol set: {unknown!r}",
-                TextWarning,
-                stacklevel=2,
-            )
+                out += self._characters(part, seen)
+        if report is None and sum(seen.dropped.values()) > before:
+            warnings.warn(dropped_message(seen.dropped, self.cfg.symbol_set), TextWarning, stacklevel=2)
         out = self._tidy_spaces(out)
         if not any(s in _SPEAKABLE or is_phone_symbol(s) for s in out):
             raise TextError(f"no speakable symbol (letter or phone) in {normalized!r}")
         return [*out, EOS]
 
-    def encode(self, raw: str) -> tuple[str, list[str], list[int]]:
-        """``raw`` -> (normalised text, symbols, ids)."""
+    def encode(self, raw: str, report: TextReport | None = None) -> tuple[str, list[str], list[int]]:
+        """``raw`` -> (normalised text, symbols, ids); ``report`` as in :meth:`to_symbols`."""
         normalized = self.normalize(raw)
-        symbols = self.to_symbols(normalized)
+        symbols = self.to_symbols(normalized, report)
         return normalized, symbols, self.symbols.to_ids(symbols)
 
     def decode(self, ids: Iterable[int]) -> list[str]:
@@ -129,38 +148,45 @@ class TextFrontend:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _keep(self, symbols: Iterable[str], dropped: list[str]) -> list[str]:
+    def _keep(self, symbols: Iterable[str], report: TextReport) -> list[str]:
         out = []
         for s in symbols:
-            (out if s in self.symbols else dropped).append(s)
+            if s in self.symbols:
+                out.append(s)
+            else:
+                report.dropped[s] += 1
         return out
 
-    def _characters(self, text: str, dropped: list[str]) -> list[str]:
+    def _characters(self, text: str, report: TextReport) -> list[str]:
         chars = (SPACE if c.isspace() else c for c in text.lower())
-        return self._keep(chars, dropped)
+        return self._keep(chars, report)
 
-    def _words_to_phones(self, text: str, dropped: list[str]) -> list[str]:
+    def _words_to_phones(self, text: str, report: TextReport) -> list[str]:
+        tokens = list(_TOKEN_RE.finditer(text))
         out: list[str] = []
-        for m in _TOKEN_RE.finditer(text):
+        for k, m in enumerate(tokens):
             token = m[0]
             if token.isspace():
                 out.append(SPACE)
             elif token[0].isalpha():
-                out += self._keep(self._word_symbols(token, text, m.end()), dropped)
+                context = (_neighbour(tokens, k, -1), _neighbour(tokens, k, 1))
+                out += self._keep(self._word_symbols(token, text, m.end(), context, report), report)
             else:
-                out += self._keep([token], dropped)
+                out += self._keep([token], report)
         return out
 
-    def _word_symbols(self, word: str, text: str, end: int) -> list[str]:
+    def _word_symbols(self, word: str, text: str, end: int,
+                      context: tuple[str | None, str | None], report: TextReport) -> list[str]:
         if len(word) == 1 and word.isupper() and text.startswith(".", end):
             # An initial ("A. Hidell"): the letter's name, not the article "a".
             return [phone_symbol(p) for p in g2p.letter_name(word)]
-        phones = g2p.lookup(word)
+        phones = g2p.lookup(word, *context)
         if phones is None and "." in word:
             # An initialism CMUdict lacks ("P.S."): say each letter's name.
             phones = [p for letter in word if letter.isalpha() for p in g2p.letter_name(letter)]
         if phones is None:
             # Out of vocabulary: spell it with the letter symbols the model also learns.
+            report.oov[word.lower()] += 1
             return [c for c in word.lower() if c in _SPEAKABLE or c == "'"]
         return [phone_symbol(p) for p in phones]
 
@@ -194,3 +220,13 @@ class TextFrontend:
         while out and out[-1] == SPACE:
             out.pop()
         return out
+
+
+def _neighbour(tokens: list[re.Match[str]], k: int, step: int) -> str | None:
+    """The lowercased word next to ``tokens[k]`` (across spaces only), or None."""
+    k += step
+    while 0 <= k < len(tokens) and tokens[k][0].isspace():
+        k += step
+    if 0 <= k < len(tokens) and tokens[k][0][0].isalpha():
+        return tokens[k][0].lower()
+    return None

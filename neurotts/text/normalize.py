@@ -33,8 +33,17 @@ def _engine() -> inflect.engine:
     return inflect.engine()
 
 
+# inflect names numbers up to decillions; from 10**36 on it raises NumOutOfRangeError.
+_INFLECT_LIMIT = 10**36
+
+
 def cardinal(n: int) -> str:
-    """``199`` -> ``"one hundred ninety-nine"``: LJSpeech never says "and" inside numbers."""
+    """``199`` -> ``"one hundred ninety-nine"``: LJSpeech never says "and" inside numbers.
+
+    Numbers too large to have a name (10**36 and up) are read digit by digit.
+    """
+    if abs(n) >= _INFLECT_LIMIT:
+        return ("minus " if n < 0 else "") + digits(str(abs(n)))
     return _engine().number_to_words(n, andword="", comma="")
 
 
@@ -56,9 +65,12 @@ def year(n: int) -> str:
     return f"{cardinal(high)} {cardinal(low)}"
 
 
+_DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+
+
 def digits(s: str) -> str:
-    """Read a digit string one digit at a time ("007" -> "zero zero seven")."""
-    return " ".join(cardinal(int(d)) for d in s)
+    """Read digits one at a time ("007" -> "zero zero seven"); separators are skipped."""
+    return " ".join(_DIGIT_NAMES[int(d)] for d in s if d.isdigit())
 
 
 def _pluralize_last(words: str) -> str:
@@ -135,8 +147,25 @@ _NUMBER_ABBREV_RE = re.compile(r"\b(N|n)o(s?)\.(?=\s*[A-Z]?\d)")
 # "St." before a capitalised name is Saint ("St. Paul's"); otherwise Street ("Elm St.").
 _SAINT_RE = re.compile(r"\bSt\.(?=\s+[A-Z])")
 _STREET_RE = re.compile(r"\bSt\.")
-_LOWER_ABBREV_RE = re.compile(r"\b(etc|vs)\.")
-_LOWER_ABBREVIATIONS = {"etc": "et cetera", "vs": "versus"}
+# Latin abbreviations are read as a reader says them aloud ("e.g." -> "for example"); a
+# capital ("E.g." opening a sentence) is kept.
+_LATIN = {
+    "e.g": "for example",
+    "i.e": "that is",
+    "viz": "namely",
+    "cf": "compare",
+    "etc": "et cetera",
+    "vs": "versus",
+    "et al": "et al",
+}
+_LATIN_RE = re.compile(r"(?<![\w.])(e\.\s?g|i\.\s?e|viz|cf|etc|vs|et al)\.", re.IGNORECASE)
+
+
+def _latin(m: re.Match[str]) -> str:
+    words = _LATIN[m[1].lower().replace(" ", "").replace("etal", "et al")]
+    if m[1][0].isupper():
+        words = words[0].upper() + words[1:]
+    return _keep_final_period(m, words)
 
 
 def _keep_final_period(m: re.Match[str], word: str) -> str:
@@ -155,7 +184,7 @@ def expand_abbreviations(text: str) -> str:
     text = _SAINT_RE.sub("Saint", text)
     text = _STREET_RE.sub(lambda m: _keep_final_period(m, "Street"), text)
     text = _ABBREV_RE.sub(lambda m: _keep_final_period(m, _ABBREVIATIONS[m[1]]), text)
-    return _LOWER_ABBREV_RE.sub(lambda m: _keep_final_period(m, _LOWER_ABBREVIATIONS[m[1]]), text)
+    return _LATIN_RE.sub(_latin, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,12 +254,15 @@ def _int(s: str) -> int:
     return int(s.replace(",", ""))
 
 
-_SCALE = r"(?:\s+(million|billion|trillion|thousand))?"
+# A magnitude after an amount: a word ("$3 million") or a suffix glued to it ("$2.5M", "£4bn").
+_SCALE = r"(\s+(?:thousand|million|billion|trillion)\b|(?:k|mn|m|bn|b|tn|t)\b)?"
+_SCALE_NAMES = {"k": "thousand", "m": "million", "mn": "million", "b": "billion",
+                "bn": "billion", "t": "trillion", "tn": "trillion"}
 _POUNDS_RE = re.compile(
-    rf"£\s?({_NUM})(?:\.(\d\d))?{_SCALE}(?:\s+(\d+)s\.?)?(?:\s+(\d+)d\.?)?", re.IGNORECASE
+    rf"£\s?({_NUM})(?:\.(\d+))?{_SCALE}(?:\s+(\d+)s\.?)?(?:\s+(\d+)d\.?)?", re.IGNORECASE
 )
-_DOLLARS_RE = re.compile(rf"\$\s?({_NUM})(?:\.(\d\d))?{_SCALE}", re.IGNORECASE)
-_EUROS_RE = re.compile(rf"€\s?({_NUM})(?:\.(\d\d))?{_SCALE}", re.IGNORECASE)
+_DOLLARS_RE = re.compile(rf"\$\s?({_NUM})(?:\.(\d+))?{_SCALE}", re.IGNORECASE)
+_EUROS_RE = re.compile(rf"€\s?({_NUM})(?:\.(\d+))?{_SCALE}", re.IGNORECASE)
 
 
 def _unit(n: int, singular: str, plural: str) -> str:
@@ -239,10 +271,13 @@ def _unit(n: int, singular: str, plural: str) -> str:
 
 def _money(major: str, minor: str | None, scale: str | None, names: tuple[str, ...]) -> str:
     one, many, cent, cents = names
+    amount = cardinal(_int(major)) + (f" point {digits(minor)}" if minor else "")
     if scale:
-        # "$3 million" -> "three million dollars"; "$1.5 million" -> "one point five million".
-        amount = cardinal(_int(major)) + (f" point {digits(minor)}" if minor else "")
-        return f"{amount} {scale.lower()} {many}"
+        # "$3 million" -> "three million dollars"; "$2.5M" -> "two point five million dollars".
+        scale = scale.strip().lower()
+        return f"{amount} {_SCALE_NAMES.get(scale, scale)} {many}"
+    if minor is not None and len(minor) != 2:
+        return f"{amount} {many}"  # "$3.5" is not dollars and cents: "three point five dollars"
     if _int(major) == 0 and minor and int(minor):
         return _unit(int(minor), cent, cents)  # "$0.50" -> "fifty cents"
     words = _unit(_int(major), one, many)
@@ -266,6 +301,88 @@ def _dollars(m: re.Match[str]) -> str:
 
 def _euros(m: re.Match[str]) -> str:
     return _money(m[1], m[2], m[3], ("euro", "euros", "cent", "cents"))
+
+
+def _decimal(s: str) -> str:
+    """``"6.02"`` -> ``"six point zero two"``; ``"1,000"`` -> ``"one thousand"``."""
+    whole, _, fraction = s.partition(".")
+    return cardinal(_int(whole)) + (f" point {digits(fraction)}" if fraction else "")
+
+
+def _signed(s: str) -> str:
+    """An exponent: ``"-3"`` -> ``"minus three"``; a letter stays a letter."""
+    if s.isalpha():
+        return s
+    return ("minus " if s.startswith("-") else "") + cardinal(int(s.lstrip("+-")))
+
+
+# "1e30", "6.02E-23": the mantissa times a power of ten.
+_SCIENTIFIC_RE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([+-]?\d+)(?!\w|\.\d)")
+# "10^30", "x^2": a power. Squares and cubes are said as such.
+_POWER_RE = re.compile(
+    r"(?<![\w.])(\d[\d,]*(?:\.\d+)?|[A-Za-z])\s*\^\s*([+-]?\d+|[A-Za-z])(?!\w|\.\d)"
+)
+_POWER_NAMES = {"2": "squared", "3": "cubed"}
+
+
+def _scientific(m: re.Match[str]) -> str:
+    return f"{_decimal(m[1])} times ten to the power of {_signed(m[2])}"
+
+
+def _power(m: re.Match[str]) -> str:
+    base = m[1] if m[1].isalpha() else _decimal(m[1])
+    exponent = _POWER_NAMES.get(m[2]) or f"to the power of {_signed(m[2])}"
+    return f"{base} {exponent}"
+
+
+_MONTHS = (
+    "January February March April May June July August September October November December"
+).split()
+# Dates with slashes are read month first ("12/25/2023", the American order) unless the first
+# number cannot be a month ("25/12/2023"); ISO dates are "2023-12-25". Days are cardinals,
+# as LJSpeech reads dates ("December twenty-five, twenty twenty-three").
+_SLASH_DATE_RE = re.compile(r"(?<![\w/.])(\d{1,2})/(\d{1,2})/(\d{4}|\d\d)(?![\w/]|\.\d)")
+_ISO_DATE_RE = re.compile(r"(?<![\w/.-])(\d{4})-(\d\d)-(\d\d)(?![\w/-]|\.\d)")
+
+
+def _date(month: int, day: int, year_digits: str) -> str | None:
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return None
+    if len(year_digits) == 4:
+        said = year(int(year_digits))
+    else:  # "'05" -> "oh five", "'23" -> "twenty-three"
+        said = f"oh {digits(year_digits[1])}" if year_digits[0] == "0" else cardinal(int(year_digits))
+    return f"{_MONTHS[month - 1]} {cardinal(day)}, {said}"
+
+
+def _slash_date(m: re.Match[str]) -> str:
+    first, second = int(m[1]), int(m[2])
+    month, day = (first, second) if first <= 12 else (second, first)
+    return _date(month, day, m[3]) or m[0]
+
+
+def _iso_date(m: re.Match[str]) -> str:
+    return _date(int(m[2]), int(m[3]), m[1]) or m[0]
+
+
+# Proper fractions with a denominator people name ("3/4", "2 1/2", "5/16"). Others ("9/11",
+# "24/7") are read as two numbers: the slash becomes a space at the end.
+_FRACTION_RE = re.compile(r"(?<![\w/.,])(?:(\d+)\s+)?(\d{1,3})/(\d{1,3})(?![\w/]|[.,]\d)")
+_FRACTION_DENOMINATORS = frozenset([*range(2, 11), 12, 16, 32, 64, 100])
+_FRACTION_NAMES = {2: ("half", "halves"), 4: ("quarter", "quarters")}
+
+
+def _fraction(m: re.Match[str]) -> str:
+    num, den = int(m[2]), int(m[3])
+    if den not in _FRACTION_DENOMINATORS or not 1 <= num < den:
+        return m[0]
+    one, many = _FRACTION_NAMES.get(den) or (ordinal(den), ordinal(den) + "s")
+    if m[1] is None:
+        return f"{cardinal(num)} {one if num == 1 else many}"
+    if num == 1:  # "2 1/2" -> "two and a half", "3 1/8" -> "three and an eighth"
+        article = "an" if one[0] in "aeiou" else "a"
+        return f"{cardinal(_int(m[1]))} and {article} {one}"
+    return f"{cardinal(_int(m[1]))} and {cardinal(num)} {many}"
 
 
 _TIME_RE = re.compile(r"\b(\d{1,2}):(\d\d)\b(?::\d\d)?")
@@ -378,11 +495,30 @@ def _number(m: re.Match[str]) -> str:
     return cardinal(_int(s))
 
 
+# More digits than any named number has (inflect stops below 10**36; Python's int() refuses
+# over 4300 digits): read one digit at a time before any rule tries to parse the value.
+_LONG_NUMBER_RE = re.compile(r"(\d(?:,?\d){36,})(?:\.(\d+)|(?:st|nd|rd|th)\b)?", re.IGNORECASE)
+
+
+def _long_number(m: re.Match[str]) -> str:
+    if m[2]:
+        return f" {digits(m[1])} point {digits(m[2])} "
+    if m[0][-1].isalpha():  # "...0th": the last digit takes the ordinal ending
+        return f" {digits(m[1][:-1])} {ordinal(int(m[1][-1]))} "
+    return f" {digits(m[1])} "
+
+
 def expand_numbers(text: str) -> str:
     """Replace every digit sequence with words; order matters (most specific rule first)."""
+    text = _LONG_NUMBER_RE.sub(_long_number, text)
     text = _POUNDS_RE.sub(_pounds, text)
     text = _DOLLARS_RE.sub(_dollars, text)
     text = _EUROS_RE.sub(_euros, text)
+    text = _SCIENTIFIC_RE.sub(_scientific, text)
+    text = _POWER_RE.sub(_power, text)
+    text = _SLASH_DATE_RE.sub(_slash_date, text)
+    text = _ISO_DATE_RE.sub(_iso_date, text)
+    text = _FRACTION_RE.sub(_fraction, text)
     text = _PERCENT_RE.sub(r"\1 percent", text)
     text = _MINUS_RE.sub("minus ", text)
     text = _TIME_RE.sub(_time, text)
@@ -394,7 +530,7 @@ def expand_numbers(text: str) -> str:
     text = _DECADE_RE.sub(lambda m: _pluralize_last(year(int(m[1] + m[2]))), text)
     text = _SHORT_DECADE_RE.sub(lambda m: _pluralize_last(cardinal(int(m[1]))), text)
     text = _ORDINAL_RE.sub(lambda m: ordinal(_int(m[1])), text)
-    text = _DECIMAL_RE.sub(lambda m: f"{cardinal(_int(m[1]))} point {digits(m[2])}", text)
+    text = _DECIMAL_RE.sub(lambda m: _decimal(m[0]), text)
     text = _CALIBRE_RE.sub(lambda m: cardinal(int(m[1])), text)
     text = _LETTER_DIGIT_RE.sub(" ", text)
     text = _DIGIT_HYPHEN_LETTER_RE.sub(" ", text)
@@ -420,6 +556,8 @@ _BRACKETS = str.maketrans("[]", "()")
 
 # A currency sign the amount rules did not consume (no amount after it) is still a word.
 _LEFTOVER_CURRENCY = (("£", " pounds "), ("€", " euros "))
+# A slash the number rules left ("and/or", "9/11") separates words; dropping it would glue them.
+_SLASH_RE = re.compile(r"\s*/\s*")
 
 
 def _normalize_plain(text: str) -> str:
@@ -432,7 +570,7 @@ def _normalize_plain(text: str) -> str:
     text = expand_numbers(text)
     for sign, words in _LEFTOVER_CURRENCY:
         text = text.replace(sign, words)
-    return text
+    return _SLASH_RE.sub(" ", text)
 
 
 def normalize(text: str) -> str:
