@@ -1,23 +1,42 @@
 """The ``neurotts`` command line: thin commands that parse, load a config and call ``run``.
 
-Every command takes trailing Hydra overrides (``key=value``), ``--cfg`` to print the resolved
-config and exit, and ``--config-dir`` to use a config tree of one's own. Problems a user can fix
-(bad override, missing path, unusable data) are printed as one line and exit with code 2.
+Every command takes trailing Hydra overrides (``key=value``), ``--cfg`` to print the composed
+config (``???`` marks what is still to set; no real path needed) and exit, and ``--config-dir``
+to use a config tree of one's own. ``-h``/``--help`` shows a command's examples, config groups
+and value choices, read from the config tree and the schemas. Problems a user can fix (bad
+override, missing path, unusable data) are printed as one line and exit with code 2.
+
+Everything printed shows user text literally: the shared console interprets no rich markup or
+emoji codes, so a path such as ``runs/[x]`` or ``runs/a[/x]b`` prints as written.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+from typer.core import TyperCommand
 
-from neurotts.config import ConfigError, PrepareConfig, load_config, to_yaml
+from neurotts.config import (
+    ConfigError,
+    MissingValueError,
+    PrepareConfig,
+    config_groups,
+    hydra_quote,
+    load_config,
+    show_config,
+    to_yaml,
+    value_choices,
+)
 
 app = typer.Typer(
     name="neurotts",
@@ -25,25 +44,146 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
-err = Console(stderr=True)
+# Messages carry user text (paths, ids, transcripts): never read it as markup or emoji codes.
+err = Console(stderr=True, markup=False, emoji=False, highlight=False)
 T = TypeVar("T")
 
 Overrides = Annotated[
     list[str] | None,
-    typer.Argument(help="Hydra overrides, e.g. data.root=LJSpeech-1.1 out=features", show_default=False),
+    typer.Argument(help="Hydra overrides KEY=VALUE (see the examples below; --cfg shows every key).",
+                   show_default=False),
 ]
-PrintCfg = Annotated[bool, typer.Option("--cfg", help="Print the resolved config and exit.")]
+PrintCfg = Annotated[bool, typer.Option(
+    "--cfg", help="Print the composed config (??? = still to set) and exit; needs no real paths.")]
 ConfigDir = Annotated[
     Path | None,
     typer.Option("--config-dir", help="A config tree of your own, searched before the built-in one."),
 ]
 
+# Per-command examples for --help; the config groups and value choices are read from the
+# config tree and the schemas' field metadata when the help is shown.
+EXAMPLES: dict[str, list[str]] = {
+    "prepare": [
+        "neurotts prepare data.root=LJSpeech-1.1 out=feats",
+        "neurotts prepare data.download=true out=feats",
+        "neurotts prepare data.root=LJSpeech-1.1 out=feats-arpabet text=arpabet",
+        "neurotts prepare data.root=LJSpeech-1.1 out=feats data.split.method=standard",
+        "neurotts prepare --cfg",
+    ],
+    "download": ["neurotts download data.download_dir=data", "neurotts download --cfg"],
+    "toy-corpus": ["neurotts toy-corpus toy -n 50"],
+    "text": [
+        'neurotts text "Dr. Smith paid $2.5M on 12/25/2023."',
+        'neurotts text "Say {HH AH0 L OW1}." text=arpabet',
+    ],
+    "train": [
+        "neurotts train experiment=tiny data.features=feats run.dir=runs/tiny",
+        "neurotts train experiment=tacotron2_ljspeech data.features=DIR run.dir=DIR",
+        "neurotts train experiment=wavenet_ljspeech data.features=DIR run.dir=DIR",
+        "neurotts train model.attention.type=dca data.features=DIR run.dir=DIR",
+        "neurotts train --cfg experiment=tiny model=wavenet",
+        "torchrun --nproc_per_node=4 -m neurotts.cli train ...",
+    ],
+    "synth": [
+        'neurotts synth "Hello there." -a runs/taco -o hello.wav',
+        'neurotts synth "Hello there." -a runs/taco -v runs/wavenet -o hi.wav',
+        "neurotts synth -i lines.txt -a runs/taco -o wavs/ max_chars=120",
+        "neurotts synth --cfg",
+    ],
+    "eval": [
+        "neurotts eval -a runs/taco data.features=feats out=report",
+        "neurotts eval -a runs/taco -v runs/wavenet data.features=feats out=rep",
+        "neurotts eval -a runs/location -a runs/dca texts=long out=compare",
+        "neurotts eval --cfg",
+    ],
+}
+
+
+def _help_schemas(name: str) -> tuple[str | None, list[tuple[str, type, str]]]:
+    """The top-level config whose groups a command's help lists and the schemas whose value
+    choices it lists, as ``(key prefix, schema, note)``: train's model section once per model."""
+    if name == "prepare":
+        return "prepare", [("", PrepareConfig, "")]
+    if name == "text":  # composes the prepare config, of which only the text group matters
+        return "prepare", []
+    if name == "train":
+        from neurotts.models.registry import MODELS, model_schema
+        from neurotts.training.config import TrainConfig
+
+        return "train", [("", TrainConfig, ""),
+                         *(("model.", model_schema(m), f"  (model={m})") for m in MODELS)]
+    if name == "synth":
+        from neurotts.synthesis import SynthConfig
+
+        return "synth", [("", SynthConfig, "")]
+    if name == "eval":
+        from neurotts.evaluation.run import EvalConfig
+
+        return "eval", [("", EvalConfig, "")]
+    return None, []
+
+
+def command_epilog(name: str) -> str:
+    """Examples, config groups and value choices of command ``name``, as plain text."""
+    parts = []
+    if name in EXAMPLES:
+        parts.append("Examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name]))
+    config, schemas = _help_schemas(name)
+    if config is not None:
+        groups = [f"  {g}={'|'.join(opts)}" + (f"  (default: {d or 'none'})" if len(opts) > 1 else "")
+                  for g, d, opts in config_groups(config) if name != "text" or g == "text"]
+        if groups:
+            parts.append("Config groups (GROUP=OPTION):\n" + "\n".join(groups))
+        choices = [f"  {key}={'|'.join(values)}{note}" for prefix, schema, note in schemas
+                   for key, values in value_choices(schema, prefix)]
+        if choices:
+            parts.append("Value choices:\n" + "\n".join(choices))
+    # A leading newline: Typer dedents the epilog (inspect.cleandoc) from its second line on,
+    # which would strip the indentation of a lone "Examples:" block.
+    return "\n" + "\n\n".join(parts)
+
+
+class HelpCommand(TyperCommand):
+    """A command whose help ends with its examples, config groups and value choices, computed
+    when the help is shown (so the imports they need cost nothing otherwise)."""
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        text = command_epilog(self.name or "")
+        # Typer renders the epilog as rich markup: escape it so `[a,b]` and `|` stay literal.
+        self.epilog = escape(text) if self.rich_markup_mode == "rich" else text
+        super().format_help(ctx, formatter)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("neurotts")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            from neurotts import __version__ as number
+        typer.echo(f"neurotts {number}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+) -> None:
+    pass
+
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error and return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    err.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
 
 
 @contextmanager
@@ -55,25 +195,21 @@ def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
         raise fail(str(exc)) from None
 
 
-def hydra_quote(value: str) -> str:
-    """A path or string as a quoted Hydra override value (any character allowed)."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def load(name: str, schema: type[T], overrides: list[str] | None, config_dir: Path | None,
-         print_cfg: bool) -> T:
+         print_cfg: bool, how: Mapping[str, str] | None = None) -> T:
+    """``name`` composed with ``overrides`` as ``schema``; with ``--cfg`` print it and exit.
+    ``how`` says how to set a key that a command option fills (``acoustic``: ``--acoustic RUN``)."""
     with user_errors():
-        for o in overrides or []:
-            if "=" not in o:
-                raise ConfigError(f"override {o!r} is not key=value")
-        cfg = load_config(name, schema, overrides or [], config_dir)
-    if print_cfg:
-        typer.echo(to_yaml(cfg), nl=False)
-        raise typer.Exit(0)
-    return cfg
+        if print_cfg:
+            typer.echo(to_yaml(show_config(name, schema, overrides or [], config_dir)), nl=False)
+            raise typer.Exit(0)
+        try:
+            return load_config(name, schema, overrides or [], config_dir)
+        except MissingValueError as exc:
+            raise ConfigError(exc.describe(how or {})) from None
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def prepare(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: ConfigDir = None) -> None:
     """Turn an LJSpeech-layout corpus into a feature store (mels, audio, manifest, splits)."""
     from neurotts.data import prepare as prep
@@ -88,7 +224,7 @@ def prepare(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Conf
         raise fail(str(exc), code=1) from None
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def download(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: ConfigDir = None) -> None:
     """Fetch LJSpeech-1.1 into data.download_dir (checksum-verified, resumable, safe extract)."""
     from neurotts.data.ljspeech import DatasetError, download_ljspeech
@@ -97,10 +233,10 @@ def download(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Con
     with user_errors(DatasetError):
         root = download_ljspeech(config.data.url, config.data.sha256,
                                  Path(config.data.download_dir).expanduser())
-    err.print(f"LJSpeech is in {root}", highlight=False)
+    err.print(f"LJSpeech is in {root}")
 
 
-@app.command(name="toy-corpus")
+@app.command(name="toy-corpus", cls=HelpCommand)
 def toy_corpus(
     out: Annotated[Path, typer.Argument(help="Folder to write (LJSpeech layout).")],
     utterances: Annotated[int, typer.Option("--utterances", "-n", min=1, help="How many clips.")] = 200,
@@ -110,10 +246,10 @@ def toy_corpus(
     from neurotts.data.toy import make_toy_corpus
 
     root = make_toy_corpus(out, utterances, seed=seed)
-    err.print(f"wrote {utterances} clips to {root}", highlight=False)
+    err.print(f"wrote {utterances} clips to {root}")
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def text(
     sentence: Annotated[str, typer.Argument(help="Text to run through the frontend.")],
     overrides: Overrides = None,
@@ -132,14 +268,12 @@ def text(
     typer.echo(" ".join("|" if s == " " else s for s in symbols))
     typer.echo(" ".join(str(i) for i in ids))
     if report.dropped:
-        err.print(f"warning: {dropped_message(report.dropped, config.text.symbol_set)}",
-                  markup=False, highlight=False)
+        warn(dropped_message(report.dropped, config.text.symbol_set))
     if report.oov:
-        err.print(f"not in CMUdict, spelled as letters: {' '.join(sorted(report.oov))}",
-                  markup=False, highlight=False)
+        err.print(f"not in CMUdict, spelled as letters: {' '.join(sorted(report.oov))}")
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: ConfigDir = None) -> None:
     """Train model=tacotron2|wavenet on data.features=STORE into run.dir=DIR (resumes there).
 
@@ -147,18 +281,19 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
     """
     from neurotts.checkpoint import CheckpointError
     from neurotts.data.store import StoreError
-    from neurotts.training.config import load_train_config
+    from neurotts.training.config import load_train_config, show_train_config
     from neurotts.training.loop import train as run_training
     from neurotts.training.state import TrainingError, TrainingInterrupted
 
-    with user_errors():
-        for o in overrides or []:
-            if "=" not in o:
-                raise ConfigError(f"override {o!r} is not key=value")
-        config = load_train_config(overrides or [], config_dir)
     if cfg:
-        typer.echo(to_yaml(config), nl=False)
+        with user_errors():
+            shown, note = show_train_config(overrides or [], config_dir)
+        if note is not None:
+            warn(note)
+        typer.echo(to_yaml(shown), nl=False)
         raise typer.Exit(0)
+    with user_errors():
+        config = load_train_config(overrides or [], config_dir)
     try:
         run_training(config, err)
     except (ConfigError, StoreError, CheckpointError) as exc:
@@ -167,11 +302,11 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
         raise fail(str(exc), code=1) from None
     except TrainingInterrupted as exc:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one message
-            err.print(str(exc), highlight=False, soft_wrap=True, markup=False)
+            err.print(str(exc), soft_wrap=True)
         raise typer.Exit(128 + exc.signal_number) from None
 
 
-@app.command()
+@app.command(cls=HelpCommand)
 def synth(
     sentence: Annotated[str | None, typer.Argument(help="Text to speak.", show_default=False)] = None,
     overrides: Overrides = None,
@@ -195,12 +330,13 @@ def synth(
     options = {"sentence": sentence, "input": input_file, "acoustic": acoustic, "vocoder": vocoder,
                "output": output, "device": device}
     extra = [f"{key}={hydra_quote(str(value))}" for key, value in options.items() if value is not None]
-    config = load("synth", SynthConfig, [*(overrides or []), *extra], config_dir, cfg)
+    config = load("synth", SynthConfig, [*(overrides or []), *extra], config_dir, cfg,
+                  how={"acoustic": "--acoustic RUN"})
     with user_errors(SynthesisError, CheckpointError, VocoderError):
         run_synth(config, err)
 
 
-@app.command(name="eval")
+@app.command(name="eval", cls=HelpCommand)
 def evaluate(
     overrides: Overrides = None,
     acoustic: Annotated[list[str] | None, typer.Option(
@@ -221,7 +357,8 @@ def evaluate(
 
     extra = [f"acoustic=[{','.join(hydra_quote(a) for a in acoustic)}]"] if acoustic else []
     extra += [f"vocoder={hydra_quote(vocoder)}"] if vocoder else []
-    config = load("eval", EvalConfig, [*(overrides or []), *extra], config_dir, cfg)
+    config = load("eval", EvalConfig, [*(overrides or []), *extra], config_dir, cfg,
+                  how={"acoustic": "--acoustic RUN", "out": "out=DIR"})
     with user_errors(SynthesisError, EvalError, StoreError, MissingDependencyError,
                      CheckpointError, VocoderError):
         run_eval(config, err)

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 from rich.console import Console
+from rich.text import Text
 
 from neurotts.audio import MelNorm, save_wav
 from neurotts.checkpoint import load_trained
-from neurotts.config import AudioConfig, ConfigError, to_schema
+from neurotts.config import AudioConfig, ConfigError, constrained, to_schema
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, decoder_lengths
 from neurotts.text.chunking import split_text
 from neurotts.text.frontend import TextConfig, TextError, TextFrontend
@@ -37,10 +38,10 @@ class SynthConfig:
     vocoder: str = MISSING  # WaveNet run folder or checkpoint, or "griffinlim"
     output: str = MISSING  # wav file (or folder with an input file)
     device: str = MISSING  # auto | cpu | cuda | cuda:N
-    max_chars: int | None = MISSING
-    pause: float = MISSING
-    temperature: float = MISSING
-    batch_size: int = MISSING
+    max_chars: int | None = constrained(ge=1)  # null: each input whole
+    pause: float = constrained(ge=0)
+    temperature: float = constrained(ge=0)
+    batch_size: int = constrained(ge=1)
 
 
 class SynthesisError(ValueError):
@@ -235,13 +236,13 @@ def run(cfg: SynthConfig, console: Console) -> list[Path]:
             results += batch
             timing.add(t)
     for w in {str(w.message) for w in caught}:
-        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+        console.print(Text.assemble(("warning:", "yellow"), f" {w}"), highlight=False)
     sr = acoustic.audio.sample_rate
     for path, res in zip(paths, results, strict=True):
         path.parent.mkdir(parents=True, exist_ok=True)
         save_wav(path, res.wav, sr)
-        flag = " [red](hit max decoder steps)[/]" if any(res.hit_max) else ""
-        console.print(f"wrote {path} ({res.wav.size / sr:.2f} s){flag}", highlight=False)
+        flag = (" (hit max decoder steps)", "red") if any(res.hit_max) else ""
+        console.print(Text.assemble(f"wrote {path} ({res.wav.size / sr:.2f} s)", flag), highlight=False)
     console.print(
         f"{len(results)} file(s), {timing.audio_s:.2f} s of audio on {device}: real-time factor "
         f"{timing.rtf:.3f} (acoustic {timing.acoustic_s:.2f} s, vocoder {timing.vocoder_s:.2f} s)",

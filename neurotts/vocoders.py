@@ -20,7 +20,7 @@ import torchaudio.functional as AF
 
 from neurotts.audio import MelNorm, mel_filterbank
 from neurotts.checkpoint import load_trained
-from neurotts.config import AudioConfig, to_schema
+from neurotts.config import AudioConfig, did_you_mean, to_schema
 from neurotts.models.wavenet_generate import generate
 
 GRIFFIN_LIM = "griffinlim"
@@ -132,4 +132,7 @@ def load_vocoder(spec: str | Path, audio: AudioConfig, device: torch.device,
     :class:`~neurotts.checkpoint.CheckpointError` with a one-line message."""
     if str(spec) == GRIFFIN_LIM:
         return GriffinLim(audio, device)
+    if not Path(spec).expanduser().exists() and did_you_mean(str(spec), [GRIFFIN_LIM]):
+        raise VocoderError(f"vocoder {str(spec)!r}: no such run folder or checkpoint; did you mean "
+                           f"{GRIFFIN_LIM}? (choices: {GRIFFIN_LIM}, or a WaveNet run folder or checkpoint)")
     return WaveNetVocoder(spec, audio, device, temperature)

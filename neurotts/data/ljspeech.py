@@ -119,7 +119,7 @@ def _fetch(url: str, dest: Path, timeout: float = 60.0) -> None:
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length is not None else None
         columns = (
-            TextColumn("[bold]download"), BarColumn(), DownloadColumn(),
+            TextColumn("download", style="bold"), BarColumn(), DownloadColumn(),
             TransferSpeedColumn(), TimeRemainingColumn(),
         )
         with Progress(*columns) as bar, open(dest, "ab" if have else "wb") as out:

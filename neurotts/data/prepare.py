@@ -210,7 +210,7 @@ def _encode_texts(rows: list[Row], fe: TextFrontend, metadata: str
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("[bold]prepare"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("prepare", style="bold"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
         TimeRemainingColumn(),
     )

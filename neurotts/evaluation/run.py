@@ -19,10 +19,12 @@ import numpy as np
 import torch
 from omegaconf import MISSING
 from rich.console import Console
+from rich.text import Text
 
 from neurotts import plots
 from neurotts.audio import save_wav
-from neurotts.data.store import FeatureStore
+from neurotts.config import constrained
+from neurotts.data.store import SPLITS, FeatureStore
 from neurotts.evaluation import metrics
 from neurotts.evaluation.passages import LONG_PASSAGES, passage_ids
 from neurotts.files import atomic_write_text
@@ -44,15 +46,15 @@ class EvalConfig:
     vocoder: str = MISSING  # run folder or checkpoint of a WaveNet, or "griffinlim"
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     out: str = MISSING
-    split: str = MISSING
-    limit: int | None = None
+    split: str = constrained(choices=SPLITS)
+    limit: int | None = constrained(None, ge=1)  # null: the whole split
     texts: str | None = None  # null: the split; "long": built-in passages; else a text file
     asr: bool = MISSING
     device: str = MISSING
-    batch_size: int = MISSING
-    skip_run: int = MISSING  # this many consecutive never-attended symbols count as a skip
-    repeat_jump: int = MISSING  # the peak moving back this many symbols counts as a repeat
-    plots: int = MISSING  # how many utterances get alignment/mel plots
+    batch_size: int = constrained(ge=1)
+    skip_run: int = constrained(ge=1)  # this many consecutive never-attended symbols count as a skip
+    repeat_jump: int = constrained(ge=1)  # the peak moving back this many symbols counts as a repeat
+    plots: int = constrained(ge=0)  # how many utterances get alignment/mel plots
 
 
 class EvalError(ValueError):
@@ -208,7 +210,7 @@ def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
     reports = []
     for i, path in enumerate(cfg.acoustic, start=1):
         name = f"{i:02d}-{Path(path).expanduser().resolve().name}"
-        console.print(f"[bold]eval {name}[/] ({path})")
+        console.print(Text.assemble((f"eval {name}", "bold"), f" ({path})"))
         reports.append((name, evaluate_model(cfg, path, out / name, console)))
     comparison = _compare(reports)
     _write_comparison(out, comparison)

@@ -60,15 +60,17 @@ def entry(name: object) -> ModelEntry:
     return MODELS[name]  # type: ignore[index]
 
 
+def model_schema(name: object) -> type:
+    """The config dataclass of the model called ``name``."""
+    e = entry(name)
+    return getattr(e.load(), e.config)
+
+
 def model_config(model: dict[str, Any]) -> Any:
     """The ``model`` section validated as the dataclass of the model it names, with the
     model's own value checks (``check_config`` in its module) turned into :class:`ConfigError`."""
-    e = entry(model.get("name"))
-    module = e.load()
-    try:
-        cfg = to_schema(model, getattr(module, e.config))
-    except ConfigError as exc:
-        raise ConfigError(f"model ({model['name']}): {exc}") from None
+    module = entry(model.get("name")).load()
+    cfg = to_schema(model, model_schema(model.get("name")), prefix="model.")
     check = getattr(module, "check_config", None)
     if check is not None:
         try:

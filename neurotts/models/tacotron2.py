@@ -82,7 +82,7 @@ class MultiHeadConfig:
 
 @dataclass
 class AttentionConfig:
-    type: str = MISSING  # "location" | "dca" | "multihead"
+    type: str = field(default=MISSING, metadata={"choices": ATTENTION_TYPES})  # checked at load
     dim: int = MISSING
     location: LocationAttentionConfig = field(default_factory=LocationAttentionConfig)
     dca: DCAConfig = field(default_factory=DCAConfig)

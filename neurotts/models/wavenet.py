@@ -19,7 +19,7 @@ The model itself knows nothing of devices, optimisers or loggers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -48,7 +48,7 @@ class WaveNetConfig:
     cond_channels: int = MISSING  # width of the upsampled conditioning
     cond_kernel_size: int = MISSING  # odd; 'same' conv over mel frames before upsampling
     upsample_scales: list[int] = MISSING  # product must equal hop_length
-    output: str = MISSING  # "mulaw" | "mol"
+    output: str = field(default=MISSING, metadata={"choices": OUTPUT_TYPES})  # checked at load
     mu_law_channels: int = MISSING  # classes of the mu-law softmax
     n_mixtures: int = MISSING  # logistic components of the "mol" output
     mol_bits: int = MISSING  # "mol" likelihood is over 2**mol_bits bins in [-1, 1]

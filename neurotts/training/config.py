@@ -2,11 +2,17 @@
 
 Loading happens in two passes because the audio settings are not part of the train config:
 they belong to the feature store. The first pass composes the config with the audio node left
-missing, only to learn ``data.features``; the second injects the store's audio settings as
-``audio`` before interpolations resolve, so ``n_mels: ${audio.n_mels}`` in a model config is
-the store's value. The ``model`` section is then validated against the dataclass of the model
-that ``model.name`` names (see :mod:`neurotts.models.registry`), and its data-derived values
-(``n_mels``, ``hop_length``) are checked against the store.
+missing and checks everything that does not depend on the store (keys, types, value ranges and
+choices, the model section's fields), then reads ``data.features``; the second injects the
+store's audio settings as ``audio`` before interpolations resolve, so ``n_mels:
+${audio.n_mels}`` in a model config is the store's value. The ``model`` section is then validated
+against the dataclass of the model that ``model.name`` names (see
+:mod:`neurotts.models.registry`), and its data-derived values (``n_mels``, ``hop_length``) are
+checked against the store.
+
+Value ranges and choices are field metadata (:func:`neurotts.config.constrained`), checked by
+:func:`neurotts.config.to_schema` with the key's full name (``trainer.max_steps=0: must be at
+least 1``).
 """
 
 from __future__ import annotations
@@ -18,8 +24,18 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from neurotts.config import AudioConfig, ConfigError, compose_config, to_dict, to_schema
-from neurotts.models.registry import DataSpec, check_data, model_config
+from neurotts.config import (
+    AudioConfig,
+    ConfigError,
+    MissingValueError,
+    compose_config,
+    constrained,
+    missing_keys,
+    to_dict,
+    to_schema,
+    validate,
+)
+from neurotts.models.registry import DataSpec, check_data, model_config, model_schema
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 DECAYS = ("constant", "exponential", "cosine")
@@ -28,58 +44,58 @@ DEVICES = ("auto", "cpu", "cuda")
 
 @dataclass
 class OptimizerConfig:
-    lr: float = MISSING
+    lr: float = constrained(gt=0)
     betas: list[float] = MISSING
-    eps: float = MISSING
-    weight_decay: float = MISSING
+    eps: float = constrained(gt=0)
+    weight_decay: float = constrained(ge=0)
 
 
 @dataclass
 class ScheduleConfig:
-    warmup_steps: int = MISSING
-    decay: str = MISSING  # constant | exponential | cosine
-    gamma: float = MISSING
-    decay_steps: int = MISSING
-    min_lr: float = MISSING
+    warmup_steps: int = constrained(ge=0)
+    decay: str = constrained(choices=DECAYS)
+    gamma: float = constrained(gt=0)
+    decay_steps: int = constrained(ge=1)
+    min_lr: float = constrained(ge=0)
 
 
 @dataclass
 class MediaConfig:
-    griffin_lim_iters: int = MISSING  # acoustic models: Griffin-Lim audio of a val synthesis
-    vocoder_samples: int = MISSING  # vocoders: samples generated from a val mel (0 = none)
+    griffin_lim_iters: int = constrained(ge=0)  # acoustic models: Griffin-Lim audio of a val synthesis
+    vocoder_samples: int = constrained(ge=0)  # vocoders: samples generated from a val mel (0 = none)
 
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = MISSING
-    batch_size: int = MISSING
-    grad_accum: int = MISSING  # batches whose gradients make one update
-    max_batch_frames: int = MISSING  # 0 = no cap
-    bucket_size: int = MISSING  # in units of batch_size
+    max_steps: int = constrained(ge=1)
+    batch_size: int = constrained(ge=1)
+    grad_accum: int = constrained(ge=1)  # batches whose gradients make one update
+    max_batch_frames: int = constrained(ge=0)  # 0 = no cap
+    bucket_size: int = constrained(ge=1)  # in units of batch_size
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    grad_clip: float = MISSING
-    precision: str = MISSING  # fp32 | bf16 | fp16 | auto
-    device: str = MISSING  # auto | cpu | cuda
-    cpu_threads: int = MISSING  # torch intra-op threads per process; 0 = torch's default
+    grad_clip: float = constrained(gt=0)
+    precision: str = constrained(choices=PRECISIONS)
+    device: str = constrained(choices=DEVICES)
+    cpu_threads: int = constrained(ge=0)  # torch intra-op threads per process; 0 = torch's default
     seed: int = MISSING
-    ema_decay: float = MISSING  # 0 disables
-    log_every: int = MISSING
-    val_every: int = MISSING
-    val_batches: int = MISSING  # 0 = whole val split
+    ema_decay: float = constrained(ge=0, lt=1)  # 0 disables
+    log_every: int = constrained(ge=1)
+    val_every: int = constrained(ge=1)
+    val_batches: int = constrained(ge=0)  # 0 = whole val split
     media: MediaConfig = field(default_factory=MediaConfig)
-    checkpoint_every: int = MISSING
-    keep_last: int = MISSING
+    checkpoint_every: int = constrained(ge=1)
+    keep_last: int = constrained(ge=1)
     resume: str = MISSING  # auto | never | path to a checkpoint
-    max_nonfinite: int = MISSING
+    max_nonfinite: int = constrained(ge=1)
 
 
 @dataclass
 class TrainDataConfig:
     features: str = MISSING
     normalize_mels: bool = MISSING
-    num_workers: int = MISSING
-    window_frames: int = MISSING  # vocoder training windows, in mel frames
+    num_workers: int = constrained(ge=0)
+    window_frames: int = constrained(ge=1)  # vocoder training windows, in mel frames
 
 
 @dataclass
@@ -100,35 +116,26 @@ class TrainConfig:
 
 
 def check_trainer(cfg: TrainerConfig) -> None:
-    """Value checks the schema's types cannot express; raises :class:`ConfigError`."""
-    if cfg.precision not in PRECISIONS:
-        raise ConfigError(f"trainer.precision={cfg.precision!r}: choose one of {', '.join(PRECISIONS)}")
-    if cfg.device not in DEVICES:
-        raise ConfigError(f"trainer.device={cfg.device!r}: choose one of {', '.join(DEVICES)}")
-    if cfg.schedule.decay not in DECAYS:
-        raise ConfigError(f"trainer.schedule.decay={cfg.schedule.decay!r}: choose one of {', '.join(DECAYS)}")
-    positive = {"max_steps": cfg.max_steps, "batch_size": cfg.batch_size,
-                "grad_accum": cfg.grad_accum,
-                "bucket_size": cfg.bucket_size, "log_every": cfg.log_every,
-                "val_every": cfg.val_every, "checkpoint_every": cfg.checkpoint_every,
-                "keep_last": cfg.keep_last, "max_nonfinite": cfg.max_nonfinite}
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"trainer.{key}={value}: must be at least 1")
-    if not 0.0 <= cfg.ema_decay < 1.0:
-        raise ConfigError(f"trainer.ema_decay={cfg.ema_decay}: must be in [0, 1)")
+    """Value checks the field metadata cannot express; raises :class:`ConfigError`."""
     if len(cfg.optimizer.betas) != 2:
         raise ConfigError(f"trainer.optimizer.betas={cfg.optimizer.betas}: give two values")
 
 
-def _features_dir(overrides: Sequence[str], config_dir: str | Path | None) -> Path:
-    """First pass: compose with the audio node missing, just to read ``data.features``."""
+def _first_pass(overrides: Sequence[str], config_dir: str | Path | None) -> DictConfig:
+    """Compose with the audio node missing (the store decides it) and check what is set,
+    the model section included; interpolations into ``audio`` stay unresolved."""
     placeholder = OmegaConf.structured(AudioConfig)  # all values '???'
-    cfg = compose_config("train", overrides, config_dir, inject={"audio": placeholder})
-    features = OmegaConf.select(cfg, "data.features", throw_on_missing=False)
-    if features is None or OmegaConf.is_missing(cfg.data, "features"):
-        raise ConfigError("missing mandatory value: data.features (set it as data.features=DIR)")
-    return Path(str(features))
+    cfg = compose_config("train", overrides, config_dir, inject={"audio": placeholder},
+                         partial=True)
+    return _validate_train(cfg)
+
+
+def _validate_train(cfg: DictConfig) -> DictConfig:
+    """Keys, types, ranges and choices of what is set, the model section against its model's
+    dataclass; values still missing stay missing."""
+    checked = validate(cfg, TrainConfig)
+    validate(cfg.model, model_schema(cfg.model.get("name")), prefix="model.")
+    return checked
 
 
 def compose_train_config(
@@ -138,15 +145,42 @@ def compose_train_config(
     return compose_config("train", overrides, config_dir, inject={"audio": to_dict(audio)})
 
 
+def show_train_config(
+    overrides: Sequence[str] = (), config_dir: str | Path | None = None
+) -> tuple[DictConfig, str | None]:
+    """What ``train --cfg`` prints, needing no real path, and a note for the user (or None).
+
+    Without a usable ``data.features`` the ``audio`` node stays ``???`` (and ``n_mels:
+    ${audio.n_mels}`` unresolved) rather than showing ``configs/audio/ljspeech.yaml``: the store
+    decides these values, and a store prepared with other audio settings would make the shipped
+    ones a wrong answer.
+    """
+    from neurotts.data.store import FeatureStore, StoreError
+
+    first = _first_pass(overrides, config_dir)
+    if OmegaConf.is_missing(first.data, "features"):
+        return first, None
+    try:
+        store = FeatureStore(first.data.features)
+    except StoreError as exc:
+        return first, f"{exc}; audio is shown as ??? (it comes from the feature store)"
+    composed = compose_config("train", overrides, config_dir, inject={"audio": to_dict(store.audio)},
+                              partial=True)
+    return _validate_train(composed), None
+
+
 def load_train_config(
     overrides: Sequence[str] = (), config_dir: str | Path | None = None
 ) -> TrainConfig:
     """Compose, inject the store's audio settings, validate. Raises :class:`ConfigError`."""
     from neurotts.data.store import FeatureStore, StoreError
 
-    features = _features_dir(overrides, config_dir)
+    first = _first_pass(overrides, config_dir)
+    missing = [k for k in missing_keys(first) if not k.startswith("audio.")]
+    if missing:
+        raise MissingValueError(missing)
     try:
-        store = FeatureStore(features)
+        store = FeatureStore(Path(str(first.data.features)))
     except StoreError as exc:
         raise ConfigError(str(exc)) from None
     cfg = to_schema(compose_train_config(overrides, config_dir, store.audio), TrainConfig)

@@ -30,7 +30,7 @@ class TrainLogger:
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
         self.jsonl = open(run_dir / "train_log.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         self.progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("train", style="bold"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:.2f} step/s  loss {task.fields[loss]}"),
             TimeRemainingColumn(), console=console, transient=False,
         )
