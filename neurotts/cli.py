@@ -288,8 +288,8 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
     if cfg:
         with user_errors():
             shown, note = show_train_config(overrides or [], config_dir)
-        if note is not None:
-            warn(note)
+        if note is not None:  # on stderr: stdout stays pure YAML
+            err.print(f"note: {note}", soft_wrap=True)
         typer.echo(to_yaml(shown), nl=False)
         raise typer.Exit(0)
     with user_errors():

@@ -56,7 +56,8 @@ class MissingValueError(ConfigError):
     def describe(self, how: Mapping[str, str]) -> str:
         """The message, with ``how[key]`` (e.g. ``--acoustic RUN``) as the way to set a key."""
         ways = " and ".join(how.get(k, f"{k}=...") for k in self.keys[:2])
-        return (f"missing mandatory value: {', '.join(self.keys)} (set {ways}; "
+        them = "it" if len(self.keys) == 1 else "them"
+        return (f"missing mandatory value: {', '.join(self.keys)} (set {them} with {ways}; "
                 "--cfg shows every option)")
 
 
@@ -117,13 +118,8 @@ def _check_values(cfg: DictConfig, prefix: str = "") -> None:
             continue
         problem = _violation(value, f.metadata)
         if problem is not None:
-            nullable = " (or null)" if value is not None and _allows_none(schema, f.name) else ""
+            nullable = " (or null)" if cfg._get_node(f.name)._is_optional() else ""
             raise ConfigError(f"{prefix}{f.name}={_show(value)}: {problem}{nullable}")
-
-
-def _allows_none(schema: type, name: str) -> bool:
-    hint = typing.get_type_hints(schema)[name]
-    return type(None) in typing.get_args(hint)
 
 
 def value_choices(schema: type, prefix: str = "") -> list[tuple[str, tuple[str, ...]]]:

@@ -159,7 +159,7 @@ def show_train_config(
 
     first = _first_pass(overrides, config_dir)
     if OmegaConf.is_missing(first.data, "features"):
-        return first, None
+        return first, "audio is ??? until data.features names a feature store (the store decides it)"
     try:
         store = FeatureStore(first.data.features)
     except StoreError as exc:
