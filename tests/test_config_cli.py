@@ -332,6 +332,8 @@ def test_train_run_dir_with_unicode_gets_the_hint():
      (["train", "trainer.optimizer.lr=0"], "trainer.optimizer.lr=0.0: must be greater than 0"),
      (["train", "trainer.ema_decay=1.0"], "trainer.ema_decay=1.0: must be in [0, 1)"),
      (["train", "data.num_workers=-2"], "data.num_workers=-2: must be at least 0"),
+     (["train", "model.encoder.embedding_dim=0"], "model.encoder.embedding_dim=0: must be at least 1"),
+     (["train", "model=wavenet", "model.dropout=1.0"], "model.dropout=1.0: must be in [0, 1)"),
      (["synth", "Hi.", "-a", "runs/x", "batch_size=0"], "batch_size=0: must be at least 1"),
      (["synth", "Hi.", "-a", "runs/x", "max_chars=0"], "max_chars=0: must be at least 1 (or null)"),
      (["synth", "Hi.", "-a", "runs/x", "pause=-0.5"], "pause=-0.5: must be at least 0"),

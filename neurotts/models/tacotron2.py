@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from omegaconf import MISSING
 from torch import nn
 
+from neurotts.config import constrained
 from neurotts.models.attention import (
     ATTENTION_TYPES,
     AttentionState,
@@ -38,52 +39,52 @@ from neurotts.models.layers import ConvNormStack, Prenet, ZoneoutLSTMCell, seque
 
 @dataclass
 class EncoderConfig:
-    embedding_dim: int = MISSING
-    conv_channels: int = MISSING
-    conv_layers: int = MISSING
-    conv_kernel: int = MISSING
-    lstm_dim: int = MISSING  # both directions together; each direction gets half
-    dropout: float = MISSING
+    embedding_dim: int = constrained(ge=1)
+    conv_channels: int = constrained(ge=1)
+    conv_layers: int = constrained(ge=1)
+    conv_kernel: int = constrained(ge=1)
+    lstm_dim: int = constrained(ge=2)  # both directions together; each direction gets half
+    dropout: float = constrained(ge=0, lt=1)
 
 
 @dataclass
 class DecoderConfig:
     prenet_dims: list[int] = MISSING
-    prenet_dropout: float = MISSING  # applied at inference too (paper, sec. 2.3)
-    attention_rnn_dim: int = MISSING
-    decoder_rnn_dim: int = MISSING
-    zoneout: float = MISSING  # 0 disables
+    prenet_dropout: float = constrained(ge=0, lt=1)  # applied at inference too (paper, sec. 2.3)
+    attention_rnn_dim: int = constrained(ge=1)
+    decoder_rnn_dim: int = constrained(ge=1)
+    zoneout: float = constrained(ge=0, lt=1)  # 0 disables
 
 
 @dataclass
 class LocationAttentionConfig:
-    n_filters: int = MISSING
-    kernel_size: int = MISSING
+    n_filters: int = constrained(ge=1)
+    kernel_size: int = constrained(ge=1)
 
 
 @dataclass
 class DCAConfig:
-    n_static_filters: int = MISSING
-    static_kernel_size: int = MISSING
-    n_dynamic_filters: int = MISSING
-    dynamic_kernel_size: int = MISSING
-    prior_length: int = MISSING
-    prior_alpha: float = MISSING
-    prior_beta: float = MISSING
+    n_static_filters: int = constrained(ge=1)
+    static_kernel_size: int = constrained(ge=1)
+    n_dynamic_filters: int = constrained(ge=1)
+    dynamic_kernel_size: int = constrained(ge=1)
+    prior_length: int = constrained(ge=1)
+    prior_alpha: float = constrained(gt=0)
+    prior_beta: float = constrained(gt=0)
 
 
 @dataclass
 class MultiHeadConfig:
-    n_heads: int = MISSING
+    n_heads: int = constrained(ge=1)
     use_location: bool = MISSING
-    n_filters: int = MISSING
-    kernel_size: int = MISSING
+    n_filters: int = constrained(ge=1)
+    kernel_size: int = constrained(ge=1)
 
 
 @dataclass
 class AttentionConfig:
-    type: str = field(default=MISSING, metadata={"choices": ATTENTION_TYPES})  # checked at load
-    dim: int = MISSING
+    type: str = constrained(choices=ATTENTION_TYPES)
+    dim: int = constrained(ge=1)
     location: LocationAttentionConfig = field(default_factory=LocationAttentionConfig)
     dca: DCAConfig = field(default_factory=DCAConfig)
     multihead: MultiHeadConfig = field(default_factory=MultiHeadConfig)
@@ -91,33 +92,33 @@ class AttentionConfig:
 
 @dataclass
 class PostnetConfig:
-    channels: int = MISSING
-    layers: int = MISSING
-    kernel: int = MISSING
-    dropout: float = MISSING
+    channels: int = constrained(ge=1)
+    layers: int = constrained(ge=0)
+    kernel: int = constrained(ge=1)
+    dropout: float = constrained(ge=0, lt=1)
 
 
 @dataclass
 class InferenceConfig:
-    stop_threshold: float = MISSING  # sigmoid(stop logit) above this ends an utterance
+    stop_threshold: float = constrained(gt=0, lt=1)  # sigmoid(stop logit) above this ends an utterance
     # Guard against attention that never reaches the end: an item may produce at most
     # max_frames_per_symbol * T_text + max_frames_offset frames.
-    max_frames_per_symbol: float = MISSING
-    max_frames_offset: int = MISSING
+    max_frames_per_symbol: float = constrained(gt=0)
+    max_frames_offset: int = constrained(ge=0)
 
 
 @dataclass
 class Tacotron2LossConfig:
-    stop_pos_weight: float = MISSING  # one positive frame per utterance: up-weight it
-    guided_attn_weight: float = MISSING  # 0 disables the guide
-    guided_attn_sigma: float = MISSING  # width g of Tachibana et al.'s guide
-    guided_attn_decay: float = MISSING  # weight *= decay each step; 1.0 keeps it constant
+    stop_pos_weight: float = constrained(gt=0)  # one positive frame per utterance: up-weight it
+    guided_attn_weight: float = constrained(ge=0)  # 0 disables the guide
+    guided_attn_sigma: float = constrained(gt=0)  # width g of Tachibana et al.'s guide
+    guided_attn_decay: float = constrained(gt=0, le=1)  # weight *= decay each step; 1.0 keeps it constant
 
 
 @dataclass
 class Tacotron2Config:
     name: str = MISSING
-    n_mels: int = MISSING  # interpolated from ${audio.n_mels}
+    n_mels: int = constrained(ge=1)  # interpolated from ${audio.n_mels}
     reduction_factor: int = MISSING
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)

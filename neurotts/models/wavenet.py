@@ -19,7 +19,7 @@ The model itself knows nothing of devices, optimisers or loggers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from omegaconf import MISSING
 from torch import nn
 
 from neurotts.audio import mu_law_encode
+from neurotts.config import constrained
 from neurotts.models.layers import sequence_mask
 
 OUTPUT_TYPES = ("mulaw", "mol")
@@ -37,23 +38,23 @@ class WaveNetConfig:
     """WaveNet sizes. Values come from ``configs/model/wavenet.yaml``."""
 
     name: str = MISSING
-    n_mels: int = MISSING  # interpolated from the audio config
-    hop_length: int = MISSING  # interpolated from the audio config
+    n_mels: int = constrained(ge=1)  # interpolated from the audio config
+    hop_length: int = constrained(ge=1)  # interpolated from the audio config
     layers: int = MISSING  # residual layers in all
     stacks: int = MISSING  # dilation cycles; layers % stacks == 0
-    residual_channels: int = MISSING
-    gate_channels: int = MISSING  # dilated conv output, split in halves for tanh and sigmoid
-    skip_channels: int = MISSING
+    residual_channels: int = constrained(ge=1)
+    gate_channels: int = constrained(ge=2)  # dilated conv output, split in halves for tanh and sigmoid
+    skip_channels: int = constrained(ge=1)
     kernel_size: int = MISSING  # taps of each dilated conv
-    cond_channels: int = MISSING  # width of the upsampled conditioning
+    cond_channels: int = constrained(ge=1)  # width of the upsampled conditioning
     cond_kernel_size: int = MISSING  # odd; 'same' conv over mel frames before upsampling
     upsample_scales: list[int] = MISSING  # product must equal hop_length
-    output: str = field(default=MISSING, metadata={"choices": OUTPUT_TYPES})  # checked at load
-    mu_law_channels: int = MISSING  # classes of the mu-law softmax
-    n_mixtures: int = MISSING  # logistic components of the "mol" output
-    mol_bits: int = MISSING  # "mol" likelihood is over 2**mol_bits bins in [-1, 1]
+    output: str = constrained(choices=OUTPUT_TYPES)
+    mu_law_channels: int = constrained(ge=2)  # classes of the mu-law softmax
+    n_mixtures: int = constrained(ge=1)  # logistic components of the "mol" output
+    mol_bits: int = constrained(ge=1)  # "mol" likelihood is over 2**mol_bits bins in [-1, 1]
     log_scale_min: float = MISSING  # floor of the logistics' log scale
-    dropout: float = MISSING  # on each layer's input during training
+    dropout: float = constrained(ge=0, lt=1)  # on each layer's input during training
 
 
 def check_config(cfg: WaveNetConfig) -> None:
