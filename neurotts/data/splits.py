@@ -20,10 +20,10 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-from neurotts.config import ConfigError, SplitConfig
+from neurotts.config import SPLIT_METHODS, ConfigError, SplitConfig
 
 STANDARD_SPLIT_FILE = Path(__file__).with_name("ljspeech_split.txt")
-METHODS = ("hash", "standard", "lists")
+METHODS = SPLIT_METHODS  # the schema's choices for data.split.method
 
 
 def read_id_list(path: str | Path, option: str) -> dict[str, int]:
