@@ -86,22 +86,22 @@ def _violation(value: Any, meta: Mapping[str, Any]) -> str | None:
     choices = meta.get("choices")
     if choices is not None and value not in choices:
         guess = did_you_mean(value, choices)
-        hint = f" (did you mean {guess}?)" if guess is not None else ""
-        return f"choose one of {', '.join(choices)}{hint}"
-    ge, gt, le, lt = (meta.get(k) for k in ("ge", "gt", "le", "lt"))
+        return f"choose one of {', '.join(choices)}" + (f" (did you mean {guess}?)" if guess else "")
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None  # null passes where the type allows it; the schema has checked the type
+    ge, gt, le, lt = (meta.get(k) for k in ("ge", "gt", "le", "lt"))
+    if ((ge is None or value >= ge) and (gt is None or value > gt)
+            and (le is None or value <= le) and (lt is None or value < lt)):
         return None
-    low = None if ge is None and gt is None else ("[" if gt is None else "(", ge if gt is None else gt)
-    high = None if le is None and lt is None else ("]" if lt is None else ")", le if lt is None else lt)
-    bad_low = low is not None and (value < low[1] if low[0] == "[" else value <= low[1])
-    bad_high = high is not None and (value > high[1] if high[0] == "]" else value >= high[1])
-    if not (bad_low or bad_high):
-        return None
+    low = f"[{ge}" if ge is not None else f"({gt}" if gt is not None else None
+    high = f"{le}]" if le is not None else f"{lt})" if lt is not None else None
     if low is not None and high is not None:
-        return f"must be in {low[0]}{low[1]}, {high[1]}{high[0]}"
-    if low is not None:
-        return f"must be at least {low[1]}" if low[0] == "[" else f"must be greater than {low[1]}"
-    return f"must be at most {high[1]}" if high[0] == "]" else f"must be less than {high[1]}"
+        return f"must be in {low}, {high}"
+    if ge is not None:
+        return f"must be at least {ge}"
+    if gt is not None:
+        return f"must be greater than {gt}"
+    return f"must be at most {le}" if le is not None else f"must be less than {lt}"
 
 
 def _check_values(cfg: DictConfig, prefix: str = "") -> None:
