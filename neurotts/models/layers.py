@@ -106,12 +106,34 @@ class Prenet(nn.Module):
         return x
 
 
+def lstm_update(gates: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """LSTM state update from pre-activation gates: ``(B, 4H)`` in nn.LSTMCell's (i, f, g, o)
+    order, cell ``(B, H)`` -> new ``(h, c)`` in the gates' dtype.
+
+    On CUDA this is the one fused kernel nn.LSTMCell itself uses (one launch forward, one
+    backward, instead of nine element-wise ops each way); elsewhere the same arithmetic op by op.
+    """
+    c = c.to(gates.dtype)
+    if gates.is_cuda:
+        # The fused op adds two gate tensors; the second is all zeros here (the caller already
+        # summed input and recurrent parts into one GEMM).
+        h, c_new, _ = torch.ops.aten._thnn_fused_lstm_cell(gates, torch.zeros_like(gates), c)
+        return h, c_new
+    i, f, g, o = gates.chunk(4, dim=1)
+    c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+    return torch.sigmoid(o) * torch.tanh(c_new), c_new
+
+
 class ZoneoutLSTMCell(nn.Module):
     """LSTMCell with zoneout (Krueger et al. 2017) on both hidden and cell state.
 
     In training each unit keeps its previous value with probability ``zoneout``; in eval the
     expectation is used (a fixed blend), so inference is deterministic given the inputs.
     ``zoneout=0`` is a plain LSTMCell.
+
+    Besides the one-step ``forward``, a recurrent loop can compute the gates itself (one GEMM
+    over concatenated inputs, see :func:`lstm_update`) and call :meth:`update` with zoneout
+    masks drawn for all its steps at once by :meth:`draw_keep`.
     """
 
     def __init__(self, input_size: int, hidden_size: int, zoneout: float):
@@ -127,12 +149,37 @@ class ZoneoutLSTMCell(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x: ``(B, input_size)``, state: ``(h, c)`` each ``(B, H)`` -> new ``(h, c)``."""
         h_new, c_new = self.cell(x, state)
-        if self.zoneout == 0.0:
-            return h_new, c_new
-        return self._zone(state[0], h_new), self._zone(state[1], c_new)
+        return self._zone(state, (h_new, c_new), None)
 
-    def _zone(self, old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            keep = torch.rand_like(new) < self.zoneout  # (B, H) True -> keep the old value
-            return torch.where(keep, old, new)
-        return self.zoneout * old + (1.0 - self.zoneout) * new
+    def update(
+        self,
+        gates: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor],
+        keep: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-activation gates ``(B, 4H)`` (biases included) and the old ``(h, c)`` -> new
+        ``(h, c)`` with zoneout; ``keep`` is one step of :meth:`draw_keep` (or None: drawn now)."""
+        return self._zone(state, lstm_update(gates, state[1]), keep)
+
+    def draw_keep(self, steps: int, batch: int, device: torch.device) -> torch.Tensor | None:
+        """Zoneout masks for ``steps`` training steps, ``(steps, 2, B, H)`` bool (True: keep
+        the old h / c), drawn in one call; None when there is nothing to draw."""
+        if not self.training or self.zoneout == 0.0:
+            return None
+        shape = (steps, 2, batch, self.hidden_size)
+        return torch.empty(shape, dtype=torch.bool, device=device).bernoulli_(self.zoneout)
+
+    def _zone(
+        self,
+        old: tuple[torch.Tensor, torch.Tensor],
+        new: tuple[torch.Tensor, torch.Tensor],
+        keep: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.zoneout == 0.0:
+            return new
+        if not self.training:
+            z = self.zoneout
+            return z * old[0] + (1.0 - z) * new[0], z * old[1] + (1.0 - z) * new[1]
+        if keep is None:  # (2, B, H) True -> keep the old value
+            keep = torch.rand(2, *new[0].shape, device=new[0].device) < self.zoneout
+        return torch.where(keep[0], old[0], new[0]), torch.where(keep[1], old[1], new[1])
