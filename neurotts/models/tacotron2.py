@@ -363,10 +363,12 @@ class Decoder(nn.Module):
         keep_dec = self.decoder_rnn.draw_keep(t_dec, b, memory.device)
         state = self.init_state(memory, mask)
         dec_h, contexts, alignments = [], [], []
-        for i in range(t_dec):
+        # unbind, not gates_in[i]: indexing in a loop makes each step's backward write a
+        # zero-filled copy of the whole (T_dec, B, 4 H_att) tensor; unbind's backward stacks once.
+        for i, step_gates in enumerate(gates_in.unbind(0)):
             keep = (None if keep_att is None else keep_att[i],
                     None if keep_dec is None else keep_dec[i])
-            state = self.recur(gates_in[i], state, weights, keep)
+            state = self.recur(step_gates, state, weights, keep)
             dec_h.append(state.decoder_rnn[0])
             contexts.append(state.context)
             alignments.append(state.attention.weights)
