@@ -31,7 +31,13 @@ from neurotts.models.attention import (
     MultiHeadAttention,
     step_dtype,
 )
-from neurotts.models.layers import ConvNormStack, Prenet, ZoneoutLSTMCell, sequence_mask
+from neurotts.models.layers import (
+    ConvNormStack,
+    LoopLinear,
+    Prenet,
+    ZoneoutLSTMCell,
+    sequence_mask,
+)
 
 # --------------------------------------------------------------------------------------------
 # Configuration (values live in configs/model/tacotron2.yaml)
@@ -308,22 +314,29 @@ class Decoder(nn.Module):
         gates, biases included."""
         return F.linear(prenet_out, weights.prenet_in, weights.prenet_bias)
 
+    def loop_linears(self, weights: StepWeights, steps: int | None = None,
+                     batch: int = 0) -> tuple[LoopLinear, LoopLinear]:
+        """The two cells' per-step GEMMs; with ``steps``, their weight gradients are deferred
+        to one GEMM each after the loop's backward (see :class:`LoopLinear`)."""
+        return (LoopLinear(weights.attention_rec, None, steps, batch),
+                LoopLinear(weights.decoder_rec, weights.decoder_bias, steps, batch))
+
     def recur(
         self,
         gates_in: torch.Tensor,
         state: DecoderState,
-        weights: StepWeights,
+        linears: tuple[LoopLinear, LoopLinear],
+        step: int = 0,
         keep: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
     ) -> DecoderState:
         """One step of the recurrence: ``(B, 4 H_att)`` prenet gates -> the next state.
         ``keep``: this step's zoneout masks of the two cells (None: drawn now if training)."""
         h_att, c_att = state.attention_rnn
-        gates = torch.addmm(gates_in, torch.cat([state.context, h_att], dim=1),
-                            weights.attention_rec.t())  # (B, 4 H_att)
+        gates = linears[0](step, torch.cat([state.context, h_att], dim=1), gates_in)  # (B, 4 H_att)
         h_att, c_att = self.attention_rnn.update(gates, state.attention_rnn, keep[0])
         context, _, attention = self.attention(h_att, state.attention)  # (B, D_mem)
         dec_in = torch.cat([h_att, context, state.decoder_rnn[0]], dim=1)
-        gates = torch.addmm(weights.decoder_bias, dec_in, weights.decoder_rec.t())  # (B, 4 H_dec)
+        gates = linears[1](step, dec_in)  # (B, 4 H_dec)
         decoder_rnn = self.decoder_rnn.update(gates, state.decoder_rnn, keep[1])
         return DecoderState((h_att, c_att), decoder_rnn, context, attention)
 
@@ -337,7 +350,8 @@ class Decoder(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DecoderState]:
         """prenet_out ``(B, P)`` -> frames ``(B, r, n_mels)``, stop ``(B, r)``,
         weights ``(B, T_text)`` and the next state (free running)."""
-        state = self.recur(self.prenet_gates(prenet_out, weights), state, weights)
+        state = self.recur(self.prenet_gates(prenet_out, weights), state,
+                           self.loop_linears(weights))
         frames, stop = self.project(state.decoder_rnn[0], state.context)
         return frames.reshape(-1, self.r, self.n_mels), stop, state.attention.weights, state
 
@@ -361,14 +375,21 @@ class Decoder(nn.Module):
         gates_in = self.prenet_gates(self.prenet(previous), weights)  # (T_dec, B, 4 H_att)
         keep_att = self.attention_rnn.draw_keep(t_dec, b, memory.device)  # (T_dec, 2, B, H)
         keep_dec = self.decoder_rnn.draw_keep(t_dec, b, memory.device)
+        linears = self.loop_linears(weights, t_dec, b)
         state = self.init_state(memory, mask)
+        # Each cell's initial hidden state enters its first step's GEMM: the anchor of its
+        # deferred weight gradient.
+        state = state._replace(
+            attention_rnn=(linears[0].anchor(state.attention_rnn[0]), state.attention_rnn[1]),
+            decoder_rnn=(linears[1].anchor(state.decoder_rnn[0]), state.decoder_rnn[1]),
+        )
         dec_h, contexts, alignments = [], [], []
         # unbind, not gates_in[i]: indexing in a loop makes each step's backward write a
         # zero-filled copy of the whole (T_dec, B, 4 H_att) tensor; unbind's backward stacks once.
         for i, step_gates in enumerate(gates_in.unbind(0)):
             keep = (None if keep_att is None else keep_att[i],
                     None if keep_dec is None else keep_dec[i])
-            state = self.recur(step_gates, state, weights, keep)
+            state = self.recur(step_gates, state, linears, i, keep)
             dec_h.append(state.decoder_rnn[0])
             contexts.append(state.context)
             alignments.append(state.attention.weights)
