@@ -103,8 +103,8 @@ class LogMel(torch.nn.Module):
 
     The filterbank product runs in float64 and is rounded to float32 once, so it gives the same
     numbers on every device whatever global matmul precision a caller set: training turns TF32
-    on for CUDA matmuls, and ``torch.set_float32_matmul_precision("medium")`` makes CPU fp32
-    matmuls use bf16 on CPUs that have it (about 1e-4 relative error, 3e-4 in the log). It costs
+    on for CUDA matmuls, and ``torch.set_float32_matmul_precision("medium")`` (or oneDNN's
+    ``fp32_precision = "bf16"``) makes CPU fp32 matmuls use bf16 on CPUs that have it. It costs
     ~2 ms per 10 s of audio on one core. CPU and GPU still differ by their float32 FFTs: to
     ~1e-5 in the log where a bin is within 60 dB of the clip's peak, to a few 1e-3 in bins far
     below it near the clamp floor (as float32 against a float64 STFT, measured on the CPU).

@@ -123,21 +123,23 @@ def test_log_mel_batched_equals_single(audio_cfg):
 
 @pytest.fixture
 def matmul_precision():
-    """Restores torch's global fp32 matmul precision (and CUDA's TF32 flag) after a test."""
-    before = torch.get_float32_matmul_precision()
-    tf32 = torch.backends.cuda.matmul.allow_tf32
+    """Restores the CPU (oneDNN) and CUDA fp32 matmul precision after a test. Only torch's
+    per-backend API is used: mixing it with the legacy flags (``allow_tf32``,
+    ``set_float32_matmul_precision``) makes later reads of either raise."""
+    backends = (torch.backends.mkldnn.matmul, torch.backends.cuda.matmul)
+    before = [b.fp32_precision for b in backends]
     yield
-    torch.set_float32_matmul_precision(before)
-    torch.backends.cuda.matmul.allow_tf32 = tf32
+    for backend, value in zip(backends, before, strict=True):
+        backend.fp32_precision = value
 
 
 def test_log_mel_ignores_global_matmul_precision(audio_cfg, matmul_precision):
-    """"medium" lets CPU fp32 matmuls run in bf16 where the CPU has it (and CUDA ones in
-    TF32): the filterbank product must not follow it, so the mel is bit-identical."""
+    """With oneDNN's fp32 matmuls set to bf16 (what ``set_float32_matmul_precision("medium")``
+    does on CPUs with bf16), the filterbank product must not follow: bit-identical mel."""
     wav = torch.from_numpy(speechlike(1.0, 22050))
     m = LogMel(audio_cfg)
     exact = m(wav)
-    torch.set_float32_matmul_precision("medium")
+    torch.backends.mkldnn.matmul.fp32_precision = "bf16"
     assert torch.equal(m(wav), exact)
 
 
@@ -169,12 +171,11 @@ def test_log_mel_cpu_equals_gpu(audio_cfg, matmul_precision):
     wav = torch.from_numpy(speechlike(1.0, 22050))
     m = LogMel(audio_cfg)
     cpu = m(wav)
-    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cuda.matmul.fp32_precision = "ieee"
     gpu = m.cuda()(wav.cuda()).cpu()
     _agree_as_float32_ffts(gpu, cpu)
     # Training turns TF32 on globally: the mel must not change with it.
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.set_float32_matmul_precision("high")
+    torch.backends.cuda.matmul.fp32_precision = "tf32"
     assert torch.equal(m(wav.cuda()).cpu(), gpu)
 
 
