@@ -48,6 +48,14 @@ class MediaConfig:
 
 
 @dataclass
+class CudaGraphsConfig:
+    enabled: bool = MISSING  # Tacotron 2 on one CUDA GPU: teacher-forced decoder as CUDA graphs
+    text_step: int = MISSING  # symbols are padded up to a multiple of this
+    frame_step: int = MISSING  # mel frames are padded up to a multiple of this (and of r)
+    max_graphs: int = MISSING  # shapes beyond this many run eagerly
+
+
+@dataclass
 class TrainerConfig:
     max_steps: int = MISSING
     batch_size: int = MISSING
@@ -58,6 +66,8 @@ class TrainerConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     grad_clip: float = MISSING
     precision: str = MISSING  # fp32 | bf16 | fp16 | auto
+    tf32: bool = MISSING  # fp32 on CUDA uses TF32 tensor cores
+    cuda_graphs: CudaGraphsConfig = field(default_factory=CudaGraphsConfig)
     device: str = MISSING  # auto | cpu | cuda
     cpu_threads: int = MISSING  # torch intra-op threads per process; 0 = torch's default
     seed: int = MISSING
@@ -113,6 +123,14 @@ def check_trainer(cfg: TrainerConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"trainer.{key}={value}: must be at least 1")
+    graphs = cfg.cuda_graphs
+    for key, value in {"text_step": graphs.text_step, "frame_step": graphs.frame_step,
+                       "max_graphs": graphs.max_graphs}.items():
+        if value < 1:
+            raise ConfigError(f"trainer.cuda_graphs.{key}={value}: must be at least 1")
+    if graphs.enabled and cfg.device == "cpu":
+        raise ConfigError("trainer.cuda_graphs.enabled=true needs a CUDA device, but "
+                          "trainer.device=cpu")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"trainer.ema_decay={cfg.ema_decay}: must be in [0, 1)")
     if len(cfg.optimizer.betas) != 2:
