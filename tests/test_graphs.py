@@ -303,3 +303,34 @@ def test_auto_precision_on_this_gpu_turns_tf32_on(tmp_path: Path):
     assert f"on cuda:0, {expected}" in out.getvalue() or f"on cuda, {expected}" in out.getvalue()
     if expected == "fp32":
         assert torch.backends.cuda.matmul.fp32_precision == "tf32"
+
+
+# ------------------------------------------------------------------------------ make bench-gpu
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_end_to_end(tmp_path: Path):
+    """bench/gpu_check.py --dry-run: every stage's command runs for real on the CPU (gpu tests
+    collected and skipped, the bench's CUDA rows at toy sizes, two real training runs whose loss
+    curves agree exactly, synthesis to wavs), and the summary says so."""
+    import json
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    write_store(store, n=12)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry-run", "--store", str(store),
+                           "--out", str(tmp_path / "out")], cwd=root, capture_output=True,
+                          text=True, timeout=900)
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    stages = summary["stages"]
+    assert done.returncode == 0, (done.stdout, {k: v["status"] for k, v in stages.items()})
+    assert [stages[k]["status"] for k in ("tests", "bench_tacotron2", "train_graphed",
+                                          "train_eager", "synth")] == ["ok"] * 5
+    assert stages["bench_wavenet"]["status"] == "skipped"
+    rows = stages["bench_tacotron2"]["json"]["smoke"]["frames_per_s"]
+    assert rows["b128_fp32_torchaudio_r1"] > 0 and rows["b128_bf16_ours_r1"] > 0
+    curve = summary["loss_curve"]
+    assert curve["steps_compared"] == 4 and curve["max_abs_diff"] == 0.0  # both eager on CPU
+    assert stages["synth"]["wavs"] == ["001.wav", "002.wav"]
