@@ -32,8 +32,8 @@ bench:  ## Run the benchmarks (each prints one JSON line)
 	$(PY) bench/wavenet_generate.py
 	$(PY) bench/train_tacotron2.py
 
-bench-gpu:  ## Every GPU check (<= 8 min, one H100): STORE=/tmp/store OUT=results/gpu-check [DRY_RUN=1: CPU toy run]
-	$(PY) bench/gpu_check.py --store $(or $(STORE),/tmp/store) --out $(or $(OUT),results/gpu-check) $(if $(DRY_RUN),--dry-run)
+bench-gpu:  ## Every GPU check (<= 8 min, one H100): STORE=/tmp/store OUT=outputs/gpu-check [DRY_RUN=1: CPU toy run]
+	$(PY) bench/gpu_check.py --store $(or $(STORE),/tmp/store) --out $(or $(OUT),outputs/gpu-check) $(if $(DRY_RUN),--dry-run)
 
 demo:  ## Whole chain with tiny models on CPU (~15 min): wavs, TensorBoard logs, eval report in demo/
 	bash recipes/demo.sh
