@@ -250,7 +250,9 @@ class ZoneoutLSTMCell(nn.Module):
         if not self.training or self.zoneout == 0.0:
             return None
         shape = (steps, 2, batch, self.hidden_size)
-        return torch.empty(shape, dtype=torch.bool, device=device).bernoulli_(self.zoneout)
+        # One byte per unit: 0/1 uint8 draws read as bool (no float tensor of this size).
+        keep = torch.empty(shape, dtype=torch.uint8, device=device).bernoulli_(self.zoneout)
+        return keep.view(torch.bool)
 
     def _zone(
         self,
