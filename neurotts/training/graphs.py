@@ -6,7 +6,7 @@ fast as an H100 finishes them. A CUDA graph replays a recorded sequence without 
 
 What is captured: the decoder's forward and backward (``torch.cuda.make_graphed_callables``),
 one pair per padded batch shape ``(B, T_text cap, T_mel cap, autocast dtype)``, the first time a
-shape appears (three eager warm-up passes, then the capture). The encoder, the postnet, the loss
+shape appears (one eager warm-up pass, its memory released, then the capture). The encoder, the postnet, the loss
 and the optimizer stay eager: a few dozen launches per batch against tens of thousands.
 
 Padding: text is padded to a multiple of ``text_step`` symbols (masked: exactly zero attention),
@@ -95,6 +95,20 @@ def cut_outputs(outputs: Outputs, text_len: int, n_frames: int, r: int) -> Outpu
             alignments[:, : n_frames // r, :text_len])
 
 
+def _warm_up(run: Callable[..., Outputs], sample: tuple[torch.Tensor, ...]) -> None:
+    """One eager forward and backward on a side stream (as torch's capture recipe does), so
+    lazy initialisation (cuBLAS/cuDNN handles, workspaces) happens before the capture."""
+    inputs = [t for t in sample if t.requires_grad]
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        outputs = [o for o in run(*sample) if o.requires_grad]
+        torch.autograd.grad(outputs, inputs, [torch.ones_like(o) for o in outputs],
+                            allow_unused=True)
+    torch.cuda.current_stream().wait_stream(stream)
+    del outputs
+
+
 @dataclass
 class GraphStats:
     captured: int = 0  # shapes captured
@@ -160,8 +174,13 @@ class GraphedDecoder:
         with torch.random.fork_rng(devices=[memory.device]), \
                 torch.autocast("cuda", dtype=amp or torch.float32, enabled=amp is not None,
                                cache_enabled=False):
-            graphed = torch.cuda.make_graphed_callables(run, sample, num_warmup_iters=3,
+            _warm_up(run, sample)
+            # The warm-up's activations go back to the device before the capture allocates its
+            # own pool: peak memory is one pass's, not two.
+            torch.cuda.empty_cache()
+            graphed = torch.cuda.make_graphed_callables(run, sample, num_warmup_iters=0,
                                                         allow_unused_input=True, pool=self.pool)
+        torch.cuda.empty_cache()
         self.graphs[key] = graphed
         self.stats.captured += 1
         return graphed
