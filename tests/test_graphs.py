@@ -148,6 +148,10 @@ def test_cuda_graphs_need_a_cuda_device(tmp_path):
     with pytest.raises(ConfigError, match="frame_step=0"):
         load_train_config(["experiment=tiny", "model=tacotron2", f"data.features={tmp_path}/store",
                            f"run.dir={tmp_path}/run", "trainer.cuda_graphs.frame_step=0"])
+    with pytest.raises(ConfigError, match="for model=tacotron2 only, not model=wavenet"):
+        load_train_config(["experiment=tiny", "model=wavenet", f"data.features={tmp_path}/store",
+                           f"run.dir={tmp_path}/run", "trainer.device=cuda",
+                           "trainer.cuda_graphs.enabled=true"])
     model = tiny_model("location", extra=DETERMINISTIC)
     graphed = GraphedDecoder(model.decoder, model.r, graphs_cfg())
     memory, mask, mels = decoder_inputs(model, [5, 7], [12, 9])

@@ -465,7 +465,8 @@ class Tacotron2(nn.Module):
         memory = self.encoder(text, text_lengths)  # (B, T_text, D_mem)
         text_mask = sequence_mask(text_lengths, text.shape[1])
         padded = F.pad(mels, (0, 0, 0, t_dec * self.r - t_mel))  # (B, T_dec * r, n_mels)
-        mel_before, stop, alignments = (decode or self.decoder)(memory, text_mask, padded)
+        run = self.decoder if decode is None else decode
+        mel_before, stop, alignments = run(memory, text_mask, padded)
         mel_before, stop = mel_before[:, :t_mel], stop[:, :t_mel]
         mel_after = mel_before + self.postnet(mel_before, sequence_mask(mel_lengths, t_mel))
         return Tacotron2Output(mel_before, mel_after, stop, alignments)

@@ -169,4 +169,7 @@ def load_train_config(
     cfg = to_schema(compose_train_config(overrides, config_dir, store.audio), TrainConfig)
     check_trainer(cfg.trainer)
     model_config(cfg.model)  # validate now, so a bad model key fails before any work
+    if cfg.trainer.cuda_graphs.enabled and cfg.model["name"] != "tacotron2":
+        raise ConfigError(f"trainer.cuda_graphs.enabled=true is for model=tacotron2 only, not "
+                          f"model={cfg.model['name']}")
     return cfg
