@@ -6,7 +6,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 endif
 PY ?= python
 
-.PHONY: help install test test-fast lint bench demo recipe
+.PHONY: help install test test-fast lint bench bench-gpu demo recipe
 
 help:  ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -31,6 +31,9 @@ bench:  ## Run the benchmarks (each prints one JSON line)
 	$(PY) bench/alignment_speed.py
 	$(PY) bench/wavenet_generate.py
 	$(PY) bench/train_tacotron2.py
+
+bench-gpu:  ## Every GPU check (<= 8 min, one H100): STORE=/tmp/store OUT=outputs/gpu-check [DRY_RUN=1: CPU toy run]
+	$(PY) bench/gpu_check.py --store $(or $(STORE),/tmp/store) --out $(or $(OUT),outputs/gpu-check) $(if $(DRY_RUN),--dry-run)
 
 demo:  ## Whole chain with tiny models on CPU (~15 min): wavs, TensorBoard logs, eval report in demo/
 	bash recipes/demo.sh

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from omegaconf import OmegaConf
 
 from neurotts.config import CONFIG_DIR
@@ -21,9 +23,14 @@ from neurotts.models.alignment import (
     is_aligned,
     monotonicity,
 )
-from neurotts.models.attention import AttentionState
+from neurotts.models.attention import (
+    AttentionState,
+    DynamicConvolutionAttention,
+    MultiHeadAttention,
+)
 from neurotts.models.registry import ALIGNMENT_PROBE_TACOTRON2, shipped_model_config
 from neurotts.models.tacotron2 import (
+    DecoderState,
     Tacotron2,
     Tacotron2Config,
     guided_attention_loss,
@@ -162,6 +169,172 @@ def test_padding_does_not_change_valid_outputs(attention):
             )
 
 
+# ------------------------------------------------------------------------------ reference decoder
+# The decoder's loop computes the prenet's share of the attention LSTM input for all steps at
+# once, folds the location conv into its dense layer, masks by an additive bias and projects
+# frames after the loop. The reference below is the textbook step-by-step formulation (one
+# nn.LSTMCell call per cell and step, conv then dense, masked_fill, projections per step):
+# both must agree to float rounding whenever no random mask is involved.
+
+
+def _ref_attention(att, memory, mask, query, prev, cum):
+    """One step of ``att`` computed from the definitions -> context (B, D), weights (B, T)."""
+    b, t, _ = memory.shape
+    history = torch.stack([prev, cum], dim=1)  # (B, 2, T)
+    if isinstance(att, MultiHeadAttention):
+        h, d = att.n_heads, att.head_dim
+        split = lambda x: x.reshape(b, t, h, d).transpose(1, 2)  # noqa: E731
+        q = att.query_layer(query).reshape(b, h, 1, d)
+        scores = q @ split(att.key_layer(memory)).transpose(-1, -2) / math.sqrt(d)
+        if att.location_conv is not None:
+            loc = att.location_layer(att.location_conv(history).transpose(1, 2))  # (B, T, H)
+            scores = scores + loc.permute(0, 2, 1).unsqueeze(2)
+        m = mask[:, None, None, :]
+        hw = torch.softmax(scores.masked_fill(~m, torch.finfo(torch.float32).min), -1) * m
+        context = att.out_layer((hw @ split(att.value_layer(memory))).reshape(b, h * d))
+        return context, hw.mean(dim=1).squeeze(1)
+    if isinstance(att, DynamicConvolutionAttention):
+        static = att.static_layer(att.static_conv(prev.unsqueeze(1)).transpose(1, 2))
+        k, n = att.dynamic_kernel_size, att.n_dynamic
+        filters = att.dynamic_filters(torch.tanh(att.dynamic_hidden(query))).reshape(b * n, 1, k)
+        dyn = F.conv1d(prev.reshape(1, b, t), filters, padding=k // 2, groups=b)
+        features = static + att.dynamic_layer(dyn.reshape(b, n, t).transpose(1, 2))
+        length = att.prior.shape[-1]
+        spread = F.conv1d(F.pad(prev.unsqueeze(1), (length - 1, 0)), att.prior)
+        scores = att.v(torch.tanh(features)).squeeze(-1) + torch.log(spread.squeeze(1).clamp_min(1e-6))
+    else:
+        location = att.location_layer(att.location_conv(history).transpose(1, 2))  # (B, T, A)
+        q = att.query_layer(query).unsqueeze(1)
+        scores = att.v(torch.tanh(q + att.memory_layer(memory) + location)).squeeze(-1)
+    weights = torch.softmax(scores.masked_fill(~mask, torch.finfo(torch.float32).min), -1) * mask
+    return torch.bmm(weights.unsqueeze(1), memory).squeeze(1), weights
+
+
+def _ref_cell(cell, x, state):
+    """ZoneoutLSTMCell without random masks: plain LSTMCell, eval mode blends by zoneout."""
+    h, c = cell.cell(x, state)
+    if cell.training or cell.zoneout == 0.0:
+        return h, c
+    z = cell.zoneout
+    return z * state[0] + (1 - z) * h, z * state[1] + (1 - z) * c
+
+
+def reference_step(decoder, memory, mask):
+    """A drop-in for ``decoder.step`` computed the step-by-step way."""
+
+    def step(prenet_out, state, step_weights):
+        del step_weights
+        att_h, att_c = _ref_cell(decoder.attention_rnn, torch.cat([prenet_out, state.context], -1),
+                                 state.attention_rnn)
+        a = state.attention
+        context, weights = _ref_attention(decoder.attention, memory, mask, att_h, a.weights,
+                                          a.cumulative)
+        dec = _ref_cell(decoder.decoder_rnn, torch.cat([att_h, context], -1), state.decoder_rnn)
+        features = torch.cat([dec[0], context], -1)
+        frames = decoder.frame_layer(features).reshape(-1, decoder.r, decoder.n_mels)
+        new_attention = a._replace(weights=weights, cumulative=a.cumulative + weights)
+        new = DecoderState((att_h, att_c), dec, context, new_attention)
+        return frames, decoder.stop_layer(features), weights, new
+
+    return step
+
+
+def reference_teacher_forced(decoder, memory, mask, mels):
+    """The teacher-forced loop one full step at a time (prenet dropout must be off)."""
+    r = decoder.r
+    previous = torch.cat([decoder.go_frame(memory).unsqueeze(1), mels[:, r - 1 :: r][:, :-1]], 1)
+    prenet_out = decoder.prenet(previous)
+    state = decoder.init_state(memory, mask)
+    step = reference_step(decoder, memory, mask)
+    frames, stops, weights = [], [], []
+    for i in range(previous.shape[1]):
+        frame, stop, weight, state = step(prenet_out[:, i], state, None)
+        frames.append(frame)
+        stops.append(stop)
+        weights.append(weight)
+    b = mels.shape[0]
+    return torch.cat(frames, 1), torch.cat(stops, 1).reshape(b, -1), torch.stack(weights, 1)
+
+
+def _decoder_inputs(model, seed=3):
+    text, tl, mels, ml = random_batch([6, 13, 9], [14, 31, 20], n_mels=8, seed=seed)
+    with torch.no_grad():
+        memory = model.encoder(text, tl)
+    mask = torch.arange(text.shape[1])[None, :] < tl[:, None]
+    t_dec = math.ceil(mels.shape[1] / model.r)
+    return memory, mask, F.pad(mels, (0, 0, 0, t_dec * model.r - mels.shape[1]))
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_decoder_loop_equals_step_by_step_reference(attention, mode):
+    """Outputs and gradients (decoder parameters and memory) of the restructured loop equal
+    the reference to float rounding; train mode without zoneout, eval mode with its blend."""
+    zoneout = "0.0" if mode == "train" else "0.1"
+    model = tiny_model(attention, r=2, extra=("decoder.prenet_dropout=0.0",
+                                              f"decoder.zoneout={zoneout}"))
+    model.train(mode == "train")
+    memory, mask, mels = _decoder_inputs(model)
+    g = torch.Generator().manual_seed(7)
+    results = []
+    for run in (model.decoder, lambda *a: reference_teacher_forced(model.decoder, *a)):
+        model.zero_grad(set_to_none=True)
+        mem = memory.clone().requires_grad_(True)
+        outs = run(mem, mask, mels)
+        if not results:  # the same random projection weights for both runs
+            proj = [torch.randn(o.shape, generator=g) for o in outs]
+        sum((o * w).sum() for o, w in zip(outs, proj, strict=True)).backward()
+        grads = {n: p.grad.clone() for n, p in model.decoder.named_parameters()}
+        results.append((outs, grads, mem.grad.clone()))
+    (outs, grads, mem_grad), (ref_outs, ref_grads, ref_mem_grad) = results
+    for got, want in zip(outs, ref_outs, strict=True):
+        torch.testing.assert_close(got, want, atol=2e-5, rtol=1e-4)
+    assert grads.keys() == ref_grads.keys()
+    for name, want in ref_grads.items():
+        torch.testing.assert_close(grads[name], want, atol=2e-5, rtol=1e-4, msg=name)
+    torch.testing.assert_close(mem_grad, ref_mem_grad, atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attention", ATTENTIONS)
+def test_infer_equals_step_by_step_reference(attention):
+    """Free running with prenet dropout on: the same seed gives the same synthesis as the
+    step-by-step reference (same random draws, same arithmetic up to rounding)."""
+    model = tiny_model(attention, r=2).eval()
+    torch.nn.init.constant_(model.decoder.stop_layer.bias, -3.0)  # stop after a while
+    text, tl, _, _ = random_batch([6, 9], [1, 1], n_mels=8, seed=5)
+    runs = []
+    for reference in (False, True):
+        if reference:
+            memory = model.encoder(text, tl)
+            mask = torch.arange(text.shape[1])[None, :] < tl[:, None]
+            model.decoder.step = reference_step(model.decoder, memory, mask)
+        torch.manual_seed(11)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            runs.append(model.infer(text, tl))
+    new, ref = runs
+    assert new.mel_lengths.tolist() == ref.mel_lengths.tolist()
+    assert new.hit_max.tolist() == ref.hit_max.tolist()
+    torch.testing.assert_close(new.mels, ref.mels, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(new.alignments, ref.alignments, atol=2e-5, rtol=1e-4)
+
+
+def test_zoneout_masks_drawn_once_are_reproducible_and_used():
+    """With zoneout on, the loop draws its masks in one call per cell: the same seed gives
+    the same outputs, another seed other ones, and the masks keep about ``zoneout`` of units."""
+    model = tiny_model("location", r=2, extra=("decoder.zoneout=0.3",)).train()
+    memory, mask, mels = _decoder_inputs(model)
+    outs = []
+    for seed in (1, 1, 2):
+        torch.manual_seed(seed)
+        outs.append(model.decoder(memory, mask, mels)[0])
+    torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
+    assert not torch.allclose(outs[0], outs[2])
+    keep = model.decoder.attention_rnn.draw_keep(400, 4, memory.device)
+    assert keep.shape == (400, 2, 4, 24) and abs(keep.float().mean().item() - 0.3) < 0.02
+    assert model.decoder.decoder_rnn.eval().draw_keep(3, 4, memory.device) is None
+
+
 # ------------------------------------------------------------------------------ low precision
 
 
@@ -177,7 +350,7 @@ def test_attention_masks_in_low_precision(attention, dtype):
     state = attn.init_state(memory, mask)
     for _ in range(4):
         query = (torch.randn(3, 24, generator=g) * 30).to(dtype)
-        context, weights, state = attn(query, state, mask)
+        context, weights, state = attn(query, state)
         assert weights.dtype == torch.float32
         assert torch.isfinite(weights).all() and torch.isfinite(context.float()).all()
         torch.testing.assert_close(weights[:2].sum(-1), torch.ones(2), atol=1e-4, rtol=0)
@@ -216,8 +389,8 @@ def test_infer_stops_each_item_on_its_own_and_freezes_finished_items():
     stop_at = [1, 3, None]  # decoder step at which each item's stop fires (frame 1 of r=2)
     seen: list[AttentionState] = []
 
-    def scripted_step(prenet_out, state, mask):
-        frames, stop, weights, new_state = real_step(prenet_out, state, mask)
+    def scripted_step(prenet_out, state, step_weights):
+        frames, stop, weights, new_state = real_step(prenet_out, state, step_weights)
         seen.append(state.attention)
         step = len(seen) - 1
         forced = torch.full_like(stop, -20.0)
@@ -429,3 +602,29 @@ def _train_until_aligned(model, cfg, batch, max_steps):
     with torch.no_grad():
         metrics = alignment_metrics(model(text, tl, mels, ml).alignments, dec_lengths, tl)
     return None, metrics, time.perf_counter() - start
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_lstm_update_on_cuda_equals_the_formula(dtype):
+    """On CUDA, lstm_update runs nn.LSTMCell's fused kernel: same values and gradients as the
+    element-wise formula the CPU runs."""
+    from neurotts.models.layers import lstm_update
+
+    g = torch.Generator().manual_seed(0)
+    gates0 = torch.randn(5, 4 * 7, generator=g).to("cuda", dtype)
+    c0 = torch.randn(5, 7, generator=g).to("cuda", dtype)
+    results = []
+    for fused in (True, False):
+        gates, c = gates0.clone().requires_grad_(), c0.clone().requires_grad_()
+        if fused:
+            h_new, c_new = lstm_update(gates, c)
+        else:
+            i, f, gg, o = gates.chunk(4, dim=1)
+            c_new = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(gg)
+            h_new = torch.sigmoid(o) * torch.tanh(c_new)
+        (h_new.float().sum() + 2 * c_new.float().sum()).backward()
+        results.append((h_new, c_new, gates.grad, c.grad))
+    tol = 1e-6 if dtype == torch.float32 else 2e-2
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got.float(), want.float(), atol=tol, rtol=tol)

@@ -2,18 +2,23 @@
 
 All three share one interface so the decoder never knows which it runs::
 
-    state = attention.init_state(memory, mask)              # once per utterance batch
-    context, weights, state = attention(query, state, mask)  # once per decoder step
+    state = attention.init_state(memory, mask)        # once per utterance batch
+    context, weights, state = attention(query, state)  # once per decoder step
 
 ``memory`` is the encoder output ``(B, T_text, D_mem)``; ``mask`` is ``(B, T_text)`` bool, True
 at real symbols. ``weights`` is ``(B, T_text)`` and sums to 1 over valid positions (0 for a
-row with no valid position). :class:`AttentionState` carries the memory once projected (so each
-step does not redo a ``T_text``-long matmul) plus the previous and cumulative alignments.
+row with no valid position). :class:`AttentionState` carries everything that does not change
+from step to step, computed once in ``init_state`` so the per-step work is only what depends
+on the query and the previous alignment: the memory projected for scoring, the location
+convolution folded with the dense layer after it (both are linear, so one convolution does
+both), and the mask as an additive score bias. Then the previous and cumulative alignments.
 
 Precision: scores, the mask and the softmax are always computed in fp32, with autocast turned
 off for that part, whatever the module or autocast dtype. Masked scores get
-``torch.finfo(float32).min``: a fully masked row then gives a uniform softmax instead of NaN,
-and the weights are multiplied by the mask afterwards so such a row attends to nothing.
+``torch.finfo(float32).min`` added: scores are bounded (a tanh through a linear layer, or a
+scaled dot product), so a masked entry is that minimum to fp32 rounding and its softmax weight
+is exactly 0; a fully masked row gives a uniform softmax instead of NaN, and the weights are
+multiplied by the mask afterwards so such a row attends to nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ class AttentionState(NamedTuple):
 
     keys: torch.Tensor  # memory projected for scoring, layout is the mechanism's own
     values: torch.Tensor  # what contexts are mixed from, (B, T_text, D) or (B, H, T_text, d)
+    filters: torch.Tensor  # location conv folded with its dense layer (C_out, C_in, K), or empty
+    score_bias: torch.Tensor  # (B, 1, T_text) fp32: constant score offset + mask (0 / fp32 min)
+    valid: torch.Tensor  # (B, 1, T_text) fp32: 1 at real symbols, 0 at padding
     weights: torch.Tensor  # (B, T_text) fp32, previous step's alignment
     cumulative: torch.Tensor  # (B, T_text) fp32, sum of all previous alignments
 
@@ -44,19 +52,35 @@ def _fp32_region(x: torch.Tensor) -> torch.autocast:
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 
-def _linear32(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """``layer(x)`` in fp32 even when the module itself was cast to fp16/bf16."""
-    bias = None if layer.bias is None else layer.bias.float()
-    return F.linear(x.float(), layer.weight.float(), bias)
+def step_dtype(weight: torch.Tensor) -> torch.dtype:
+    """The dtype a matmul/conv on ``weight`` runs in here: autocast's when it is on, else the
+    weight's own. Per-step weights that are not parameters (folded or concatenated ones) are
+    cast to it once per utterance batch: autocast would cast them again at every step."""
+    device = weight.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else weight.dtype
 
 
-def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """fp32 softmax over the last axis; masked entries are exactly 0, and so are empty rows.
+def fold_filters(conv: nn.Conv1d, dense: nn.Linear) -> torch.Tensor:
+    """``dense(conv(x).transpose(1, 2))`` as one conv: ``(C_dense, C_in, K)`` filters, in
+    :func:`step_dtype`. Exact up to rounding because both maps are linear (no bias on ``conv``)."""
+    folded = torch.einsum("af,fck->ack", dense.weight, conv.weight)
+    return folded.to(step_dtype(conv.weight))
 
-    scores: ``(..., T)`` any float dtype; mask: broadcastable to it, True where valid.
-    """
-    scores = scores.float().masked_fill(~mask, mask_value(torch.float32))
-    return torch.softmax(scores, dim=-1) * mask.to(torch.float32)
+
+def mask_bias(mask: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+    """``(B, T)`` bool mask -> ``(B, 1, T)`` fp32 additive bias: ``offset`` (a scalar, e.g. the
+    scorer's bias) at valid positions, ``finfo(float32).min`` at masked ones."""
+    bias = torch.zeros(mask.shape, device=mask.device, dtype=torch.float32)
+    bias = bias.masked_fill(~mask, mask_value(torch.float32))
+    if offset is not None:
+        bias = bias + offset.float()
+    return bias.unsqueeze(1)
+
+
+def _softmax_biased(scores: torch.Tensor, state: AttentionState) -> torch.Tensor:
+    """fp32 ``(B, 1, T)`` scores (bias not yet added) -> weights ``(B, 1, T)``, exact zeros at
+    padding and for rows without a valid position (see the module doc)."""
+    return torch.softmax(scores + state.score_bias, dim=-1) * state.valid
 
 
 def _initial_weights(batch: int, length: int, device: torch.device, one_hot: bool) -> torch.Tensor:
@@ -67,9 +91,22 @@ def _initial_weights(batch: int, length: int, device: torch.device, one_hot: boo
     return weights
 
 
+def _start_state(keys: torch.Tensor, values: torch.Tensor, filters: torch.Tensor,
+                 mask: torch.Tensor, offset: torch.Tensor | None, one_hot: bool) -> AttentionState:
+    b, t = mask.shape
+    start = _initial_weights(b, t, mask.device, one_hot)
+    valid = mask.to(torch.float32).unsqueeze(1)  # (B, 1, T)
+    return AttentionState(keys, values, filters, mask_bias(mask, offset), valid, start,
+                          start.clone())
+
+
+def _advance(state: AttentionState, weights: torch.Tensor) -> AttentionState:
+    return state._replace(weights=weights, cumulative=state.cumulative + weights)
+
+
 def _mix(weights: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """weights ``(B, T)`` fp32, values ``(B, T, D)`` -> context ``(B, D)`` in values' dtype."""
-    return torch.bmm(weights.unsqueeze(1).to(values.dtype), values).squeeze(1)
+    """weights ``(B, 1, T)`` fp32, values ``(B, T, D)`` -> context ``(B, D)`` in values' dtype."""
+    return torch.bmm(weights.to(values.dtype), values).squeeze(1)
 
 
 class LocationSensitiveAttention(nn.Module):
@@ -100,27 +137,29 @@ class LocationSensitiveAttention(nn.Module):
         self.v = nn.Linear(attention_dim, 1, bias=True)
 
     def init_state(self, memory: torch.Tensor, mask: torch.Tensor) -> AttentionState:
-        """memory ``(B, T_text, D_mem)`` -> state with keys ``(B, T_text, A)``."""
-        del mask  # zeros are a valid start for any mask
-        b, t, _ = memory.shape
-        zeros = _initial_weights(b, t, memory.device, one_hot=False)
-        return AttentionState(self.memory_layer(memory), memory, zeros, zeros.clone())
+        """memory ``(B, T_text, D_mem)`` -> state with fp32 keys ``(B, A, T_text)`` (channels
+        first, the layout the location conv produces) and ``(A, 2, K)`` folded filters."""
+        keys = self.memory_layer(memory).transpose(1, 2).float().contiguous()  # (B, A, T)
+        filters = fold_filters(self.location_conv, self.location_layer)  # (A, 2, K)
+        # The scorer's bias shifts every score alike; it rides in the score bias.
+        return _start_state(keys, memory, filters, mask, self.v.bias, one_hot=False)
 
     def forward(
-        self, query: torch.Tensor, state: AttentionState, mask: torch.Tensor
+        self, query: torch.Tensor, state: AttentionState
     ) -> tuple[torch.Tensor, torch.Tensor, AttentionState]:
         """query ``(B, D_q)`` -> context ``(B, D_mem)``, weights ``(B, T_text)``, new state."""
-        dtype = self.location_conv.weight.dtype
-        history = torch.stack([state.weights, state.cumulative], dim=1).to(dtype)  # (B, 2, T)
-        location = self.location_layer(self.location_conv(history).transpose(1, 2))  # (B, T, A)
-        q = self.query_layer(query).unsqueeze(1)  # (B, 1, A)
+        filters = state.filters
+        history = torch.stack([state.weights, state.cumulative], dim=1).to(filters.dtype)
+        location = F.conv1d(history, filters, padding=filters.shape[-1] // 2)  # (B, A, T)
+        q = self.query_layer(query).unsqueeze(-1)  # (B, A, 1)
         with _fp32_region(query):
-            hidden = torch.tanh(q.float() + state.keys.float() + location.float())  # (B, T, A)
-            scores = _linear32(self.v, hidden).squeeze(-1)  # (B, T)
-            weights = masked_softmax(scores, mask)
+            # fp32 keys promote the sum to fp32 whatever q's and location's dtype.
+            energies = torch.tanh(state.keys + q + location)  # (B, A, T)
+            scores = torch.matmul(self.v.weight.float(), energies)  # (1, A) @ -> (B, 1, T)
+            weights = _softmax_biased(scores, state)  # (B, 1, T)
         context = _mix(weights, state.values)
-        new_state = state._replace(weights=weights, cumulative=state.cumulative + weights)
-        return context, weights, new_state
+        weights = weights.squeeze(1)
+        return context, weights, _advance(state, weights)
 
 
 def beta_binomial_prior(length: int, alpha: float, beta: float) -> torch.Tensor:
@@ -190,42 +229,45 @@ class DynamicConvolutionAttention(nn.Module):
         self.register_buffer("prior", prior.view(1, 1, prior_length), persistent=False)
 
     def init_state(self, memory: torch.Tensor, mask: torch.Tensor) -> AttentionState:
-        """DCA starts with all mass on the first symbol; keys are unused (location only)."""
-        del mask
+        """DCA starts with all mass on the first symbol; keys are unused (location only); the
+        static conv and its dense layer are folded into ``(A, 1, K)`` filters."""
         b, t, _ = memory.shape
-        start = _initial_weights(b, t, memory.device, one_hot=True)
-        return AttentionState(memory.new_zeros(b, t, 0), memory, start, start.clone())
+        filters = fold_filters(self.static_conv, self.static_layer)
+        return _start_state(memory.new_zeros(b, t, 0), memory, filters, mask, None, one_hot=True)
 
     def _dynamic(self, query: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
-        """Filters predicted from the query, one set per item: ``(B, T, n_dynamic)``."""
+        """Filters predicted from the query, one set per item: ``(B, n_dynamic, T)``."""
         b, t = prev.shape
         k = self.dynamic_kernel_size
         filters = self.dynamic_filters(torch.tanh(self.dynamic_hidden(query)))  # (B, n_dyn*k)
         filters = filters.reshape(b * self.n_dynamic, 1, k)
         # One group per item runs every item's own filters in a single conv call.
         out = F.conv1d(prev.reshape(1, b, t).to(filters.dtype), filters, padding=k // 2, groups=b)
-        return out.reshape(b, self.n_dynamic, t).transpose(1, 2)
+        return out.reshape(b, self.n_dynamic, t)
 
     def forward(
-        self, query: torch.Tensor, state: AttentionState, mask: torch.Tensor
+        self, query: torch.Tensor, state: AttentionState
     ) -> tuple[torch.Tensor, torch.Tensor, AttentionState]:
         """query ``(B, D_q)`` -> context ``(B, D_mem)``, weights ``(B, T_text)``, new state."""
         prev = state.weights  # (B, T) fp32
-        dtype = self.static_conv.weight.dtype
-        static = self.static_conv(prev.unsqueeze(1).to(dtype)).transpose(1, 2)  # (B, T, n_st)
-        features = self.static_layer(static) + self.dynamic_layer(self._dynamic(query, prev))
+        filters = state.filters
+        static = F.conv1d(prev.unsqueeze(1).to(filters.dtype), filters, self.static_layer.bias,
+                          padding=filters.shape[-1] // 2)  # (B, A, T)
+        dynamic = torch.matmul(self.dynamic_layer.weight, self._dynamic(query, prev))  # (B, A, T)
         with _fp32_region(query):
-            # Causal prior: left-pad so position j only collects mass from j-L+1 .. j.
-            length = self.prior.shape[-1]
+            # Causal prior: position j only collects mass from j-L+1 .. j (left padding; the
+            # right-hand outputs are cut off).
+            length, t = self.prior.shape[-1], prev.shape[1]
             # .float(): module.to(fp16) casts buffers too, and the prior must stay exact.
-            spread = F.conv1d(F.pad(prev.unsqueeze(1).float(), (length - 1, 0)), self.prior.float())
+            spread = F.conv1d(prev.unsqueeze(1).float(), self.prior.float(), padding=length - 1)
             # Clamp keeps log finite where the prior puts no mass (far behind the focus).
-            log_prior = torch.log(spread.squeeze(1).clamp_min(1e-6))  # (B, T)
-            scores = _linear32(self.v, torch.tanh(features.float())).squeeze(-1) + log_prior
-            weights = masked_softmax(scores, mask)
+            log_prior = torch.log(spread[..., :t].clamp_min(1e-6))  # (B, 1, T)
+            energies = torch.tanh(static.float() + dynamic.float())  # (B, A, T)
+            scores = torch.matmul(self.v.weight.float(), energies) + log_prior  # (B, 1, T)
+            weights = _softmax_biased(scores, state)
         context = _mix(weights, state.values)
-        new_state = state._replace(weights=weights, cumulative=state.cumulative + weights)
-        return context, weights, new_state
+        weights = weights.squeeze(1)
+        return context, weights, _advance(state, weights)
 
 
 class MultiHeadAttention(nn.Module):
@@ -272,36 +314,35 @@ class MultiHeadAttention(nn.Module):
         return x.reshape(b, t, self.n_heads, self.head_dim).transpose(1, 2)
 
     def init_state(self, memory: torch.Tensor, mask: torch.Tensor) -> AttentionState:
-        """keys and values ``(B, H, T_text, d)``; location history starts at the first symbol."""
-        del mask
-        b, t, _ = memory.shape
-        start = _initial_weights(b, t, memory.device, one_hot=True)
-        keys = self._split(self.key_layer(memory))
+        """fp32 keys ``(B, H, d, T_text)`` pre-scaled by 1/sqrt(d), values ``(B, H, T_text, d)``,
+        ``(H, 2, K)`` folded location filters (or empty); history starts at the first symbol."""
+        keys = self._split(self.key_layer(memory)).float() / math.sqrt(self.head_dim)
+        keys = keys.transpose(-1, -2).contiguous()  # (B, H, d, T)
         values = self._split(self.value_layer(memory))
-        return AttentionState(keys, values, start, start.clone())
-
-    def _location_bias(self, state: AttentionState) -> torch.Tensor:
-        """``(B, H, 1, T)`` per-head score offsets from the alignment history (or 0)."""
-        if self.location_conv is None or self.location_layer is None:
-            return state.weights.new_zeros(())
-        dtype = self.location_conv.weight.dtype
-        history = torch.stack([state.weights, state.cumulative], dim=1).to(dtype)  # (B, 2, T)
-        bias = self.location_layer(self.location_conv(history).transpose(1, 2))  # (B, T, H)
-        return bias.permute(0, 2, 1).unsqueeze(2)
+        filters = memory.new_zeros(0)
+        if self.location_conv is not None and self.location_layer is not None:
+            filters = fold_filters(self.location_conv, self.location_layer)
+        return _start_state(keys, values, filters, mask, None, one_hot=True)
 
     def forward(
-        self, query: torch.Tensor, state: AttentionState, mask: torch.Tensor
+        self, query: torch.Tensor, state: AttentionState
     ) -> tuple[torch.Tensor, torch.Tensor, AttentionState]:
         """query ``(B, D_q)`` -> context ``(B, D_mem)``, weights ``(B, T_text)``, new state."""
         b = query.shape[0]
         q = self.query_layer(query).reshape(b, self.n_heads, 1, self.head_dim)  # (B, H, 1, d)
-        bias = self._location_bias(state)
+        location = None
+        if state.filters.numel():  # per-head score offsets from the alignment history
+            filters = state.filters
+            history = torch.stack([state.weights, state.cumulative], dim=1).to(filters.dtype)
+            location = F.conv1d(history, filters, padding=filters.shape[-1] // 2)  # (B, H, T)
         with _fp32_region(query):
-            scores = q.float() @ state.keys.float().transpose(-1, -2)  # (B, H, 1, T)
-            scores = scores / math.sqrt(self.head_dim) + bias.float()
-            head_weights = masked_softmax(scores, mask[:, None, None, :])  # (B, H, 1, T)
+            scores = q.float() @ state.keys  # (B, H, 1, T)
+            if location is not None:
+                scores = scores + location.float().unsqueeze(2)
+            # (B, 1, 1, T) bias and validity broadcast over the heads.
+            head_weights = torch.softmax(scores + state.score_bias.unsqueeze(1), dim=-1)
+            head_weights = head_weights * state.valid.unsqueeze(1)  # (B, H, 1, T)
         mixed = head_weights.to(state.values.dtype) @ state.values  # (B, H, 1, d)
         context = self.out_layer(mixed.reshape(b, self.n_heads * self.head_dim))  # (B, D_mem)
         weights = head_weights.mean(dim=1).squeeze(1)  # (B, T)
-        new_state = state._replace(weights=weights, cumulative=state.cumulative + weights)
-        return context, weights, new_state
+        return context, weights, _advance(state, weights)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -29,8 +30,15 @@ from neurotts.models.attention import (
     DynamicConvolutionAttention,
     LocationSensitiveAttention,
     MultiHeadAttention,
+    step_dtype,
 )
-from neurotts.models.layers import ConvNormStack, Prenet, ZoneoutLSTMCell, sequence_mask
+from neurotts.models.layers import (
+    ConvNormStack,
+    LoopLinear,
+    Prenet,
+    ZoneoutLSTMCell,
+    sequence_mask,
+)
 
 # --------------------------------------------------------------------------------------------
 # Configuration (values live in configs/model/tacotron2.yaml)
@@ -166,6 +174,12 @@ class Tacotron2Inference(NamedTuple):
     hit_max: torch.Tensor  # (B,) bool: stopped by the length guard, not by its stop token
 
 
+# (memory (B, T_text, D_mem), mask (B, T_text), mels (B, T_dec * r, n_mels)) -> frames
+# (B, T_dec * r, n_mels), stop logits (B, T_dec * r), alignments (B, T_dec, T_text)
+DecodeFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor],
+                    tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
 class DecoderState(NamedTuple):
     attention_rnn: tuple[torch.Tensor, torch.Tensor]  # (h, c) each (B, attention_rnn_dim)
     decoder_rnn: tuple[torch.Tensor, torch.Tensor]  # (h, c) each (B, decoder_rnn_dim)
@@ -245,8 +259,30 @@ class Encoder(nn.Module):
         return out  # (B, T_text, lstm_dim)
 
 
+class StepWeights(NamedTuple):
+    """The decoder's LSTM weights arranged for the recurrent loop, built once per call.
+
+    The attention LSTM's input is ``[prenet(frame), context]``: the prenet part does not depend
+    on the recurrence, so it is one GEMM over all steps before the loop (``prenet_in``). What
+    remains per step is one GEMM per cell over its concatenated recurrent inputs.
+    """
+
+    prenet_in: torch.Tensor  # (4 H_att, P) attention LSTM weight on the prenet output
+    prenet_bias: torch.Tensor  # (4 H_att,) both attention LSTM biases
+    attention_rec: torch.Tensor  # (4 H_att, D_mem + H_att) on [context, h_att]
+    decoder_rec: torch.Tensor  # (4 H_dec, H_att + D_mem + H_dec) on [h_att, context, h_dec]
+    decoder_bias: torch.Tensor  # (4 H_dec,) both decoder LSTM biases
+
+
 class Decoder(nn.Module):
-    """One autoregressive step makes ``r`` frames and ``r`` stop logits."""
+    """One autoregressive step makes ``r`` frames and ``r`` stop logits.
+
+    Teacher forcing (:meth:`forward`) keeps only the recurrence in its per-step loop: the
+    prenet and its share of the attention LSTM's input GEMM run over all steps first, zoneout
+    masks are drawn once, and the frame and stop projections run once over the stacked
+    decoder outputs after the loop. Free running (:meth:`step`) does the same arithmetic one
+    step at a time.
+    """
 
     def __init__(
         self, n_mels: int, r: int, memory_dim: int, cfg: DecoderConfig, attention: nn.Module
@@ -255,9 +291,9 @@ class Decoder(nn.Module):
         self.n_mels = n_mels
         self.r = r
         self.prenet = Prenet(n_mels, list(cfg.prenet_dims), cfg.prenet_dropout)
-        prenet_dim = cfg.prenet_dims[-1]
+        self.prenet_dim = cfg.prenet_dims[-1]
         self.attention_rnn = ZoneoutLSTMCell(
-            prenet_dim + memory_dim, cfg.attention_rnn_dim, cfg.zoneout
+            self.prenet_dim + memory_dim, cfg.attention_rnn_dim, cfg.zoneout
         )
         self.attention = attention
         self.decoder_rnn = ZoneoutLSTMCell(
@@ -279,21 +315,65 @@ class Decoder(nn.Module):
             attention=self.attention.init_state(memory, mask),
         )
 
+    def step_weights(self) -> StepWeights:
+        """Split and concatenate the LSTM weights for the loop (differentiable: gradients reach
+        the parameters), cast once to the dtype the per-step GEMMs run in."""
+        att, dec = self.attention_rnn.cell, self.decoder_rnn.cell
+        dtype = step_dtype(att.weight_hh)
+        p = self.prenet_dim
+        return StepWeights(
+            prenet_in=att.weight_ih[:, :p],
+            prenet_bias=att.bias_ih + att.bias_hh,
+            attention_rec=torch.cat([att.weight_ih[:, p:], att.weight_hh], dim=1).to(dtype),
+            decoder_rec=torch.cat([dec.weight_ih, dec.weight_hh], dim=1).to(dtype),
+            decoder_bias=(dec.bias_ih + dec.bias_hh).to(dtype),
+        )
+
+    def prenet_gates(self, prenet_out: torch.Tensor, weights: StepWeights) -> torch.Tensor:
+        """``(..., P)`` prenet output -> ``(..., 4 H_att)``: its part of the attention LSTM's
+        gates, biases included."""
+        return F.linear(prenet_out, weights.prenet_in, weights.prenet_bias)
+
+    def loop_linears(self, weights: StepWeights, steps: int | None = None,
+                     batch: int = 0) -> tuple[LoopLinear, LoopLinear]:
+        """The two cells' per-step GEMMs; with ``steps``, their weight gradients are deferred
+        to one GEMM each after the loop's backward (see :class:`LoopLinear`)."""
+        return (LoopLinear(weights.attention_rec, None, steps, batch),
+                LoopLinear(weights.decoder_rec, weights.decoder_bias, steps, batch))
+
+    def recur(
+        self,
+        gates_in: torch.Tensor,
+        state: DecoderState,
+        linears: tuple[LoopLinear, LoopLinear],
+        step: int = 0,
+        keep: tuple[torch.Tensor | None, torch.Tensor | None] = (None, None),
+    ) -> DecoderState:
+        """One step of the recurrence: ``(B, 4 H_att)`` prenet gates -> the next state.
+        ``keep``: this step's zoneout masks of the two cells (None: drawn now if training)."""
+        h_att, c_att = state.attention_rnn
+        gates = linears[0](step, torch.cat([state.context, h_att], dim=1), gates_in)  # (B, 4 H_att)
+        h_att, c_att = self.attention_rnn.update(gates, state.attention_rnn, keep[0])
+        context, _, attention = self.attention(h_att, state.attention)  # (B, D_mem)
+        dec_in = torch.cat([h_att, context, state.decoder_rnn[0]], dim=1)
+        gates = linears[1](step, dec_in)  # (B, 4 H_dec)
+        decoder_rnn = self.decoder_rnn.update(gates, state.decoder_rnn, keep[1])
+        return DecoderState((h_att, c_att), decoder_rnn, context, attention)
+
+    def project(self, dec_h: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(..., H_dec)`` and ``(..., D_mem)`` -> frames ``(..., r * n_mels)``, stop ``(..., r)``."""
+        features = torch.cat([dec_h, context], dim=-1)  # (..., H_dec + D_mem)
+        return self.frame_layer(features), self.stop_layer(features)
+
     def step(
-        self, prenet_out: torch.Tensor, state: DecoderState, mask: torch.Tensor
+        self, prenet_out: torch.Tensor, state: DecoderState, weights: StepWeights
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, DecoderState]:
         """prenet_out ``(B, P)`` -> frames ``(B, r, n_mels)``, stop ``(B, r)``,
-        weights ``(B, T_text)`` and the next state."""
-        attn_h, attn_c = self.attention_rnn(
-            torch.cat([prenet_out, state.context], dim=-1), state.attention_rnn
-        )
-        context, weights, attention = self.attention(attn_h, state.attention, mask)
-        dec_h, dec_c = self.decoder_rnn(torch.cat([attn_h, context], dim=-1), state.decoder_rnn)
-        features = torch.cat([dec_h, context], dim=-1)  # (B, decoder_rnn_dim + D_mem)
-        frames = self.frame_layer(features).reshape(-1, self.r, self.n_mels)
-        stop = self.stop_layer(features)  # (B, r)
-        new_state = DecoderState((attn_h, attn_c), (dec_h, dec_c), context, attention)
-        return frames, stop, weights, new_state
+        weights ``(B, T_text)`` and the next state (free running)."""
+        state = self.recur(self.prenet_gates(prenet_out, weights), state,
+                           self.loop_linears(weights))
+        frames, stop = self.project(state.decoder_rnn[0], state.context)
+        return frames.reshape(-1, self.r, self.n_mels), stop, state.attention.weights, state
 
     def go_frame(self, memory: torch.Tensor) -> torch.Tensor:
         """All-zero ``(B, n_mels)`` frame fed before the first step."""
@@ -305,21 +385,37 @@ class Decoder(nn.Module):
         """Teacher forcing. mels ``(B, T_dec * r, n_mels)`` (already padded to a multiple of r)
         -> frames ``(B, T_dec * r, n_mels)``, stop ``(B, T_dec * r)``, weights
         ``(B, T_dec, T_text)``."""
-        b = mels.shape[0]
-        # Step i sees the last real frame of group i-1 (the go frame for i = 0).
+        b, t_dec = mels.shape[0], mels.shape[1] // self.r
+        # Step i sees the last real frame of group i-1 (the go frame for i = 0); time-major,
+        # so that each step's slice below is contiguous.
         previous = torch.cat(
-            [self.go_frame(memory).unsqueeze(1), mels[:, self.r - 1 :: self.r][:, :-1]], dim=1
-        )  # (B, T_dec, n_mels)
-        prenet_out = self.prenet(previous)  # whole sequence at once: (B, T_dec, P)
+            [self.go_frame(memory).unsqueeze(0), mels[:, self.r - 1 :: self.r][:, :-1].transpose(0, 1)]
+        )  # (T_dec, B, n_mels)
+        weights = self.step_weights()
+        gates_in = self.prenet_gates(self.prenet(previous), weights)  # (T_dec, B, 4 H_att)
+        keep_att = self.attention_rnn.draw_keep(t_dec, b, memory.device)  # (T_dec, 2, B, H)
+        keep_dec = self.decoder_rnn.draw_keep(t_dec, b, memory.device)
+        linears = self.loop_linears(weights, t_dec, b)
         state = self.init_state(memory, mask)
-        frames, stops, weights = [], [], []
-        for i in range(previous.shape[1]):
-            frame, stop, weight, state = self.step(prenet_out[:, i], state, mask)
-            frames.append(frame)
-            stops.append(stop)
-            weights.append(weight)
-        mel = torch.cat(frames, dim=1)  # (B, T_dec * r, n_mels)
-        return mel, torch.cat(stops, dim=1).reshape(b, -1), torch.stack(weights, dim=1)
+        # Each cell's initial hidden state enters its first step's GEMM: the anchor of its
+        # deferred weight gradient.
+        state = state._replace(
+            attention_rnn=(linears[0].anchor(state.attention_rnn[0]), state.attention_rnn[1]),
+            decoder_rnn=(linears[1].anchor(state.decoder_rnn[0]), state.decoder_rnn[1]),
+        )
+        dec_h, contexts, alignments = [], [], []
+        # unbind, not gates_in[i]: indexing in a loop makes each step's backward write a
+        # zero-filled copy of the whole (T_dec, B, 4 H_att) tensor; unbind's backward stacks once.
+        for i, step_gates in enumerate(gates_in.unbind(0)):
+            keep = (None if keep_att is None else keep_att[i],
+                    None if keep_dec is None else keep_dec[i])
+            state = self.recur(step_gates, state, linears, i, keep)
+            dec_h.append(state.decoder_rnn[0])
+            contexts.append(state.context)
+            alignments.append(state.attention.weights)
+        frames, stop = self.project(torch.stack(dec_h, dim=1), torch.stack(contexts, dim=1))
+        return (frames.reshape(b, t_dec * self.r, self.n_mels), stop.reshape(b, t_dec * self.r),
+                torch.stack(alignments, dim=1))
 
 
 def _freeze(active: torch.Tensor, new: DecoderState, old: DecoderState) -> DecoderState:
@@ -377,14 +473,20 @@ class Tacotron2(nn.Module):
         text_lengths: torch.Tensor,
         mels: torch.Tensor,
         mel_lengths: torch.Tensor,
+        decode: DecodeFn | None = None,
     ) -> Tacotron2Output:
-        """Teacher-forced pass. text ``(B, T_text)`` long, mels ``(B, T_mel, n_mels)``."""
+        """Teacher-forced pass. text ``(B, T_text)`` long, mels ``(B, T_mel, n_mels)``.
+
+        ``decode`` replaces ``self.decoder`` for the teacher-forced loop (same arguments and
+        results), e.g. with a CUDA-graph replay of it (:mod:`neurotts.training.graphs`).
+        """
         t_mel = mels.shape[1]
         t_dec = math.ceil(t_mel / self.r)
         memory = self.encoder(text, text_lengths)  # (B, T_text, D_mem)
         text_mask = sequence_mask(text_lengths, text.shape[1])
         padded = F.pad(mels, (0, 0, 0, t_dec * self.r - t_mel))  # (B, T_dec * r, n_mels)
-        mel_before, stop, alignments = self.decoder(memory, text_mask, padded)
+        run = self.decoder if decode is None else decode
+        mel_before, stop, alignments = run(memory, text_mask, padded)
         mel_before, stop = mel_before[:, :t_mel], stop[:, :t_mel]
         mel_after = mel_before + self.postnet(mel_before, sequence_mask(mel_lengths, t_mel))
         return Tacotron2Output(mel_before, mel_after, stop, alignments)
@@ -434,11 +536,12 @@ class Tacotron2(nn.Module):
         finished = torch.zeros(b, dtype=torch.bool, device=memory.device)
         hit_max = torch.zeros_like(finished)
         state = self.decoder.init_state(memory, mask)
+        step_weights = self.decoder.step_weights()
         previous = self.decoder.go_frame(memory)
         frames, weights = [], []
         for step in range(int(limits.max().item())):
             frame, stop, weight, new_state = self.decoder.step(
-                self.decoder.prenet(previous), state, mask
+                self.decoder.prenet(previous), state, step_weights
             )
             active = ~finished  # (B,)
             keep = active.view(b, 1, 1).to(frame.dtype)

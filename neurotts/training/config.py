@@ -66,6 +66,14 @@ class MediaConfig:
 
 
 @dataclass
+class CudaGraphsConfig:
+    enabled: bool = MISSING  # Tacotron 2 on one CUDA GPU: teacher-forced decoder as CUDA graphs
+    text_step: int = constrained(ge=1)  # symbols are padded up to a multiple of this
+    frame_step: int = constrained(ge=1)  # mel frames are padded up to a multiple of this (and of r)
+    max_graphs: int = constrained(ge=1)  # shapes beyond this many run eagerly
+
+
+@dataclass
 class TrainerConfig:
     max_steps: int = constrained(ge=1)
     batch_size: int = constrained(ge=1)
@@ -76,6 +84,8 @@ class TrainerConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     grad_clip: float = constrained(gt=0)
     precision: str = constrained(choices=PRECISIONS)
+    tf32: bool = MISSING  # fp32 on CUDA uses TF32 tensor cores
+    cuda_graphs: CudaGraphsConfig = field(default_factory=CudaGraphsConfig)
     device: str = constrained(choices=DEVICES)
     cpu_threads: int = constrained(ge=0)  # torch intra-op threads per process; 0 = torch's default
     seed: int = MISSING
@@ -117,6 +127,9 @@ class TrainConfig:
 
 def check_trainer(cfg: TrainerConfig) -> None:
     """Value checks the field metadata cannot express; raises :class:`ConfigError`."""
+    if cfg.cuda_graphs.enabled and cfg.device == "cpu":
+        raise ConfigError("trainer.cuda_graphs.enabled=true needs a CUDA device, but "
+                          "trainer.device=cpu")
     if len(cfg.optimizer.betas) != 2:
         raise ConfigError(f"trainer.optimizer.betas={cfg.optimizer.betas}: give two values")
 
@@ -187,4 +200,7 @@ def load_train_config(
     check_trainer(cfg.trainer)
     # Validate now, so a bad model key or value fails before any work.
     check_data(model_config(cfg.model), DataSpec(len(store.symbols), store.audio))
+    if cfg.trainer.cuda_graphs.enabled and cfg.model["name"] != "tacotron2":
+        raise ConfigError(f"trainer.cuda_graphs.enabled=true is for model=tacotron2 only, not "
+                          f"model={cfg.model['name']}")
     return cfg

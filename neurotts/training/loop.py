@@ -46,7 +46,7 @@ from neurotts.training import distributed
 from neurotts.training.config import TrainConfig, TrainerConfig
 from neurotts.training.distributed import DistEnv
 from neurotts.training.logging import TrainLogger
-from neurotts.training.optim import autocast, resolve_precision
+from neurotts.training.optim import autocast, resolve_precision, set_tf32
 from neurotts.training.state import (
     Trainables,
     TrainingError,
@@ -120,7 +120,8 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
     store = FeatureStore(cfg.data.features)
     seed_everything(tc.seed, env.rank)
     task = make_task(cfg, store)
-    precision = resolve_precision(tc.precision, env.device)
+    precision = resolve_precision(tc.precision, env.device, task.name)
+    set_tf32(tc.tf32, env.device)
     parts = Trainables.build(task.model.to(env.device), tc, precision, env.device)
     run_dir = prepare_run_dir(cfg, env)
     manager = CheckpointManager(run_dir / "checkpoints", tc.keep_last)

@@ -47,15 +47,48 @@ def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, base_
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def resolve_precision(choice: str, device: torch.device) -> str:
-    """``auto`` -> bf16 on GPUs with bf16, fp16 on older GPUs, fp32 on CPU."""
+# What ``precision=auto`` picks per model on GPUs with TF32/bf16 tensor cores (compute
+# capability 8.0+, Ampere and later), from bench/train_tacotron2.py on one H200 (torch 2.11,
+# batch 128, paper sizes, mel frames/s): Tacotron 2 at r=1 ran 29.7k in fp32 with TF32 against
+# 20.2k under bf16 autocast (torchaudio's Tacotron2: 31.3k against 26.0k); its decoder loop is
+# bound by kernel launches, and autocast only adds casts to each step. Measured before the
+# decoder restructuring and without CUDA graphs: `make bench-gpu` re-measures every precision,
+# eager and graphed, and this table should follow it. Models not listed keep bf16.
+AUTO_PRECISION = {"tacotron2": "fp32"}
+
+
+def auto_precision(model: str, capability: tuple[int, int] | None) -> str:
+    """``precision=auto`` for ``model`` on a CUDA device of compute ``capability`` (None: no
+    GPU). Without TF32/bf16 tensor cores (before 8.0) fp32 is slow and bf16 absent: fp16."""
+    if capability is None:
+        return "fp32"
+    if capability < (8, 0):
+        return "fp16"
+    return AUTO_PRECISION.get(model, "bf16")
+
+
+def resolve_precision(choice: str, device: torch.device, model: str) -> str:
+    """``auto`` -> :func:`auto_precision` for this device and model; explicit choices are
+    checked against the device."""
     if choice == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        capability = torch.cuda.get_device_capability(device) if device.type == "cuda" else None
+        return auto_precision(model, capability)
     if choice == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ConfigError("trainer.precision=bf16: this GPU has no bf16; use fp16 or auto")
     return choice
+
+
+def set_tf32(enabled: bool, device: torch.device) -> None:
+    """On CUDA, run fp32 matmuls, convolutions and cuDNN RNNs on TF32 tensor cores (fp32 range
+    and accumulation, 10-bit mantissa inputs) or in IEEE fp32. Global, like torch's own flags;
+    only torch's per-backend API is used (mixing it with the legacy ``allow_tf32`` flags makes
+    later reads of either raise). Under autocast it affects the ops kept in fp32."""
+    if device.type != "cuda":
+        return
+    mode = "tf32" if enabled else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = mode
+    torch.backends.cudnn.conv.fp32_precision = mode
+    torch.backends.cudnn.rnn.fp32_precision = mode
 
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

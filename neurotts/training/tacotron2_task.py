@@ -14,7 +14,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from neurotts.config import ConfigError
 from neurotts.data.loader import (
     TextMelBatch,
     TextMelDataset,
@@ -26,6 +28,7 @@ from neurotts.models.alignment import alignment_metrics
 from neurotts.models.registry import DataSpec, build_model
 from neurotts.models.tacotron2 import Tacotron2Config, decoder_lengths, tacotron2_loss
 from neurotts.training.config import TrainConfig
+from neurotts.training.graphs import GraphedDecoder
 from neurotts.training.logging import TrainLogger
 from neurotts.training.media import griffin_lim, plot_alignment, plot_mels
 
@@ -39,6 +42,9 @@ class Tacotron2Task:
         self.norm = store.mel_norm(train.data.normalize_mels)
         self.gl_iters = train.trainer.media.griffin_lim_iters
         self.model = build_model(cfg, DataSpec(len(store.symbols), store.audio))
+        graphs = train.trainer.cuda_graphs
+        self.graphs = (GraphedDecoder(self.model.decoder, cfg.reduction_factor, graphs)
+                       if graphs.enabled else None)
 
     def dataset(self, split: str, seed: int) -> TextMelDataset:
         return TextMelDataset(self.store, self.store.split(split), self.norm)
@@ -51,7 +57,11 @@ class Tacotron2Task:
 
     def loss(self, model: nn.Module, batch: TextMelBatch, step: int
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        out = model(batch.text, batch.text_lengths, batch.mels, batch.mel_lengths)
+        if self.graphs is not None and isinstance(model, DistributedDataParallel):
+            raise ConfigError("trainer.cuda_graphs.enabled=true supports one process only "
+                              "(not torchrun/DDP)")
+        out = model(batch.text, batch.text_lengths, batch.mels, batch.mel_lengths,
+                    decode=self.graphs)
         return tacotron2_loss(out, batch.mels, batch.mel_lengths, batch.text_lengths, self.cfg, step)
 
     def frames(self, batch: TextMelBatch) -> int:
