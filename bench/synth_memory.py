@@ -37,8 +37,13 @@ def neurotts(args: list[str], pythonpath: Path, check: bool = True) -> dict[str,
     cmd = [sys.executable, "-c", "from neurotts.cli import main; main()", *args]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    stderr = proc.stderr.read() if proc.stderr is not None else b""
-    _, status, usage = os.wait4(proc.pid, 0)
+    try:
+        stderr = proc.stderr.read() if proc.stderr is not None else b""
+        _, status, usage = os.wait4(proc.pid, 0)
+    except BaseException:  # interrupted: do not leave the child running
+        proc.kill()
+        proc.wait()
+        raise
     proc.returncode = os.waitstatus_to_exitcode(status)
     if check and proc.returncode != 0:
         raise SystemExit(f"failed ({proc.returncode}): {' '.join(args)}\n{stderr.decode()[-2000:]}")
@@ -46,11 +51,11 @@ def neurotts(args: list[str], pythonpath: Path, check: bool = True) -> dict[str,
             "wall_s": round(time.perf_counter() - t0, 1)}
 
 
-def paragraph(n_chars: int) -> str:
-    """About ``n_chars`` of LJSpeech text as one line (whole sentences), or made-up sentences
-    when the shared texts are absent."""
-    if TEXTS.is_file():
-        rows = TEXTS.read_text(encoding="utf-8").splitlines()
+def paragraph(n_chars: int, texts: Path = TEXTS) -> str:
+    """``n_chars`` characters of LJSpeech text (``texts``: an LJSpeech metadata.csv) as one
+    line, or of made-up sentences when that file is absent."""
+    if texts.is_file():
+        rows = texts.read_text(encoding="utf-8").splitlines()
         sentences = [r.split("|")[2].strip() for r in rows]
     else:
         sentences = [f"This is sentence number {i}, read aloud at an even pace." for i in range(5000)]
@@ -93,6 +98,7 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--baseline-tree", type=Path, help="code for the baseline (default: this one)")
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--texts", type=Path, default=TEXTS, help="LJSpeech metadata.csv to take text from")
     args = ap.parse_args()
     results: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,7 +108,7 @@ def main() -> int:
         if not args.skip_baseline:
             contenders["one_batch"] = (args.baseline_tree or ROOT, ["batch_size=100000"])
         for n in args.chars:
-            text = paragraph(n)
+            text = paragraph(n, args.texts)
             for name, (tree, extra) in contenders.items():
                 wav = work / f"{name}_{n}.wav"
                 r = neurotts(["synth", text, "--acoustic", str(acoustic), "--vocoder", "griffinlim",
@@ -114,7 +120,8 @@ def main() -> int:
     ratios = {name: {"rss": round(results[hi][name]["peak_rss_mib"] / results[lo][name]["peak_rss_mib"], 2),
                      "audio": round(results[hi][name]["audio_s"] / max(results[lo][name]["audio_s"], 1e-9), 2)}
               for name in results[lo]}
-    print(json.dumps({"bench": "synth_memory", "batch_size": args.batch_size, "results": results,
+    print(json.dumps({"bench": "synth_memory", "batch_size": args.batch_size,
+                      "text": str(args.texts) if args.texts.is_file() else "made-up", "results": results,
                       f"ratio_{hi}_to_{lo}": ratios}))
     return 0
 
