@@ -312,15 +312,16 @@ def synth(
     overrides: Overrides = None,
     acoustic: Annotated[str | None, typer.Option("--acoustic", "-a", help="Acoustic model: run folder or checkpoint.")] = None,
     vocoder: Annotated[str | None, typer.Option("--vocoder", "-v", help="WaveNet run folder or checkpoint, or griffinlim.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Wav file (or folder with --input).")] = None,
+    output: Annotated[str | None, typer.Option("--output", "-o", help="A .wav file, or a folder (no suffix or a trailing /); with --input, numbered by line.")] = None,
     input_file: Annotated[Path | None, typer.Option("--input", "-i", help="Text file: one wav per line.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Random seed: the same seed gives the same audio.")] = None,
     cfg: PrintCfg = False,
     config_dir: ConfigDir = None,
 ) -> None:
     """Speak TEXT (or each line of --input) with a trained acoustic model and a vocoder."""
     from neurotts.checkpoint import CheckpointError
-    from neurotts.synthesis import SynthConfig, SynthesisError
+    from neurotts.synthesis import SynthConfig, SynthesisError, SynthesisIncomplete
     from neurotts.synthesis import run as run_synth
     from neurotts.vocoders import VocoderError
 
@@ -330,10 +331,16 @@ def synth(
     options = {"sentence": sentence, "input": input_file, "acoustic": acoustic, "vocoder": vocoder,
                "output": output, "device": device}
     extra = [f"{key}={hydra_quote(str(value))}" for key, value in options.items() if value is not None]
+    extra += [f"seed={seed}"] if seed is not None else []
     config = load("synth", SynthConfig, [*(overrides or []), *extra], config_dir, cfg,
                   how={"acoustic": "--acoustic RUN"})
-    with user_errors(SynthesisError, CheckpointError, VocoderError):
-        run_synth(config, err)
+    try:
+        with user_errors(SynthesisError, CheckpointError, VocoderError):
+            run_synth(config, err)
+    except SynthesisIncomplete as exc:
+        raise fail(str(exc), code=1) from None
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @app.command(name="eval", cls=HelpCommand)

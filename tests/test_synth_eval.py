@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +18,7 @@ import soundfile as sf
 import torch
 from typer.testing import CliRunner
 
-from neurotts.cli import app
+from neurotts.cli import app, hydra_quote
 from neurotts.data.toy import make_toy_corpus
 from tests.conftest import SAMPLE, requires_sample
 
@@ -80,7 +86,7 @@ def test_synth_wavenet_and_input_file(runs, tmp_path):
                     "--vocoder", str(runs["voc"]), "-o", str(tmp_path / "out"), "batch_size=2")
     assert result.exit_code == 0, result.output
     wavs = sorted((tmp_path / "out").glob("*.wav"))
-    assert [w.name for w in wavs] == ["001.wav", "002.wav"]
+    assert [w.name for w in wavs] == ["001.wav", "003.wav"]  # file numbers are line numbers
     for w in wavs:
         info = sf.info(w)
         assert info.samplerate == 22050 and info.frames > 0
@@ -222,9 +228,232 @@ def test_eval_compares_attention_types_on_long_passages(runs, tmp_path):
     assert len(rows) == 2 and "| location |" in rows[0] and "| dca |" in rows[1]
 
 
-def test_eval_quotes_awkward_paths(runs, tmp_path):
-    odd = tmp_path / "it's a run, [odd]=name"
-    shutil.copytree(runs["tts"], odd)
-    result = invoke("eval", "--acoustic", str(odd), "texts=long", f"out={tmp_path / 'o'}",
-                    "asr=false", "limit=1")
+def test_eval_shows_awkward_paths_literally(runs, tmp_path):
+    """Quotes, commas, = and rich-markup-like brackets in run folders and the report folder."""
+    first, second = tmp_path / "it's a run, [odd]=[red]name", tmp_path / "b[/x]c"
+    shutil.copytree(runs["tts"], first)
+    shutil.copytree(runs["tts"], second)
+    out = tmp_path / "o[x]"
+    result = invoke("eval", "--acoustic", str(first), "--acoustic", str(second), "texts=long",
+                    f"out={hydra_quote(str(out))}", "asr=false", "limit=1")
     assert result.exit_code == 0, result.output
+    assert f"eval 01-{first.name} ({first})" in result.output
+    assert f"eval 02-{second.name} ({second})" in result.output
+    names = [m["name"] for m in json.loads((out / "comparison.json").read_text())["models"]]
+    assert names == [f"01-{first.name}", f"02-{second.name}"]
+
+
+# ------------------------------------------------------------------- hostile input (issues 14, 15)
+
+
+def one_error_line(result) -> str:
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    return lines[0]
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A folder this process cannot write in: chmod works unless we are root, who can write
+    anywhere except on read-only mounts such as /proc/sys."""
+    if os.geteuid() != 0:
+        folder = tmp_path / "ro"
+        folder.mkdir()
+        folder.chmod(0o555)
+        return folder
+    if Path("/proc/sys").is_dir() and not os.access("/proc/sys", os.W_OK):
+        return Path("/proc/sys")
+    pytest.skip("no read-only folder available to root here")
+
+
+@pytest.mark.parametrize("case", ["mp3", "existing_folder", "parent_is_file", "read_only", "empty"])
+def test_synth_checks_the_output_before_any_model_work(tmp_path, case):
+    """The acoustic model does not exist: the error is about -o, so -o was checked first."""
+    if case == "mp3":
+        out = str(tmp_path / "out.mp3")
+    elif case == "existing_folder":
+        (tmp_path / "x.wav").mkdir()
+        out = str(tmp_path / "x.wav")
+    elif case == "parent_is_file":
+        (tmp_path / "notes").write_text("a file", encoding="utf-8")
+        out = str(tmp_path / "notes" / "sub" / "x.wav")
+    elif case == "read_only":
+        out = str(read_only_folder(tmp_path) / "new" / "x.wav")
+    else:
+        out = ""
+    result = invoke("synth", "Fine text.", "--acoustic", str(tmp_path / "no-such-run"), "-o", out)
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert line.startswith(f"error: -o {out}:" if out else "error: -o is empty"), line
+    assert "checkpoint" not in line
+    if case == "mp3":
+        assert "only .wav" in line and not (tmp_path / "out.mp3").exists()
+
+
+def test_synth_output_names_files_and_folders(runs, tmp_path):
+    tts = str(runs["tts"])
+    lines = tmp_path / "in.txt"
+    lines.write_text("One.\n\n   \nFour.\n", encoding="utf-8")
+    cases = [  # (arguments, files expected)
+        (["Hello.", "-o", str(tmp_path / "a")], [tmp_path / "a" / "001.wav"]),
+        (["--input", str(lines), "-o", str(tmp_path / "b.wav")],
+         [tmp_path / "b_001.wav", tmp_path / "b_004.wav"]),
+        (["Hello.", "-o", f"{tmp_path / 'c.wav'}/"], [tmp_path / "c.wav" / "001.wav"]),
+        (["--input", str(lines), "-o", str(tmp_path / "v1.2")],
+         [tmp_path / "v1.2" / "001.wav", tmp_path / "v1.2" / "004.wav"]),
+    ]
+    (tmp_path / "v1.2").mkdir()  # an existing folder whose name has a dot
+    for args, expected in cases:
+        result = invoke("synth", *args, "--acoustic", tts)
+        assert result.exit_code == 0, result.output
+        assert all(sf.info(str(p)).frames > 0 for p in expected), (args, result.output)
+    assert not (tmp_path / "b.wav").exists()
+
+
+def test_synth_failing_line_costs_only_that_line(runs, tmp_path):
+    lines = tmp_path / "in.txt"
+    lines.write_text("First line.\n...\n\nFourth line.\n", encoding="utf-8")
+    out = tmp_path / "out"
+    result = invoke("synth", "--input", str(lines), "--acoustic", str(runs["tts"]), "-o", str(out))
+    assert result.exit_code == 1, result.output
+    assert f"error: --input {lines}:2: no speakable symbol" in result.output
+    assert sorted(p.name for p in out.iterdir()) == ["001.wav", "004.wav"]
+    last = result.output.strip().splitlines()[-1]
+    assert last == f"error: --input {lines}: 1 of 3 line(s) failed (line 2); 2 file(s) written"
+
+
+def test_synth_shows_bracketed_paths_literally(runs, tmp_path):
+    tts = str(runs["tts"])
+    lines = tmp_path / "in.txt"
+    lines.write_text("One.\nTwo.\nThree.\n", encoding="utf-8")
+    folder = tmp_path / "p" / "r[/q]"
+    result = invoke("synth", "--input", str(lines), "--acoustic", tts, "-o", f"{folder}/")
+    assert result.exit_code == 0, result.output
+    for name in ("001.wav", "002.wav", "003.wav"):
+        assert f"wrote {folder / name} (" in result.output and (folder / name).is_file()
+    wav = tmp_path / "p" / "[red]z.wav"
+    result = invoke("synth", "Hello.", "--acoustic", tts, "-o", str(wav))
+    assert result.exit_code == 0 and f"wrote {wav} (" in result.output, result.output
+    bad = tmp_path / "p" / "[x]a[/x].mp3"
+    result = invoke("synth", "Hello.", "--acoustic", tts, "-o", str(bad))
+    assert result.exit_code == 2 and str(bad) in one_error_line(result)
+    missing = tmp_path / "runs[/x]" / "[red]a"
+    result = invoke("synth", "Hello.", "--acoustic", str(missing), "-o", str(tmp_path / "y.wav"))
+    assert result.exit_code == 2 and str(missing) in one_error_line(result)
+
+
+def test_synth_interrupted_keeps_the_files_done(runs, tmp_path):
+    """A real SIGINT to a real synth process: every file written before it stays whole."""
+    lines = tmp_path / "many.txt"
+    lines.write_text("".join(f"Line number {i} of the input.\n" for i in range(300)), encoding="utf-8")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neurotts.cli", "synth", "--input", str(lines), "--acoustic",
+         str(runs["tts"]), "-o", f"{out}/", "--device", "cpu", "batch_size=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "001.wav").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no file written in 120 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    wavs = sorted(out.glob("*.wav"))
+    assert 1 <= len(wavs) < 300 and "interrupted:" in stderr
+    for wav in wavs:  # each one complete: readable to its last frame
+        data, sr = sf.read(wav)
+        assert sr == 22050 and data.size == sf.info(str(wav)).frames > 0
+
+
+def test_synth_seed_gives_the_same_audio(runs, tmp_path):
+    """Prenet dropout and WaveNet sampling are both seeded: same seed, same bytes."""
+
+    def speak(name: str, seed: int) -> bytes:
+        wav = tmp_path / f"{name}.wav"
+        result = invoke("synth", "A short test sentence.", "--acoustic", str(runs["tts"]),
+                        "--vocoder", str(runs["voc"]), "-o", str(wav), "--seed", str(seed),
+                        "--device", "cpu")
+        assert result.exit_code == 0, result.output
+        return wav.read_bytes()
+
+    first, again, other = speak("a", 7), speak("b", 7), speak("c", 8)
+    assert first == again
+    assert first != other
+
+
+def test_chunk_batches_are_bounded(runs):
+    """However long an input, the models never see more than batch_size pieces at once, and an
+    input is handed back as soon as its last piece is done."""
+    from neurotts.synthesis import AcousticModel, encode, synthesize
+    from neurotts.vocoders import load_vocoder
+
+    device = torch.device("cpu")
+    acoustic = AcousticModel.load(runs["tts"], device)
+    vocoder = load_vocoder("griffinlim", acoustic.audio, device)
+    long_text = " ".join(f"Sentence number {i} is here." for i in range(7))
+    texts = ["Short one.", long_text, "Another short one."]
+    inputs = [encode(acoustic.frontend, t, max_chars=30) for t in texts]
+    assert [len(e.ids) for e in inputs] == [1, 7, 1]
+    acoustic_batches: list[int] = []
+    vocoder_batches: list[int] = []
+    hooks = [
+        acoustic.model.encoder.register_forward_hook(
+            lambda m, args, out: acoustic_batches.append(out.shape[0])),
+        vocoder.module.register_forward_hook(lambda m, args, out: vocoder_batches.append(out.shape[0])),
+    ]
+    try:
+        batches = [[(i, utt) for i, utt in done]
+                   for done, _ in synthesize(inputs, acoustic, vocoder, device, batch_size=2, pause_s=0.1)]
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert acoustic_batches == vocoder_batches == [2, 2, 2, 2, 1]
+    assert [[i for i, _ in b] for b in batches] == [[0], [], [], [1], [2]]
+    long_utt = batches[3][0][1]
+    assert len(long_utt.pieces) == 7 and long_utt.wav.size >= 6 * int(0.1 * 22050)
+
+
+@pytest.mark.parametrize("command,option", [
+    ("synth", "batch_size=0"), ("synth", "max_chars=0"), ("synth", "pause=-1"),
+    ("synth", "temperature=-0.5"), ("synth", "temperature=inf"), ("synth", "pause=61"),
+    ("synth", "seed=-1"), ("eval", "limit=-1"),
+    ("eval", "limit=0"), ("eval", "batch_size=0"), ("eval", "plots=-1"), ("eval", "seed=-3"),
+])
+def test_nonsensical_numbers_are_one_line_errors(tmp_path, command, option):
+    """Checked at start-up: the acoustic model does not even exist."""
+    missing = str(tmp_path / "no-such-run")
+    if command == "synth":
+        args = ["synth", "Text.", "--acoustic", missing, "-o", str(tmp_path / "x.wav"), option]
+    else:
+        args = ["eval", "--acoustic", missing, "texts=long", f"out={tmp_path / 'r'}", option]
+    result = invoke(*args)
+    assert result.exit_code == 2
+    assert option.split("=")[0] in one_error_line(result)
+
+
+def test_eval_single_acoustic_labels_and_progress(runs, tmp_path):
+    """acoustic=RUN (one value, as --cfg suggests); the table labels means and corpus rates and
+    says why a value is n/a; the progress lines give rate and ETA."""
+    out = tmp_path / "r"
+    result = invoke("eval", f"acoustic={runs['tts']}", "texts=long", f"out={out}", "asr=false",
+                    "limit=1")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^eval: 1/1 utterances, [\d.]+ utt/s, elapsed \d+:\d\d, ETA 0:00$",
+                     result.output, re.M), result.output
+    for text in ("mean per utterance", "corpus rate", "ASR WER synthesis", "n/a (asr=false)"):
+        assert text in result.output, text
+    summary = json.loads((out / "report.json").read_text())["summary"]
+    assert summary["not_available"]["wer_synth"] == "asr=false"
+    assert summary["not_available"]["mcd_db"] == "no reference audio with texts=long"
+    assert "| MCD (dB) | n/a (no reference audio with texts=long) |" in (out / "report.md").read_text()
+
+
+def test_eval_texts_file_names_a_bad_line(runs, tmp_path):
+    texts = tmp_path / "t.txt"
+    texts.write_text("Fine.\n\n?!\n", encoding="utf-8")
+    result = invoke("eval", "--acoustic", str(runs["tts"]), f"texts={texts}",
+                    f"out={tmp_path / 'r'}", "asr=false")
+    assert result.exit_code == 2
+    assert f"texts={texts}:3: no speakable symbol" in one_error_line(result)
+    assert not (tmp_path / "r" / "report.json").exists()

@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,8 +29,21 @@ from neurotts.evaluation import metrics
 from neurotts.evaluation.passages import LONG_PASSAGES, passage_ids
 from neurotts.files import atomic_write_text
 from neurotts.models import alignment as health
-from neurotts.synthesis import AcousticModel, Timing, Utterance, pick_device, synthesize_batches
+from neurotts.synthesis import (
+    AcousticModel,
+    Encoded,
+    SynthesisError,
+    Timing,
+    Utterance,
+    encode,
+    pick_device,
+    seed_rng,
+    synthesize,
+)
 from neurotts.vocoders import Vocoder, load_vocoder
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 
 @dataclass
@@ -40,15 +53,17 @@ class EvalDataConfig:
 
 @dataclass
 class EvalConfig:
-    # Run folders or checkpoints of acoustic models; with several, each is evaluated on the
-    # same texts and a comparison table is written (e.g. location vs dca vs multihead).
-    acoustic: list[str] = MISSING
+    # A run folder or checkpoint of an acoustic model, or a list of them: with several, each is
+    # evaluated on the same texts and a comparison table is written (e.g. location vs dca vs
+    # multihead). Typed Any because OmegaConf has no str-or-list type; see acoustic_paths().
+    acoustic: Any = MISSING
     vocoder: str = MISSING  # run folder or checkpoint of a WaveNet, or "griffinlim"
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     out: str = MISSING
     split: str = constrained(choices=SPLITS)
     limit: int | None = constrained(None, ge=1)  # null: the whole split
     texts: str | None = None  # null: the split; "long": built-in passages; else a text file
+    seed: int | None = constrained(ge=0, lt=2**63)  # random draws; null: different every run
     asr: bool = MISSING
     device: str = MISSING
     batch_size: int = constrained(ge=1)
@@ -65,26 +80,60 @@ class EvalError(ValueError):
 class Item:
     id: str
     text: str
-    ref_wav: np.ndarray | None
+    where: str  # where the text comes from, for messages: "texts=FILE:LINE", "split test, ID"
+    has_reference: bool  # recorded audio in the store (read when the item is measured)
 
 
 def _items(cfg: EvalConfig, store: FeatureStore | None) -> list[Item]:
     if cfg.texts == "long":
-        items = [Item(i, t, None) for i, t in zip(passage_ids(), LONG_PASSAGES, strict=True)]
+        items = [Item(i, t, f"texts=long ({i})", False)
+                 for i, t in zip(passage_ids(), LONG_PASSAGES, strict=True)]
     elif cfg.texts is not None:
         path = Path(cfg.texts).expanduser()
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
             raise EvalError(f"texts={path}: cannot read ({exc})") from None
-        items = [Item(f"line-{n:04d}", ln.strip(), None) for n, ln in enumerate(lines, 1) if ln.strip()]
+        items = [Item(f"line-{n:04d}", ln.strip(), f"texts={path}:{n}", False)
+                 for n, ln in enumerate(lines, 1) if ln.strip()]
     else:
         assert store is not None
-        items = [Item(u.id, u.text, store.audio_float(u.id)) for u in store.split(cfg.split)]
+        items = [Item(u.id, u.text, f"split {cfg.split}, {u.id}", True) for u in store.split(cfg.split)]
     items = items[: cfg.limit] if cfg.limit is not None else items
     if not items:
         raise EvalError(f"nothing to evaluate (split={cfg.split}, texts={cfg.texts})")
     return items
+
+
+def _encode_items(items: list[Item], acoustic: AcousticModel) -> list[Encoded]:
+    """Every text encoded before any synthesis; one that cannot be said is an error naming it."""
+    encoded = []
+    for it in items:
+        try:
+            encoded.append(encode(acoustic.frontend, it.text, max_chars=None))
+        except SynthesisError as exc:
+            raise EvalError(f"{it.where}: {exc}") from None
+    return encoded
+
+
+def acoustic_paths(cfg: EvalConfig) -> list[str]:
+    """``acoustic`` as a list: one path (``acoustic=runs/tts``) or several (``acoustic=[a,b]``)."""
+    paths = [cfg.acoustic] if isinstance(cfg.acoustic, str) else cfg.acoustic
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise EvalError(f"acoustic={cfg.acoustic}: expected a run folder or checkpoint, or a list "
+                        "of them (acoustic=[RUN1,RUN2])")
+    if not paths or not all(p.strip() for p in paths):
+        raise EvalError("no acoustic model given (--acoustic RUN, repeatable)")
+    return paths
+
+
+def check(cfg: EvalConfig) -> list[str]:
+    """What the schema's field ranges cannot say: the acoustic models and where the texts come
+    from; returns the acoustic model paths."""
+    paths = acoustic_paths(cfg)
+    if cfg.texts is None and cfg.data.features is None:
+        raise EvalError("data.features is not set (the feature store whose split is evaluated)")
+    return paths
 
 
 def failure_flags(align: np.ndarray, hit_max: bool, skip_run: int, repeat_jump: int) -> dict[str, bool]:
@@ -175,42 +224,87 @@ class Recognition:
         return out
 
 
-def _measure_batch(batch: list[Item], results: list[Utterance], acoustic: AcousticModel,
-                   cfg: EvalConfig, asr: Recognition, out: Path) -> list[dict[str, Any]]:
-    """One row of measures per synthesised item; writes its wav."""
+def _measure(item: Item, res: Utterance, ref: np.ndarray | None, acoustic: AcousticModel,
+             cfg: EvalConfig, asr: Recognition, out: Path) -> dict[str, Any]:
+    """One row of measures for a synthesised item; writes its wav."""
     sr = acoustic.audio.sample_rate
-    rows = []
-    for item, res in zip(batch, results, strict=True):
-        align = res.alignments[0]
-        m = health.alignment_metrics(torch.from_numpy(align)[None])
-        row: dict[str, Any] = {
-            "id": item.id, "text": item.text, "seconds": res.wav.size / sr,
-            "focus": m.focus, "monotonicity": m.monotonicity, "coverage": m.coverage,
-            **failure_flags(align, res.hit_max[0], cfg.skip_run, cfg.repeat_jump),
-        }
-        if item.ref_wav is not None:
-            row.update(acoustic_metrics(item.ref_wav, res.wav, sr))
-        row.update(asr.add(acoustic.frontend.normalize(item.text), res.wav, item.ref_wav, sr))
-        save_wav(out / "wavs" / f"{item.id}.wav", res.wav, sr)
-        rows.append(row)
-    return rows
+    align = res.alignments[0]
+    m = health.alignment_metrics(torch.from_numpy(align)[None])
+    row: dict[str, Any] = {
+        "id": item.id, "text": item.text, "seconds": res.wav.size / sr,
+        "focus": m.focus, "monotonicity": m.monotonicity, "coverage": m.coverage,
+        **failure_flags(align, res.hit_max[0], cfg.skip_run, cfg.repeat_jump),
+    }
+    if ref is not None:
+        row.update(acoustic_metrics(ref, res.wav, sr))
+    row.update(asr.add(acoustic.frontend.normalize(item.text), res.wav, ref, sr))
+    save_wav(out / "wavs" / f"{item.id}.wav", res.wav, sr)
+    return row
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class EvalProgress:
+    """Utterances done, rate and ETA: a rich progress bar on a terminal, otherwise (a log file,
+    a batch job) one plain line per batch."""
+
+    def __init__(self, console: Console, total: int):
+        self.console, self.total = console, total
+        self.t0 = time.perf_counter()
+        self.bar: Progress | None = None
+        if console.is_terminal:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
+                console=console, transient=False,
+            )
+            self.task = self.bar.add_task("eval", total=total, rate="")
+
+    def __enter__(self) -> EvalProgress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, done: int) -> None:
+        elapsed = time.perf_counter() - self.t0
+        rate = done / max(elapsed, 1e-9)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=done, rate=f"{rate:.2f} utt/s")
+            return
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        eta_text = _clock(eta) if math.isfinite(eta) else "?"
+        self.console.print(f"eval: {done}/{self.total} utterances, {rate:.2f} utt/s, "
+                           f"elapsed {_clock(elapsed)}, ETA {eta_text}", markup=False,
+                           highlight=False, soft_wrap=True)
 
 
 def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
     """Evaluate every acoustic model in ``cfg.acoustic`` on the same texts; returns the report
     (one model) or the comparison (several, with each model's report in ``out/NN-name/``)."""
     console = console or Console(stderr=True)
-    if not cfg.acoustic:
-        raise EvalError("no acoustic model given (--acoustic RUN, repeatable)")
-    if cfg.texts is None and cfg.data.features is None:
-        raise EvalError("data.features is not set (the feature store whose split is evaluated)")
+    paths = check(cfg)
     out = Path(cfg.out).expanduser()
-    if len(cfg.acoustic) == 1:
-        return evaluate_model(cfg, cfg.acoustic[0], out, console)
+    if len(paths) == 1:
+        return evaluate_model(cfg, paths[0], out, console)
     reports = []
-    for i, path in enumerate(cfg.acoustic, start=1):
+    for i, path in enumerate(paths, start=1):
         name = f"{i:02d}-{Path(path).expanduser().resolve().name}"
-        console.print(Text.assemble((f"eval {name}", "bold"), f" ({path})"))
+        console.print(Text.assemble((f"eval {name}", "bold"), f" ({path})"), soft_wrap=True)
         reports.append((name, evaluate_model(cfg, path, out / name, console)))
     comparison = _compare(reports)
     _write_comparison(out, comparison)
@@ -225,22 +319,25 @@ def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Cons
     vocoder = load_vocoder(cfg.vocoder, acoustic.audio, device)
     store = FeatureStore(cfg.data.features) if cfg.texts is None else None
     items = _items(cfg, store)
+    inputs = _encode_items(items, acoustic)
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     asr = Recognition(cfg.asr)
     rows: list[dict[str, Any]] = []
     timing = Timing()
     figures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]] = []
-    batches = synthesize_batches([it.text for it in items], acoustic, vocoder, device,
-                                 cfg.batch_size, max_chars=None, keep_details=True)
-    for start, results, t in batches:
-        batch = items[start: start + len(results)]
-        rows += _measure_batch(batch, results, acoustic, cfg, asr, out)
-        timing.add(t)
-        for it, res in zip(batch, results, strict=True):
-            if len(figures) < cfg.plots:
-                ref_mel = None if store is None else store.mel(it.id)
-                figures.append((it.id, res.alignments[0], res.mels[0], ref_mel))
-        console.print(f"eval: {len(rows)}/{len(items)} utterances")
+    seed_rng(cfg.seed)  # each model of a comparison starts from the same seed
+    with EvalProgress(console, len(items)) as progress:
+        for completed, t in synthesize(inputs, acoustic, vocoder, device, cfg.batch_size,
+                                       keep_details=True):
+            timing.add(t)
+            for i, res in completed:
+                it = items[i]
+                ref = store.audio_float(it.id) if store is not None and it.has_reference else None
+                rows.append(_measure(it, res, ref, acoustic, cfg, asr, out))
+                if len(figures) < cfg.plots:
+                    ref_mel = None if store is None else store.mel(it.id)
+                    figures.append((it.id, res.alignments[0], res.mels[0], ref_mel))
+            progress.update(len(rows))
     report = _aggregate(cfg, rows, timing, asr, acoustic, vocoder)
     _write(out, report, rows, figures)
     _print_table(console, report)
@@ -280,21 +377,65 @@ def _print_comparison(console: Console, comparison: dict[str, Any]) -> None:
     for col in ("model", "attention", *_FAILURES, "failed", "focus", "coverage"):
         table.add_column(col)
     for m in comparison["models"]:
-        table.add_row(m["name"], m["attention"], *(str(m["failures"][k]) for k in _FAILURES),
-                      str(m["failed_utterances"]), _fmt(m["focus"]), _fmt(m["coverage"]))
+        cells = [m["name"], m["attention"], *(str(m["failures"][k]) for k in _FAILURES),
+                 str(m["failed_utterances"]), _fmt(m["focus"]), _fmt(m["coverage"])]
+        table.add_row(*(Text(c) for c in cells))  # Text: a model's folder name is shown as is
     console.print(table)
+
+
+# Each measure's label; every one is a mean over utterances, and the four ASR rates are also
+# given as corpus rates (all edits over all reference words or characters).
+_LABELS = {
+    "mcd_db": "MCD (dB)",
+    "log_f0_rmse_cents": "log-F0 RMSE (cents)",
+    "vuv_error": "V/UV error",
+    "duration_ratio": "duration ratio (synth/rec)",
+    "focus": "attention focus",
+    "monotonicity": "attention monotonicity",
+    "coverage": "attention coverage",
+    "wer_synth": "ASR WER synthesis",
+    "cer_synth": "ASR CER synthesis",
+    "wer_reference": "ASR WER recording",
+    "cer_reference": "ASR CER recording",
+}
+_NEEDS_REFERENCE = ("mcd_db", "log_f0_rmse_cents", "vuv_error", "duration_ratio",
+                    "wer_reference", "cer_reference")
+_ASR = ("wer_synth", "cer_synth", "wer_reference", "cer_reference")
+
+
+def _not_available(cfg: EvalConfig, rows: list[dict[str, Any]], mean: dict[str, Any]) -> dict[str, str]:
+    """Why each measure without a value has none."""
+    reasons: dict[str, str] = {}
+    for key in (k for k, v in mean.items() if v is None):
+        if key in _ASR and not cfg.asr:
+            reasons[key] = "asr=false"
+        elif key in _NEEDS_REFERENCE and cfg.texts is not None:
+            reasons[key] = f"no reference audio with texts={cfg.texts}"
+        else:
+            notes = [r["metrics_note"] for r in rows if r.get("metrics_note")]
+            reasons[key] = notes[0] if notes else "not computable for any utterance"
+    return reasons
+
+
+def _corpus_rate(report: dict[str, Any], key: str) -> float | None:
+    """The corpus WER/CER matching a mean-per-utterance key such as ``wer_synth``."""
+    if key not in _ASR:
+        return None
+    rate, who = key.split("_")
+    rates = report["asr"].get("synth" if who == "synth" else "reference")
+    return None if rates is None else rates[rate]
 
 
 def _aggregate(cfg: EvalConfig, rows: list[dict[str, Any]], timing: Timing,
                asr: Recognition, acoustic: AcousticModel, vocoder: Vocoder) -> dict[str, Any]:
-    keys = ["mcd_db", "log_f0_rmse_cents", "vuv_error", "duration_ratio", "focus",
-            "monotonicity", "coverage", "wer_synth", "cer_synth", "wer_reference", "cer_reference"]
     audio_s = max(timing.audio_s, 1e-9)
+    mean = {k: _mean([r.get(k) for r in rows]) for k in _LABELS}
     return {
         "acoustic": str(acoustic.path), "acoustic_step": acoustic.step, "vocoder": vocoder.name,
         "split": cfg.split if cfg.texts is None else None, "texts": cfg.texts,
-        "attention": acoustic.cfg.attention.type, "n_utterances": len(rows),
-        "mean": {k: _mean([r.get(k) for r in rows]) for k in keys},
+        "attention": acoustic.cfg.attention.type, "n_utterances": len(rows), "seed": cfg.seed,
+        "mean": mean,
+        "not_available": _not_available(cfg, rows, mean),
         "failures": {k: int(sum(r[k] for r in rows)) for k in _FAILURES},
         "failed_utterances": int(sum(any(r[k] for k in _FAILURES) for r in rows)),
         "asr": asr.summary(),
@@ -304,10 +445,21 @@ def _aggregate(cfg: EvalConfig, rows: list[dict[str, Any]], timing: Timing,
     }
 
 
-def _fmt(v: Any) -> str:
+def _fmt(v: Any, reason: str | None = None) -> str:
     if v is None:
-        return "n/a"
+        return f"n/a ({reason})" if reason else "n/a"
     return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _measure_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, mean per utterance, corpus rate) for each measure, n/a with its reason."""
+    rows = []
+    for key, label in _LABELS.items():
+        reason = report["not_available"].get(key)
+        corpus = _corpus_rate(report, key)
+        corpus_cell = "" if key not in _ASR else _fmt(corpus)
+        rows.append((label, _fmt(report["mean"][key], reason), corpus_cell))
+    return rows
 
 
 def _write(out: Path, report: dict[str, Any], rows: list[dict[str, Any]],
@@ -316,19 +468,17 @@ def _write(out: Path, report: dict[str, Any], rows: list[dict[str, Any]],
     lines = [f"# neurotts eval: {report['n_utterances']} utterances", "",
              f"acoustic `{report['acoustic']}` (step {report['acoustic_step']}, "
              f"{report['attention']} attention), vocoder `{report['vocoder']}`", "",
-             "| metric | mean |", "| --- | --- |"]
-    lines += [f"| {k} | {_fmt(v)} |" for k, v in report["mean"].items()]
-    lines += ["", "| failure | count |", "| --- | --- |"]
+             "| measure | mean per utterance | corpus rate (all edits / all words or characters) |",
+             "| --- | --- | --- |"]
+    lines += [f"| {label} | {mean} | {corpus} |" for label, mean, corpus in _measure_rows(report)]
+    lines += ["", "| failure | utterances |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in report["failures"].items()]
-    lines += [f"| any (utterances) | {report['failed_utterances']} |"]
+    lines += [f"| any | {report['failed_utterances']} |"]
     lines += ["", "| stage | real-time factor |", "| --- | --- |"]
     lines += [f"| {k} | {v:.3f} |" for k, v in report["rtf"].items()]
-    if report["asr"]:
-        lines += ["", "| ASR corpus rates | WER | CER |", "| --- | --- | --- |"]
-        lines += [f"| {k} | {v['wer']:.3f} | {v['cer']:.3f} |" for k, v in report["asr"].items()]
     lines += ["", "| id | s | MCD dB | F0 cents | focus | WER | flags |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        flags = ",".join(k for k in ("max_steps", "early_stop", "skip", "repeat") if r[k]) or "-"
+        flags = ",".join(k for k in _FAILURES if r[k]) or "-"
         lines.append(f"| {r['id']} | {r['seconds']:.2f} | {_fmt(r.get('mcd_db'))} | "
                      f"{_fmt(r.get('log_f0_rmse_cents'))} | {r['focus']:.3f} | {_fmt(r.get('wer_synth'))} | {flags} |")
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
@@ -341,17 +491,21 @@ def _write(out: Path, report: dict[str, Any], rows: list[dict[str, Any]],
 
 
 def _print_table(console: Console, report: dict[str, Any]) -> None:
+    """The measures (mean per utterance and, for WER/CER, the corpus rate; every cell is Text,
+    so nothing in it is read as markup), then a line of failure counts and one of real-time
+    factors."""
     from rich.table import Table
 
-    table = Table(title=f"neurotts eval ({report['n_utterances']} utterances)")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in report["mean"].items():
-        table.add_row(k, _fmt(v))
-    for k, v in report["failures"].items():
-        table.add_row(f"failures: {k}", str(v))
-    for k, v in report["rtf"].items():
-        table.add_row(f"RTF {k}", f"{v:.3f}")
-    for k, v in report["asr"].items():
-        table.add_row(f"ASR {k} WER / CER", f"{v['wer']:.3f} / {v['cer']:.3f}")
+    table = Table(title=f"neurotts eval ({report['n_utterances']} utterances)",
+                  caption="corpus rate: all ASR edits over all words (characters) of the texts")
+    table.add_column("measure")
+    table.add_column("mean per utterance", justify="right")
+    table.add_column("corpus rate", justify="right")
+    for label, mean, corpus in _measure_rows(report):
+        table.add_row(Text(label), Text(mean), Text(corpus))
     console.print(table)
+    failures = ", ".join(f"{k} {v}" for k, v in report["failures"].items())
+    console.print(f"failures (utterances): {failures}; any {report['failed_utterances']}",
+                  markup=False, highlight=False, soft_wrap=True)
+    rtf = ", ".join(f"{k} {v:.3f}" for k, v in report["rtf"].items())
+    console.print(f"real-time factor: {rtf}", markup=False, highlight=False, soft_wrap=True)
