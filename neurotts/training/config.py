@@ -69,6 +69,7 @@ class TrainerConfig:
     val_batches: int = MISSING  # 0 = whole val split
     media: MediaConfig = field(default_factory=MediaConfig)
     checkpoint_every: int = MISSING
+    checkpoint_every_minutes: float = MISSING  # also save when this much time passed; 0 = off
     keep_last: int = MISSING
     resume: str = MISSING  # auto | never | path to a checkpoint
     max_nonfinite: int = MISSING
@@ -99,6 +100,22 @@ class TrainConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
 
 
+# Settings a resumed run may change; every other difference from the checkpoint's config is
+# refused before anything is written (README "Train"). Keys are dotted prefixes.
+RESUME_MAY_CHANGE = (
+    "trainer.max_steps", "trainer.optimizer.", "trainer.schedule.", "trainer.grad_clip",
+    "trainer.grad_accum", "trainer.precision", "trainer.device", "trainer.cpu_threads",
+    "trainer.ema_decay", "trainer.log_every", "trainer.val_every", "trainer.val_batches",
+    "trainer.media.", "trainer.checkpoint_every", "trainer.checkpoint_every_minutes",
+    "trainer.keep_last", "trainer.resume", "trainer.max_nonfinite",
+    "data.num_workers", "data.features", "run.dir",
+    # These change which utterances make up each batch: the new batches start with the
+    # next epoch (the rest of the current one is skipped).
+    "trainer.batch_size", "trainer.bucket_size", "trainer.max_batch_frames",
+)
+RESUME_NEXT_EPOCH = ("trainer.batch_size", "trainer.bucket_size", "trainer.max_batch_frames")
+
+
 def check_trainer(cfg: TrainerConfig) -> None:
     """Value checks the schema's types cannot express; raises :class:`ConfigError`."""
     if cfg.precision not in PRECISIONS:
@@ -115,6 +132,9 @@ def check_trainer(cfg: TrainerConfig) -> None:
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"trainer.{key}={value}: must be at least 1")
+    if cfg.checkpoint_every_minutes < 0:
+        raise ConfigError(f"trainer.checkpoint_every_minutes={cfg.checkpoint_every_minutes}: "
+                          "must be 0 (off) or more")
     if not 0.0 <= cfg.ema_decay < 1.0:
         raise ConfigError(f"trainer.ema_decay={cfg.ema_decay}: must be in [0, 1)")
     if len(cfg.optimizer.betas) != 2:

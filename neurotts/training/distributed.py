@@ -59,6 +59,11 @@ def setup(device_choice: str) -> DistEnv:
     return DistEnv(rank, local_rank, world_size, device)
 
 
+def local_world_size() -> int:
+    """Processes of this job on this machine (torchrun's ``LOCAL_WORLD_SIZE``; 1 without)."""
+    return _env_int("LOCAL_WORLD_SIZE", 1)
+
+
 def teardown(env: DistEnv) -> None:
     if env.distributed and dist.is_initialized():
         dist.destroy_process_group()
@@ -75,11 +80,26 @@ def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
 
 def any_rank(flag: bool, env: DistEnv) -> bool:
     """True on every rank when ``flag`` is true on any rank (one scalar all-reduce)."""
+    return max_over_ranks([int(flag)], env)[0] > 0
+
+
+def max_over_ranks(values: list[int], env: DistEnv) -> list[int]:
+    """Element-wise maximum of small non-negative integers over all ranks (one all-reduce),
+    so that every rank takes the same decision (stop, save) from per-rank observations."""
     if not env.distributed:
-        return flag
-    value = torch.tensor([1.0 if flag else 0.0], device=env.device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return bool(value.item() > 0)
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=env.device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return [int(v) for v in tensor.tolist()]
+
+
+def from_main(obj: Any, env: DistEnv) -> Any:
+    """Rank 0's ``obj`` on every rank (a decision only rank 0 can take, e.g. the lock)."""
+    if not env.distributed:
+        return obj
+    box = [obj if env.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier(env: DistEnv) -> None:
