@@ -261,7 +261,8 @@ def open_logger(cfg: TrainConfig, console: Console, checkpoints: Checkpoints) ->
 def summary(run: Run, started: float, resumed_from: int | None) -> str:
     """The last lines of a run: steps, best validation loss, checkpoints, wall time."""
     state, newest = run.state, run.checkpoints.newest
-    steps = f"step {state.step} of {run.cfg.trainer.max_steps}"
+    steps = f"step {state.step}" + (f" of {run.cfg.trainer.max_steps}"
+                                     if state.step <= run.cfg.trainer.max_steps else "")
     if resumed_from is not None:
         steps += f" (resumed at step {resumed_from})"
     best = ("no validation yet" if state.best_step is None else
@@ -370,12 +371,15 @@ def resume_state(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Train
 
 def write_run_files(cfg: TrainConfig, checkpoints: Checkpoints, plan: ResumePlan,
                     state: TrainState) -> list[str]:
-    """Rank 0, once the resume is accepted: set aside damaged checkpoints (and, when an
-    older checkpoint was chosen explicitly, the newer ones it abandons), decide whether
-    best.pt may be replaced, and write config.yaml. Returns what to print."""
+    """Rank 0, once the resume is accepted: remove half-written files of a killed run, set
+    aside damaged checkpoints (and, when an older checkpoint was chosen explicitly, the newer
+    ones it abandons), decide whether best.pt may be replaced, and write config.yaml.
+    Returns what to print."""
     manager, notes = checkpoints.manager, []
     try:
         manager.folder.mkdir(parents=True, exist_ok=True)
+        for stale in [*manager.folder.glob("*.part"), *Path(cfg.run.dir).glob("*.part")]:
+            stale.unlink()  # left by a writer that was killed (we hold the lock: none is now)
         for path, _ in plan.damaged:
             notes.append(f"{path} set aside as {manager.set_aside(path, 'damaged').name}")
         if plan.path is not None:

@@ -188,12 +188,6 @@ def check_resume_config(path: Path, saved: dict[str, Any], cfg: TrainConfig, sto
     """Settings that changed since the checkpoint: the ones a resume may change as printable
     lines, and whether the batches change (see :data:`RESUME_NEXT_EPOCH`); anything else
     raises :class:`TrainingError` naming the keys. Writes nothing."""
-    same_store = (saved["symbols"] == list(store.symbols) and saved["audio"] == to_dict(store.audio)
-                  and same_tensors(saved.get("mel_norm", {}), task.describe().get("mel_norm", {})))
-    if not same_store:
-        raise TrainingError(f"{path}: was trained on other features (symbols, audio settings or "
-                            f"mel statistics differ from {cfg.data.features}); use the same store "
-                            "to resume, or a new run.dir")
     changes = diff_configs(saved["config"], to_dict(cfg))
     refused = [f"{k}: {old!r} -> {new!r}" for k, old, new in changes
                if old is not ABSENT and not k.startswith(RESUME_MAY_CHANGE)]
@@ -201,6 +195,12 @@ def check_resume_config(path: Path, saved: dict[str, Any], cfg: TrainConfig, sto
         raise TrainingError(f"{path}: these settings differ from the checkpoint's and cannot change "
                             f"on resume ({'; '.join(refused)}): set them back to resume, or use a new "
                             "run.dir")
+    same_store = (saved["symbols"] == list(store.symbols) and saved["audio"] == to_dict(store.audio)
+                  and same_tensors(saved.get("mel_norm", {}), task.describe().get("mel_norm", {})))
+    if not same_store:
+        raise TrainingError(f"{path}: was trained on other features (symbols, audio settings or "
+                            f"mel statistics differ from {cfg.data.features}); use the same store "
+                            "to resume, or a new run.dir")
     step = saved["step"]
     shown = [f"{k} {_short(old)} -> {_short(new)} from step {step}" for k, old, new in changes
              if not k.startswith(("trainer.resume", "run.dir", "data.features", "audio."))]
