@@ -163,10 +163,11 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
         raise typer.Exit(0)
     try:
         run_training(config, err)
-    except (ConfigError, StoreError, CheckpointError) as exc:
-        raise fail(str(exc)) from None
-    except TrainingError as exc:
-        raise fail(str(exc), code=1) from None
+    except (ConfigError, StoreError, CheckpointError, TrainingError) as exc:
+        code = 1 if isinstance(exc, TrainingError) else 2
+        if getattr(exc, "on_every_rank", False) and os.environ.get("RANK", "0") != "0":
+            raise typer.Exit(code) from None  # under torchrun: rank 0 prints it, once
+        raise fail(str(exc), code) from None
     except TrainingInterrupted as exc:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one message
             err.print(str(exc), highlight=False, soft_wrap=True, markup=False)

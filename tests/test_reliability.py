@@ -435,6 +435,21 @@ def disk_full_injected(store: Path, reference: Path, tmp_path: Path, overrides: 
     assert_runs_equal(reference, run_dir, STEPS)
 
 
+def test_full_disk_under_the_log_stops_the_run_with_one_line(store: Path, tmp_path: Path) -> None:
+    """train_log.jsonl on /dev/full (every write: ENOSPC): the run stops at the step boundary
+    after the failed write, naming the file and the checkpoint to resume from."""
+    run_dir = tmp_path / "run"
+    run(config(store, run_dir, "trainer.max_steps=2", "trainer.val_every=2"))
+    log = run_dir / "train_log.jsonl"
+    log.unlink()
+    log.symlink_to("/dev/full")
+    with pytest.raises(TrainingError) as err:
+        run(config(store, run_dir, "trainer.max_steps=6", "trainer.log_every=1"))
+    assert str(err.value) == (f"disk full while writing {log}; the newest intact checkpoint is step "
+                              f"2 ({run_dir / 'checkpoints' / 'step_00000002.pt'}); run the same "
+                              "command again to resume once it is fixed")
+
+
 def test_run_dir_under_a_file_is_one_line(store: Path, tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("")
     result = CliRunner().invoke(app, ["train", "experiment=tiny", f"data.features={store}",

@@ -124,10 +124,16 @@ class TrainLogger:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
-        if self.writer is not None:
-            self._guard(self.writer.log_dir, self.writer.close)
-            self.writer = None
-            self.jsonl.close()
+        if self.writer is None:
+            return
+        # Closing flushes what is still buffered; after a failed write that fails again.
+        for where, close in ((self.writer.log_dir, self.writer.close), (self.jsonl_path, self.jsonl.close)):
+            try:
+                close()
+            except OSError as exc:
+                if self.error is None:  # a failure of the last flush: the run is over, say so
+                    self.info(f"warning: could not finish writing {where} ({exc.strerror})")
+        self.writer = None
 
 
 def format_values(values: dict[str, float]) -> str:

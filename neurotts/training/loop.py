@@ -173,11 +173,12 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
     precision = resolve_precision(tc.precision, env.device)
     parts = Trainables.build(task.model.to(env.device), tc, precision, env.device)
     train_set, val_set = task.dataset("train", tc.seed), task.dataset("val", tc.seed)
-    train_set.check_files()
-    val_set.check_files()
     manager = CheckpointManager(Path(cfg.run.dir) / "checkpoints", tc.keep_last)
     state = TrainState()
-    plan = resume_state(cfg, task, store, parts, state, env, manager)  # writes nothing
+    with on_every_rank():
+        train_set.check_files()
+        val_set.check_files()
+        plan = resume_state(cfg, task, store, parts, state, env, manager)  # writes nothing
     checkpoints = Checkpoints(manager, env, tc.checkpoint_every_minutes, plan.path, state.step)
     notes = notes + plan.messages + on_main(lambda: write_run_files(cfg, checkpoints, plan,
                                                                      state), env, default=[])
@@ -225,7 +226,8 @@ def run_steps(run: Run, model: nn.Module, stream: Iterator[Any], val_loader: Dat
         if result.updated:  # the schedule counts updates, not skipped steps
             parts.scheduler.step()
         meter.add(result, sum(run.task.frames(batch) for batch in batches))
-        check_finite(result, state, tc, log)
+        with on_every_rank():  # the gradient norm is all-reduced: every rank sees it
+            check_finite(result, state, tc, log)
         last = state.step >= tc.max_steps
         log.advance(state.step, result.loss)
         if state.step % tc.log_every == 0 or last:
@@ -242,7 +244,7 @@ def run_steps(run: Run, model: nn.Module, stream: Iterator[Any], val_loader: Dat
         signum, timed, log_failed = distributed.max_over_ranks(
             [stop.number, run.checkpoints.time_due(), log.error is not None], env)
         if log_failed:
-            raise TrainingError(on_main(lambda: run.checkpoints.write_failed(log.error), env))
+            on_main(lambda: run.checkpoints.raise_write_failed(log.error), env)
         stopping = signum and not last
         saved = None
         if state.step % tc.checkpoint_every == 0 or last or stopping or timed:
@@ -280,12 +282,27 @@ def on_main(fn: Callable[[], T], env: DistEnv, default: T | None = None) -> T | 
     if env.is_main:
         try:
             result = fn()
-        except (ConfigError, TrainingError, CheckpointError, StoreError, OSError) as exc:
+        except (*SHARED_ERRORS, OSError) as exc:
             error = exc
     error = distributed.from_main(error, env)
     if error is not None:
+        error.on_every_rank = True
         raise error
     return result
+
+
+SHARED_ERRORS = (ConfigError, TrainingError, CheckpointError, StoreError)
+
+
+@contextlib.contextmanager
+def on_every_rank() -> Iterator[None]:
+    """Marks the errors raised inside as raised alike on every rank (checks every rank makes
+    on the same data), so that under torchrun the CLI prints them once (rank 0)."""
+    try:
+        yield
+    except SHARED_ERRORS as exc:
+        exc.on_every_rank = True
+        raise
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -314,6 +331,9 @@ class Checkpoints:
         what = (f"disk full while writing {exc.filename}" if disk_full(exc)
                 else f"cannot write {exc.filename} ({exc.strerror})")
         return f"{what}; {where}; run the same command again to resume once it is fixed"
+
+    def raise_write_failed(self, exc: OSError) -> None:
+        raise TrainingError(self.write_failed(exc))
 
     def _write(self, write: Callable[[], Path]) -> Path | None:
         def guarded() -> Path:
