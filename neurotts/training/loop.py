@@ -517,12 +517,7 @@ def worker_init(worker_id: int) -> None:
     killed by the kernel when the main process dies (Linux)."""
     for sig in StopRequest.SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    distributed.signal_on_parent_death(signal.SIGKILL)
 
 
 def loader_workers(asked: int, env: DistEnv, notes: list[str]) -> int:
