@@ -267,6 +267,31 @@ def test_damaged_newest_checkpoints_are_named_and_skipped(store: Path, reference
     assert_runs_equal(reference, run_dir, STEPS)
 
 
+def test_resume_from_an_older_checkpoint_sets_the_newer_ones_aside(store: Path,
+                                                                   tmp_path: Path) -> None:
+    """trainer.resume=PATH to an older checkpoint of the folder: the checkpoints after it
+    (best.pt included) are kept as NAME.superseded, so a later resume=auto stays on the
+    line this run continues, not the abandoned one. A checkpoint of another folder cannot
+    be continued in a folder that has checkpoints of its own."""
+    run_dir = tmp_path / "run"
+    folder = run_dir / "checkpoints"
+    run(config(store, run_dir, "trainer.max_steps=4", "trainer.checkpoint_every=2",
+               "trainer.keep_last=5", "trainer.val_every=100"))  # step 2, step 4, best (4)
+    summary, out = run(config(store, run_dir, "trainer.max_steps=3", "trainer.val_every=100",
+                              f"trainer.resume={folder / 'step_00000002.pt'}"))
+    assert summary.resumed_from == 2 and summary.step == 3
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "best.pt", "best.pt.superseded", "step_00000002.pt", "step_00000003.pt",
+        "step_00000004.pt.superseded"]  # best.pt: this run's own, at step 3
+    assert f"{folder / 'step_00000004.pt'} (step 4) is newer than the chosen checkpoint" in out
+    summary, _ = run(config(store, run_dir, "trainer.max_steps=4"))
+    assert summary.resumed_from == 3
+    other = tmp_path / "other"
+    run(config(store, other, "trainer.max_steps=1"))
+    with pytest.raises(TrainingError, match="would mix two runs"):
+        run(config(store, run_dir, f"trainer.resume={other / 'checkpoints' / 'step_00000001.pt'}"))
+
+
 def test_no_usable_checkpoint_never_starts_over(store: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run(config(store, run_dir, "trainer.max_steps=2", "trainer.val_every=2"))
