@@ -123,6 +123,8 @@ def test_signal_to_the_process_group_stops_with_a_checkpoint_and_resumes_exactly
     summary, out = run(config(store, run_dir, *COMMON, f"trainer.max_steps={STEPS}"))
     assert summary.resumed_from == step and f"resumed from step {step}" in out
     assert_runs_equal(reference, run_dir, STEPS)
+    print(f"REPORT {sig.name} to the process group: exit {proc.returncode}, checkpoint of step "
+          f"{step}, resumed from step {summary.resumed_from}, equal to the uninterrupted run")
 
 
 @pytest.mark.slow
@@ -155,7 +157,7 @@ def test_torchrun_stopped_by_sigterm_or_killed_resumes_exactly(store: Path, tmp_
         proc = start(cmd, log)
         wait_for_steps(proc, b, previous + 2, log)
         os.killpg(proc.pid, sig)
-        proc.wait(timeout=120)  # torchrun's own exit code: 1 after SIGTERM, -9 after kill -9
+        torchrun_rc = proc.wait(timeout=120)  # torchrun's own: 1 after SIGTERM, -9 after kill -9
         deadline = time.monotonic() + 120  # after kill -9 the workers finish on their own
         while "stopped by SIGTERM" not in log.read_text() and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -166,12 +168,15 @@ def test_torchrun_stopped_by_sigterm_or_killed_resumes_exactly(store: Path, tmp_
         assert previous + 2 <= step < steps, text[-2000:]
         assert not re.search(r'File ".*neurotts/', text), text[-3000:]  # torchrun's traceback only
         assert ckpt.load_checkpoint(b / "checkpoints" / f"step_{step:08d}.pt")["world_size"] == 2
+        print(f"REPORT torchrun, {sig.name} to its process group: torchrun exit {torchrun_rc}, "
+              f"workers stopped with a checkpoint of step {step}")
         previous = step
 
     proc = torchrun(2, *args, f"run.dir={b}", f"trainer.max_steps={steps}")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resumed from step {previous}" in proc.stderr
     assert_runs_equal(a, b, steps)
+    print(f"REPORT torchrun resumed from step {previous}, equal to the uninterrupted 2-process run")
 
 
 def test_repeated_copies_of_a_signal_are_one_request() -> None:
@@ -220,7 +225,29 @@ def test_one_run_per_folder_and_a_killed_holder_leaves_it_unlocked(store: Path,
     summary, out = run(config(store, run_dir, f"trainer.max_steps={step + 1}"))
     assert summary.resumed_from == step and summary.step == step + 1
     assert f"taken over from pid {holder.pid}" in out
+    print(f"REPORT second run on a locked folder: exit {second.returncode}; holder killed with -9 "
+          f"at a time-based checkpoint of step {step}; next run resumed from step {step}")
     assert not (run_dir / "train.lock").exists()
+
+
+def test_lock_file_left_by_another_host_is_taken_with_a_warning(tmp_path: Path) -> None:
+    """flock is only as good as the file system's locking: a lock file that another host
+    left behind (NFS without lock support, or a crash there) gets a warning, not a refusal;
+    two locks on one folder in one host are refused, and the second names the first."""
+    import json
+
+    from neurotts.training.rundir import RunLock
+
+    (tmp_path / "train.lock").write_text(json.dumps({"pid": 4242, "host": "elsewhere",
+                                                     "since": "2025-01-01 00:00:00"}))
+    with RunLock(tmp_path) as lock:
+        assert "was left by pid 4242 on elsewhere" in lock.notes[0]
+        assert lock.notes[0].startswith("warning:") and "nolock" in lock.notes[0]
+        with pytest.raises(TrainingError, match=rf"pid {os.getpid()} on host {socket.gethostname()}"):
+            RunLock(tmp_path).acquire()
+    assert not (tmp_path / "train.lock").exists()
+    with RunLock(tmp_path) as lock:
+        assert lock.notes == []
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -240,6 +267,7 @@ def test_best_pt_alone_is_resumed_from_and_not_overwritten(store: Path, referenc
     assert f"resumed from step {best['step']} ({run_dir / 'checkpoints' / 'best.pt'})" in out
     assert ckpt.load_checkpoint(run_dir / "checkpoints" / "best.pt")["val_loss"] <= best["val_loss"]
     assert_runs_equal(reference, run_dir, STEPS)
+    print(f"REPORT only best.pt: resumed from step {summary.resumed_from}, equal to uninterrupted")
 
 
 def test_damaged_newest_checkpoints_are_named_and_skipped(store: Path, reference: Path,
@@ -265,6 +293,7 @@ def test_damaged_newest_checkpoints_are_named_and_skipped(store: Path, reference
     assert (folder / "step_00000007.pt.damaged").is_file() and (folder / "best.pt.damaged").is_file()
     assert "weights_only" not in out
     assert_runs_equal(reference, run_dir, STEPS)
+    print(f"REPORT damaged step 7 and best.pt: resumed from step {summary.resumed_from}, equal")
 
 
 def test_resume_from_an_older_checkpoint_sets_the_newer_ones_aside(store: Path,
@@ -441,6 +470,9 @@ def test_disk_full_is_one_line_leaves_nothing_half_written_and_resumes_exactly(
     err3 = (out / "err3").read_text()
     assert (out / "rc3").read_text().strip() == "2", err3
     assert err3.strip() == f"error: run.dir={ro}/run: cannot be created (Read-only file system)"
+    print(f"REPORT disk full (tmpfs): exit {(out / 'rc1').read_text().strip()}, newest intact "
+          f"step 4; after freeing space exit {(out / 'rc2').read_text().strip()}, resumed from "
+          f"step 4, equal; read-only run.dir exit {(out / 'rc3').read_text().strip()}")
 
 
 def disk_full_injected(store: Path, reference: Path, tmp_path: Path, overrides: list[str],
@@ -466,6 +498,7 @@ def disk_full_injected(store: Path, reference: Path, tmp_path: Path, overrides: 
     summary, _ = run(config(store, run_dir, *overrides))
     assert summary.resumed_from == 4
     assert_runs_equal(reference, run_dir, STEPS)
+    print("REPORT disk full (injected ENOSPC): one line, resumed from step 4, equal")
 
 
 def test_full_disk_under_the_log_stops_the_run_with_one_line(store: Path, tmp_path: Path) -> None:

@@ -212,6 +212,8 @@ def check_resume_config(path: Path, saved: dict[str, Any], cfg: TrainConfig, sto
 
 
 def _short(value: Any) -> str:
+    if value is ABSENT:
+        return "(not set)"
     return f"{value:g}" if isinstance(value, float) else repr(value)
 
 
