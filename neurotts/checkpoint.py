@@ -13,8 +13,9 @@ reads it and no code runs on load)::
     optimizer, scheduler, scaler
     rng                     one {"python", "numpy", "torch", "cuda"} dict per rank
     best_val_loss, val_loss, nonfinite_steps
-    best_id                 which best.pt this state descends from (None: none yet); may be
-                            absent in checkpoints written before it existed
+    best_step, best_id      step of best_val_loss, and an id of the best.pt this state
+                            descends from (None: none yet); both absent in checkpoints
+                            written before they existed
 
 Files are written to ``NAME.part`` and renamed, so a crash never leaves a torn checkpoint
 under a real name. ``checkpoints/step_00001000.pt`` are periodic (the newest ``keep_last``

@@ -178,11 +178,6 @@ def diff_configs(saved: Any, current: Any, prefix: str = "") -> list[tuple[str, 
 ABSENT = "(not in the checkpoint)"
 
 
-def config_changes(saved: Any, current: Any, prefix: str = "") -> list[str]:
-    """``key: saved -> current`` for every leaf that differs between two nested dicts."""
-    return [f"{key}: {old!r} -> {new!r}" for key, old, new in diff_configs(saved, current, prefix)]
-
-
 def check_resume_config(path: Path, saved: dict[str, Any], cfg: TrainConfig, store: FeatureStore,
                         task: Task, world_size: int) -> tuple[list[str], bool]:
     """Settings that changed since the checkpoint: the ones a resume may change as printable
