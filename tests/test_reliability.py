@@ -192,6 +192,28 @@ def test_repeated_copies_of_a_signal_are_one_request() -> None:
     assert signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL
 
 
+def test_loader_workers_ignore_group_signals_but_not_their_parent(tmp_path: Path) -> None:
+    """A worker survives SIGTERM/SIGINT/SIGUSR1 from another process (what a group signal
+    is), and still quits when its parent terminates it: multiprocessing does that at exit
+    for a worker left running, which would otherwise wait forever."""
+    from torch.utils.data import DataLoader
+
+    from neurotts.training.loop import worker_init
+
+    loader = DataLoader(list(range(64)), batch_size=1, num_workers=1, worker_init_fn=worker_init)
+    batches = iter(loader)
+    next(batches)
+    worker = batches._workers[0]
+    for sig in ("TERM", "INT", "USR1"):
+        subprocess.run(["kill", f"-{sig}", str(worker.pid)], check=True)  # not the parent
+    time.sleep(0.5)
+    assert worker.is_alive() and next(batches) is not None
+    worker.terminate()  # SIGTERM from the parent
+    worker.join(timeout=10)
+    assert worker.exitcode == 0
+    del batches
+
+
 # ------------------------------------------------------------------------------ lock
 
 

@@ -511,13 +511,29 @@ def make_loader(dataset: TrainDataset, task: Task, tc: TrainerConfig, num_worker
 
 def worker_init(worker_id: int) -> None:
     """Loader workers leave stop signals to the main process, which stops at a step boundary
-    and shuts them down: a worker that died of a signal sent to the whole process group (a
-    terminal's Ctrl-C, ``timeout``, ``kill -- -PGID``, Slurm) would fail the batch the main
-    process waits for. So that an ignored SIGTERM cannot leave one behind, a worker is
-    killed by the kernel when the main process dies (Linux)."""
-    for sig in StopRequest.SIGNALS:
-        signal.signal(sig, signal.SIG_IGN)
+    and then shuts them down: a worker that died of a signal sent to the whole process group
+    (a terminal's Ctrl-C, ``timeout``, ``kill -- -PGID``, Slurm's scancel) would fail the
+    batch the main process waits for. SIGINT and SIGUSR1 are ignored. SIGTERM still ends a
+    worker when its parent sends it (the loader's and multiprocessing's fallback for a worker
+    that does not quit), as torch's own worker handler does, and is ignored from anyone else.
+    A worker is also killed by the kernel when the main process dies (Linux)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo"):
+        # Block SIGTERM (threads started later inherit the mask) and take it in a thread
+        # that can see who sent it; a handler cannot.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=_sigterm_from_parent_only, args=(os.getppid(),), daemon=True,
+                         name="sigterm").start()
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     distributed.signal_on_parent_death(signal.SIGKILL)
+
+
+def _sigterm_from_parent_only(parent: int) -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)  # torch's worker handler exits the same way
 
 
 def loader_workers(asked: int, env: DistEnv, notes: list[str]) -> int:
