@@ -105,6 +105,7 @@ class TrainConfig:
 RESUME_MAY_CHANGE = (
     "trainer.max_steps", "trainer.optimizer.", "trainer.schedule.", "trainer.grad_clip",
     "trainer.grad_accum", "trainer.precision", "trainer.device", "trainer.cpu_threads",
+    "trainer.tf32", "trainer.cuda_graphs.",  # speed only (keys on main since this branch)
     "trainer.ema_decay", "trainer.log_every", "trainer.val_every", "trainer.val_batches",
     "trainer.media.", "trainer.checkpoint_every", "trainer.checkpoint_every_minutes",
     "trainer.keep_last", "trainer.resume", "trainer.max_nonfinite",
