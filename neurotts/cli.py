@@ -178,7 +178,8 @@ def root(
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error and return the Exit to raise."""
-    err.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    # Text, not markup: a message quotes user paths, and "[red]" in one must print as is.
+    err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -296,10 +297,11 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
         config = load_train_config(overrides or [], config_dir)
     try:
         run_training(config, err)
-    except (ConfigError, StoreError, CheckpointError) as exc:
-        raise fail(str(exc)) from None
-    except TrainingError as exc:
-        raise fail(str(exc), code=1) from None
+    except (ConfigError, StoreError, CheckpointError, TrainingError) as exc:
+        code = 1 if isinstance(exc, TrainingError) else 2
+        if getattr(exc, "on_every_rank", False) and os.environ.get("RANK", "0") != "0":
+            raise typer.Exit(code) from None  # under torchrun: rank 0 prints it, once
+        raise fail(str(exc), code) from None
     except TrainingInterrupted as exc:
         if os.environ.get("RANK", "0") == "0":  # under torchrun, one message
             err.print(str(exc), soft_wrap=True)

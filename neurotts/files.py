@@ -4,13 +4,19 @@ checkpoints, evaluation reports.
 
 Each write goes to ``NAME.part`` in the same folder, is flushed to disk, and is renamed over
 ``NAME``; a rename within one file system is atomic on POSIX, so ``NAME`` is either the old
-file or the whole new one. :func:`fsync_dir` makes the rename itself durable.
+file or the whole new one. :func:`fsync_dir` makes the rename itself durable. A write that
+fails (disk full, quota, Ctrl-C) removes its ``.part`` file, and an ``OSError`` it raises
+names ``NAME`` (``exc.filename``), so callers can say which file could not be written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -20,14 +26,35 @@ def part_path(path: Path) -> Path:
     return path.with_name(path.name + ".part")
 
 
+def disk_full(exc: OSError) -> bool:
+    """The write failed for lack of space (or of quota), not for a fault of its own."""
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextlib.contextmanager
+def _writing(path: Path, sync: bool) -> Iterator[IO[bytes]]:
+    """An open ``path.part``; renamed to ``path`` on success, removed on any failure."""
+    tmp = part_path(path)
+    try:
+        with open(tmp, "wb") as f:
+            yield f
+            if sync:
+                f.flush()
+                os.fsync(f.fileno())
+        tmp.replace(path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename != str(path):
+            # write() and fsync() name no file, open() names the .part: name the target.
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to ``path.part``, fsync, then rename, so readers never see a half-written file."""
-    tmp = part_path(path)
-    with open(tmp, "wb") as f:
+    with _writing(path, sync=True) as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -37,10 +64,8 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """``np.save`` through a ``.part`` file (no fsync: a store item is cheap to redo, and
     prepare's journal records an item only after its files are renamed into place)."""
-    tmp = part_path(path)
-    with open(tmp, "wb") as f:
+    with _writing(path, sync=False) as f:
         np.save(f, array, allow_pickle=False)
-    tmp.replace(path)
 
 
 def fsync_dir(folder: Path) -> None:

@@ -12,20 +12,69 @@ Two kinds of items come out of a feature store:
 padding. Its batches are a pure function of ``(seed, epoch)``, so a run resumed in the middle
 of an epoch sees exactly the batches the uninterrupted run would have seen; under DDP each
 rank takes a disjoint share of them.
+
+Damaged stores: a feature file that is missing or shorter than its manifest entry says is a
+one-line error before the first step (:meth:`TextMelDataset.check_files`), naming the file and
+how many others are affected; one that fails to load during training is a one-line error
+naming it (:class:`FeatureFileError`). Such items are not skipped: the batches are a function
+of the item list, so dropping one silently would train on other data and break exact resume.
+``neurotts prepare`` run again with the same settings redoes missing files.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from neurotts.audio import MelNorm
-from neurotts.data.store import FeatureStore, Utterance
+from neurotts.audio import MelNorm, int16_to_float
+from neurotts.data.store import FeatureStore, StoreError, Utterance
+
+_NPY_HEADER_MIN = 64  # bytes before the data of any .npy file numpy writes (v1 header)
+
+
+class FeatureFileError(StoreError):
+    """A feature file of the store is missing or unreadable; the message names it."""
+
+    def __init__(self, message: str):
+        # Raised in a DataLoader worker, torch re-raises it in the main process with the
+        # worker's traceback as the message; its last line is ours.
+        if message.startswith("Caught "):
+            message = message.rstrip().splitlines()[-1].split(": ", 1)[-1]
+        super().__init__(message)
+
+
+def load_feature(path: Path) -> np.ndarray:
+    """``np.load`` of a store array, failing with one line that names the file."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        reason = "missing" if isinstance(exc, FileNotFoundError) else f"unreadable: {exc}"
+        raise FeatureFileError(f"{path}: feature file {reason}; run `neurotts prepare` again "
+                               "with the same settings to redo it (delete it first if damaged)") from None
+
+
+def check_feature_files(files: Sequence[tuple[Path, int]]) -> None:
+    """Every ``(path, data bytes)`` exists and is long enough; else one line naming the first
+    bad file and how many there are. Stats only: seconds for LJSpeech on a network disk."""
+    bad: list[str] = []
+    for path, data_bytes in files:
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            bad.append(f"{path} is missing")
+            continue
+        if size < data_bytes + _NPY_HEADER_MIN:
+            bad.append(f"{path} is truncated ({size} bytes, at least {data_bytes + _NPY_HEADER_MIN} expected)")
+    if bad:
+        more = f" (and {len(bad) - 1} more feature files missing or truncated)" if len(bad) > 1 else ""
+        raise FeatureFileError(f"{bad[0]}{more}; run `neurotts prepare` again with the same "
+                               "settings to redo missing files (delete truncated ones first)")
 
 # ------------------------------------------------------------------------------ text + mel
 
@@ -55,10 +104,24 @@ class TextMelDataset(Dataset):
         """Mel frames per item: what batch cost (and padding) scales with."""
         return [u.n_frames for u in self.utterances]
 
+    def check_files(self) -> None:
+        """Every mel this dataset will read exists and is complete (see the module doc)."""
+        n_mels = self.store.audio.n_mels
+        check_feature_files([(mel_path(self.store, u.id), u.n_frames * n_mels * 4)
+                             for u in self.utterances])
+
     def __getitem__(self, index: int) -> TextMelItem:
         u = self.utterances[index]
-        mel = self.norm(self.store.mel(u.id))
+        mel = self.norm(load_feature(mel_path(self.store, u.id)))
         return TextMelItem(torch.tensor(u.ids, dtype=torch.long), torch.from_numpy(mel))
+
+
+def mel_path(store: FeatureStore, uid: str) -> Path:
+    return store.root / "mels" / f"{uid}.npy"
+
+
+def audio_path(store: FeatureStore, uid: str) -> Path:
+    return store.root / "audio" / f"{uid}.npy"
 
 
 def collate_text_mel(items: Sequence[TextMelItem]) -> TextMelBatch:
@@ -110,13 +173,23 @@ class AudioWindowDataset(Dataset):
     def lengths(self) -> list[int]:
         return [self.window] * len(self.utterances)  # every window costs the same
 
+    def check_files(self) -> None:
+        """Every mel and waveform this dataset will read exists and is complete."""
+        if not (self.store.root / "audio").is_dir():
+            raise StoreError(f"{self.store.root}: no audio in this store (a vocoder needs it: "
+                             "prepare with save_audio=true)")
+        n_mels = self.store.audio.n_mels
+        check_feature_files([(path, nbytes) for u in self.utterances for path, nbytes in (
+            (mel_path(self.store, u.id), u.n_frames * n_mels * 4),
+            (audio_path(self.store, u.id), u.n_samples * 2))])
+
     def __getitem__(self, index: int) -> AudioWindowBatch:
         u = self.utterances[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         start = int(rng.integers(0, max(u.n_frames - self.window, 0) + 1))  # window's first frame
         first, stop = start - self.context, start + self.window + self.context
-        mel = self.store.mel(u.id)
-        wav = self.store.audio_float(u.id)
+        mel = load_feature(mel_path(self.store, u.id))
+        wav = int16_to_float(load_feature(audio_path(self.store, u.id)))
         frames = np.full((stop - first, mel.shape[1]), self.silence, dtype=np.float32)
         samples = np.zeros((stop - first) * self.hop, dtype=np.float32)
         lo, hi = max(first, 0), min(stop, u.n_frames)  # in-utterance part of [first, stop)

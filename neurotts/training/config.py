@@ -95,6 +95,7 @@ class TrainerConfig:
     val_batches: int = constrained(ge=0)  # 0 = whole val split
     media: MediaConfig = field(default_factory=MediaConfig)
     checkpoint_every: int = constrained(ge=1)
+    checkpoint_every_minutes: float = constrained(ge=0)  # also save when this much time passed; 0 = off
     keep_last: int = constrained(ge=1)
     resume: str = MISSING  # auto | never | path to a checkpoint
     max_nonfinite: int = constrained(ge=1)
@@ -123,6 +124,23 @@ class TrainConfig:
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     run: RunConfig = field(default_factory=RunConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
+
+
+# Settings a resumed run may change; every other difference from the checkpoint's config is
+# refused before anything is written (README "Train"). Keys are dotted prefixes.
+RESUME_MAY_CHANGE = (
+    "trainer.max_steps", "trainer.optimizer.", "trainer.schedule.", "trainer.grad_clip",
+    "trainer.grad_accum", "trainer.precision", "trainer.device", "trainer.cpu_threads",
+    "trainer.tf32", "trainer.cuda_graphs.",  # speed only (keys on main since this branch)
+    "trainer.ema_decay", "trainer.log_every", "trainer.val_every", "trainer.val_batches",
+    "trainer.media.", "trainer.checkpoint_every", "trainer.checkpoint_every_minutes",
+    "trainer.keep_last", "trainer.resume", "trainer.max_nonfinite",
+    "data.num_workers", "data.features", "run.dir",
+    # These change which utterances make up each batch: the new batches start with the
+    # next epoch (the rest of the current one is skipped).
+    "trainer.batch_size", "trainer.bucket_size", "trainer.max_batch_frames",
+)
+RESUME_NEXT_EPOCH = ("trainer.batch_size", "trainer.bucket_size", "trainer.max_batch_frames")
 
 
 def check_trainer(cfg: TrainerConfig) -> None:

@@ -8,10 +8,20 @@ own, and validation runs inside ``torch.random.fork_rng``, so neither perturbs t
 that dropout and the prenet draw from. On CPU a resumed run repeats the uninterrupted run's
 per-step losses to float rounding (tests/test_training.py checks 1e-6).
 
-Stopping: Ctrl-C or SIGTERM asks the run to stop after the current step; every rank agrees
-on the step (one all-reduce of a flag per step), a checkpoint of that step is written, and
+Stopping: SIGTERM, SIGINT (Ctrl-C) or SIGUSR1, to this process or its whole group, asks
+the run to stop after the current step (:class:`StopRequest`); every rank agrees on the step
+(one small all-reduce per step, which also carries the time-based checkpoint decision), a
+checkpoint of that step is written, and
 :class:`~neurotts.training.state.TrainingInterrupted` is raised (the CLI exits 128 + signal).
 Running the same command again resumes exactly there. A second Ctrl-C stops at once.
+
+Start: rank 0 creates and locks the run folder (:mod:`neurotts.training.rundir`), chooses the
+checkpoint to continue from (the newest usable one, see
+:func:`~neurotts.training.state.choose_resume`), every rank loads it and checks which settings
+changed; only once that is accepted does rank 0 write anything (config.yaml, set-aside
+files), so a refused resume leaves the folder as it was. Decisions only rank 0 can take, and
+its failed writes (disk full), reach every rank through :func:`on_main`, so no rank is left
+waiting in a collective.
 
 Non-finite steps: when the loss or the (all-reduced, hence identical on every rank) gradient
 norm is not finite, the optimizer step is skipped on every rank, the step is counted and
@@ -22,14 +32,16 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import signal
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from rich.console import Console
@@ -37,27 +49,35 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from neurotts.checkpoint import CheckpointManager
-from neurotts.config import to_dict, to_yaml
+from neurotts import checkpoint as ckpt
+from neurotts.checkpoint import CheckpointError, CheckpointManager
+from neurotts.config import ConfigError, to_yaml
 from neurotts.data.loader import BucketBatchSampler
-from neurotts.data.store import FeatureStore
-from neurotts.files import atomic_write_text
+from neurotts.data.store import FeatureStore, StoreError
+from neurotts.files import atomic_write_text, disk_full
 from neurotts.training import distributed
 from neurotts.training.config import TrainConfig, TrainerConfig
 from neurotts.training.distributed import DistEnv
-from neurotts.training.logging import TrainLogger
+from neurotts.training.logging import TrainLogger, format_duration
 from neurotts.training.optim import autocast, resolve_precision, set_tf32
+from neurotts.training.rundir import RunLock, make_run_dir
 from neurotts.training.state import (
+    ResumePlan,
     Trainables,
     TrainingError,
     TrainingInterrupted,
     TrainState,
-    find_resume,
+    apply_hyperparameters,
+    check_resume_config,
+    choose_resume,
     improved,
     payload,
     restore,
+    start_next_epoch,
 )
 from neurotts.training.tasks import Task, TrainDataset, build_task, to_device
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -102,19 +122,49 @@ class Meter:
         return out
 
 
+@dataclass
+class Run:
+    """What one training run works with, built once at start (passed whole to the helpers)."""
+
+    cfg: TrainConfig
+    env: DistEnv
+    store: FeatureStore
+    task: Task
+    parts: Trainables
+    precision: str
+    state: TrainState
+    checkpoints: Checkpoints
+
+
 def train(cfg: TrainConfig, console: Console,
           make_task: Callable[[TrainConfig, FeatureStore], Task] = build_task) -> TrainSummary:
     """Train ``cfg.model`` on ``cfg.data.features`` into ``cfg.run.dir``; see the module doc."""
     env = distributed.setup(cfg.trainer.device)
+    stop = StopRequest(announce=env.is_main)  # from the start: a signal during set-up counts
     try:
-        return _train(cfg, env, console, make_task)
+        with stop:
+            lock = RunLock(Path(cfg.run.dir))
+            notes = on_main(lambda: take_run_dir(lock), env)
+            try:
+                return _train(cfg, env, console, make_task, stop, notes or [])
+            finally:
+                lock.release()
     finally:
         distributed.teardown(env)
 
 
+def take_run_dir(lock: RunLock) -> list[str]:
+    """Create the run folder (or check it is writable) and lock it; what to print."""
+    make_run_dir(lock.path.parent)
+    lock.acquire()
+    return lock.notes
+
+
 def _train(cfg: TrainConfig, env: DistEnv, console: Console,
-           make_task: Callable[[TrainConfig, FeatureStore], Task]) -> TrainSummary:
+           make_task: Callable[[TrainConfig, FeatureStore], Task], stop: StopRequest,
+           notes: list[str]) -> TrainSummary:
     tc = cfg.trainer
+    started = time.monotonic()
     if tc.cpu_threads > 0:
         torch.set_num_threads(tc.cpu_threads)
     store = FeatureStore(cfg.data.features)
@@ -123,72 +173,266 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
     precision = resolve_precision(tc.precision, env.device, task.name)
     set_tf32(tc.tf32, env.device)
     parts = Trainables.build(task.model.to(env.device), tc, precision, env.device)
-    run_dir = prepare_run_dir(cfg, env)
-    manager = CheckpointManager(run_dir / "checkpoints", tc.keep_last)
-    state = TrainState()
-    resume_path = find_resume(tc.resume, manager)
-    resumed_from = None
-    if resume_path is not None:
-        restore(resume_path, task, parts, state, env, to_dict(cfg.model))
-        resumed_from = state.step
-    model = wrap_ddp(parts.model, env)
     train_set, val_set = task.dataset("train", tc.seed), task.dataset("val", tc.seed)
-    sampler, loader = make_loader(train_set, task, tc, cfg.data.num_workers, env, train=True)
-    _, val_loader = make_loader(val_set, task, tc, cfg.data.num_workers, env, train=False)
-    log = TrainLogger(run_dir, console, tc.max_steps, env.is_main)
-    log.info(describe_start(task, parts, precision, env, len(train_set), len(val_set)))
-    if resume_path is not None:
-        log.info(f"resumed from step {state.step} ({resume_path})")
-    if state.step >= tc.max_steps:
-        log.info(f"already at step {state.step} >= trainer.max_steps={tc.max_steps}; nothing to do")
-    meter, last_logged = Meter(), state.step
-    stream = batches_from(loader, sampler, task, train_set, state)
-    log.start(state.step)
-    stop = StopRequest(announce=env.is_main)
+    manager = CheckpointManager(Path(cfg.run.dir) / "checkpoints", tc.keep_last)
+    state = TrainState()
+    with on_every_rank():
+        train_set.check_files()
+        val_set.check_files()
+        plan = resume_state(cfg, task, store, parts, state, env, manager)  # writes nothing
+    checkpoints = Checkpoints(manager, env, tc.checkpoint_every_minutes, plan.path, state.step)
+    notes = notes + plan.messages + on_main(lambda: write_run_files(cfg, checkpoints, plan,
+                                                                     state), env, default=[])
+    run = Run(cfg, env, store, task, parts, precision, state, checkpoints)
+    workers = loader_workers(cfg.data.num_workers, env, notes)
+    sampler, loader = make_loader(train_set, task, tc, workers, env, train=True)
+    _, val_loader = make_loader(val_set, task, tc, workers, env, train=False)
+    log = on_main(lambda: open_logger(cfg, console, checkpoints), env,
+                  default=TrainLogger(Path(cfg.run.dir), console, tc.max_steps, enabled=False))
+    resumed_from = state.step if plan.path is not None else None
     try:
-        with stop:
-            while state.step < tc.max_steps:
-                batches = [to_device(next(stream), env.device) for _ in range(tc.grad_accum)]
-                result = train_step(model, parts, task, batches, precision, tc.grad_clip,
-                                    state.step, env.device)
-                state.step += 1
-                if result.updated:  # the schedule counts updates, not skipped steps
-                    parts.scheduler.step()
-                meter.add(result, sum(task.frames(batch) for batch in batches))
-                check_finite(result, state, tc, log)
-                last = state.step >= tc.max_steps
-                log.advance(state.step, result.loss)
-                if state.step % tc.log_every == 0 or last:
-                    log_train(log, meter, parts, state, state.step - last_logged)
-                    last_logged = state.step
-                val_loss = None
-                if state.step % tc.val_every == 0 or last:
-                    val_loss = validate_and_log(model, parts, task, val_loader, precision, tc,
-                                                env, log, state.step)
-                    save_best(cfg, task, store, parts, state, env, manager, val_loss, log)
-                # A stop request (Ctrl-C, SIGTERM) on any rank ends the run here, at a step
-                # boundary, with a checkpoint that resumes exactly.
-                stopping = not last and distributed.any_rank(stop.signal is not None, env)
-                saved = None
-                if state.step % tc.checkpoint_every == 0 or last or stopping:
-                    saved = save_periodic(cfg, task, store, parts, state, env, manager, val_loss)
-                if stopping:
-                    raise stop.interrupted(state.step, saved)
+        log.info(describe_start(task, parts, precision, env, len(train_set), len(val_set)))
+        for note in notes + cpu_warning(parts, env):
+            log.info(note)
+        if state.step >= tc.max_steps:
+            log.info(f"already at step {state.step} >= trainer.max_steps={tc.max_steps}; nothing to do")
+        stream = batches_from(loader, sampler, task, train_set, state)
+        run_steps(run, model=wrap_ddp(parts.model, env), stream=stream, val_loader=val_loader,
+                  log=log, stop=stop)
+    except TrainingInterrupted:
+        log.info(summary(run, started, resumed_from))
+        raise
     finally:
         log.close()
+    log.info(summary(run, started, resumed_from))
     return TrainSummary(state.step, resumed_from, state.nonfinite_steps, state.best_val_loss,
-                        run_dir)
+                        Path(cfg.run.dir))
+
+
+def run_steps(run: Run, model: nn.Module, stream: Iterator[Any], val_loader: DataLoader,
+              log: TrainLogger, stop: StopRequest) -> None:
+    """Step until ``max_steps``, a stop request, or an error. Each step boundary all ranks
+    agree (one small all-reduce) on: a stop signal, a time-based checkpoint, a failed log
+    write."""
+    tc, state, env, parts = run.cfg.trainer, run.state, run.env, run.parts
+    meter, last_logged = Meter(), state.step
+    if state.step < tc.max_steps and (signum := distributed.max_over_ranks([stop.number], env)[0]):
+        raise stop.interrupted(state.step, None, signum)  # signalled during set-up
+    log.start(state.step)
+    while state.step < tc.max_steps:
+        batches = [to_device(next(stream), env.device) for _ in range(tc.grad_accum)]
+        result = train_step(model, parts, run.task, batches, run.precision, tc.grad_clip,
+                            state.step, env.device)
+        state.step += 1
+        if result.updated:  # the schedule counts updates, not skipped steps
+            parts.scheduler.step()
+        meter.add(result, sum(run.task.frames(batch) for batch in batches))
+        with on_every_rank():  # the gradient norm is all-reduced: every rank sees it
+            check_finite(result, state, tc, log)
+        last = state.step >= tc.max_steps
+        log.advance(state.step, result.loss)
+        if state.step % tc.log_every == 0 or last:
+            log_train(log, meter, parts, state, state.step - last_logged)
+            last_logged = state.step
+        val_loss = None
+        if state.step % tc.val_every == 0 or last:
+            values = validate_and_log(model, parts, run.task, val_loader, run.precision, tc,
+                                      env, log, state.step)
+            val_loss = values.get("loss", math.nan)
+            log.val_line(state.step, values, run.checkpoints.save_best(run, val_loss, log))
+        # A stop request (signal), a due time-based checkpoint or a failed log write on any
+        # rank: every rank acts on it here, at a step boundary.
+        signum, timed, log_failed = distributed.max_over_ranks(
+            [stop.number, run.checkpoints.time_due(), log.error is not None], env)
+        if log_failed:
+            on_main(lambda: run.checkpoints.raise_write_failed(log.error), env)
+        stopping = signum and not last
+        saved = None
+        if state.step % tc.checkpoint_every == 0 or last or stopping or timed:
+            saved = run.checkpoints.save_periodic(run, val_loss)
+        if stopping:
+            raise stop.interrupted(state.step, saved, signum)
+
+
+def open_logger(cfg: TrainConfig, console: Console, checkpoints: Checkpoints) -> TrainLogger:
+    try:
+        return TrainLogger(Path(cfg.run.dir), console, cfg.trainer.max_steps, enabled=True)
+    except OSError as exc:
+        raise TrainingError(checkpoints.write_failed(exc)) from None
+
+
+def summary(run: Run, started: float, resumed_from: int | None) -> str:
+    """The last lines of a run: steps, best validation loss, checkpoints, wall time."""
+    state, newest = run.state, run.checkpoints.newest
+    steps = f"step {state.step}" + (f" of {run.cfg.trainer.max_steps}"
+                                     if state.step <= run.cfg.trainer.max_steps else "")
+    if resumed_from is not None:
+        steps += f" (resumed at step {resumed_from})"
+    best = ("no validation yet" if state.best_step is None else
+            f"best validation loss {state.best_val_loss:.4f} at step {state.best_step}")
+    files = [str(p) for p in (newest, run.checkpoints.manager.best) if p is not None and p.is_file()]
+    return (f"summary: {steps}; {best}; checkpoints: {', '.join(files) or 'none'}; wall time "
+            f"{format_duration(time.monotonic() - started)}")
+
+
+def on_main(fn: Callable[[], T], env: DistEnv, default: T | None = None) -> T | None:
+    """Run ``fn`` on rank 0 only; its result there, ``default`` elsewhere. An error it raises
+    that a user can act on (config, lock, checkpoint, store, a failed write) is raised on
+    every rank, so that no rank waits in a collective for a rank that gave up."""
+    result, error = default, None
+    if env.is_main:
+        try:
+            result = fn()
+        except (*SHARED_ERRORS, OSError) as exc:
+            error = exc
+    error = distributed.from_main(error, env)
+    if error is not None:
+        error.on_every_rank = True
+        raise error
+    return result
+
+
+SHARED_ERRORS = (ConfigError, TrainingError, CheckpointError, StoreError)
+
+
+@contextlib.contextmanager
+def on_every_rank() -> Iterator[None]:
+    """Marks the errors raised inside as raised alike on every rank (checks every rank makes
+    on the same data), so that under torchrun the CLI prints them once (rank 0)."""
+    try:
+        yield
+    except SHARED_ERRORS as exc:
+        exc.on_every_rank = True
+        raise
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+class Checkpoints:
+    """Saving during a run: ``step_N.pt`` every ``checkpoint_every`` steps or ``minutes``,
+    ``best.pt`` (only over a best.pt this run descends from), and the newest checkpoint
+    written or resumed from (for messages). Writes happen on rank 0; a failed write stops
+    every rank with one line."""
+
+    def __init__(self, manager: CheckpointManager, env: DistEnv, minutes: float,
+                 newest: Path | None, step: int):
+        self.manager, self.env, self.minutes = manager, env, minutes
+        self.newest, self.newest_step = newest, step
+        self.last_save = time.monotonic()
+        self.may_replace_best = True  # decided by write_run_files (rank 0)
+
+    def time_due(self) -> bool:
+        return self.minutes > 0 and time.monotonic() - self.last_save >= 60 * self.minutes
+
+    def write_failed(self, exc: OSError) -> str:
+        """One line for a failed write: what, and where training can continue from."""
+        where = (f"the newest intact checkpoint is step {self.newest_step} ({self.newest})"
+                 if self.newest is not None else "no checkpoint was written yet")
+        what = (f"disk full while writing {exc.filename}" if disk_full(exc)
+                else f"cannot write {exc.filename} ({exc.strerror})")
+        return f"{what}; {where}; run the same command again to resume once it is fixed"
+
+    def raise_write_failed(self, exc: OSError) -> None:
+        raise TrainingError(self.write_failed(exc))
+
+    def _write(self, write: Callable[[], Path]) -> Path | None:
+        def guarded() -> Path:
+            try:
+                return write()
+            except OSError as exc:
+                raise TrainingError(self.write_failed(exc)) from None
+
+        return on_main(guarded, self.env)
+
+    def save_periodic(self, run: Run, val_loss: float | None) -> Path | None:
+        """``step_N.pt`` (collective under DDP); its path on the main rank, else None."""
+        data = payload(run.cfg, run.task, run.store, run.parts, run.state, self.env, val_loss)
+        path = self._write(lambda: self.manager.save(data))
+        self.newest, self.newest_step, self.last_save = path, run.state.step, time.monotonic()
+        return path
+
+    def save_best(self, run: Run, val_loss: float, log: TrainLogger) -> bool:
+        """Write best.pt if ``val_loss`` is the lowest so far; whether it is."""
+        state = run.state
+        if not improved(val_loss, state.best_val_loss):
+            return False
+        state.best_val_loss, state.best_step = val_loss, state.step
+        if not self.may_replace_best:
+            log.info(f"step {state.step}: {self.manager.best} is kept (not from this run's history)")
+            return True
+        state.best_id = uuid.uuid4().hex  # os.urandom: leaves the training RNG streams alone
+        data = payload(run.cfg, run.task, run.store, run.parts, state, self.env, val_loss)
+        self._write(lambda: self.manager.save_best(data))
+        self.newest, self.newest_step = self.manager.best, state.step
+        return True
+
+
+def resume_state(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Trainables,
+                 state: TrainState, env: DistEnv, manager: CheckpointManager) -> ResumePlan:
+    """Choose (rank 0) and load the checkpoint to continue from, check what changed, and
+    restore it. Writes nothing, so a refused resume leaves the run folder as it was."""
+    loaded: dict[str, Any] = {}
+    plan = on_main(lambda: choose_resume(cfg.trainer.resume, manager, loaded), env)
+    path = distributed.from_main(None if plan is None or plan.path is None else str(plan.path), env)
+    plan = plan or ResumePlan(None if path is None else Path(path))
+    if plan.path is None:
+        return plan
+    saved = loaded.get("payload") or ckpt.load_checkpoint(plan.path)
+    changes, new_batches = check_resume_config(plan.path, saved, cfg, store, task, env.world_size)
+    restore(plan.path, saved, task, parts, state, env)
+    apply_hyperparameters(parts, cfg.trainer)
+    plan.messages += [f"skipped {why}" for _, why in plan.damaged]
+    plan.messages.append(f"resumed from step {state.step} ({plan.path})")
+    plan.messages += changes
+    if new_batches and (moved := start_next_epoch(state)):
+        plan.messages.append(moved)
+    return plan
+
+
+def write_run_files(cfg: TrainConfig, checkpoints: Checkpoints, plan: ResumePlan,
+                    state: TrainState) -> list[str]:
+    """Rank 0, once the resume is accepted: remove half-written files of a killed run, set
+    aside damaged checkpoints (and, when an older checkpoint was chosen explicitly, the newer
+    ones it abandons), decide whether best.pt may be replaced, and write config.yaml.
+    Returns what to print."""
+    manager, notes = checkpoints.manager, []
+    try:
+        manager.folder.mkdir(parents=True, exist_ok=True)
+        for stale in [*manager.folder.glob("*.part"), *Path(cfg.run.dir).glob("*.part")]:
+            stale.unlink()  # left by a writer that was killed (we hold the lock: none is now)
+        for path, _ in plan.damaged:
+            notes.append(f"{path} set aside as {manager.set_aside(path, 'damaged').name}")
+        if plan.path is not None:
+            for path in manager.existing():
+                step = manager.step_of(path)
+                if path != plan.path and step is not None and step > state.step:
+                    notes.append(f"{path} (step {step}) is newer than the chosen checkpoint: set "
+                                 f"aside as {manager.set_aside(path, 'superseded').name}")
+        atomic_write_text(Path(cfg.run.dir) / "config.yaml", to_yaml(cfg))
+    except OSError as exc:
+        raise TrainingError(checkpoints.write_failed(exc)) from None
+    if manager.best.is_file() and manager.peek(manager.best).get("best_id") != state.best_id:
+        checkpoints.may_replace_best = False
+        notes.append(f"{manager.best} is not from this run's history (its state was not an "
+                     "ancestor of the one resumed): it is kept and this run will not replace it")
+    return notes
 
 
 # ------------------------------------------------------------------------------ stopping
 
 
 class StopRequest:
-    """SIGINT (Ctrl-C) and SIGTERM (a scheduler's pre-emption, torchrun shutting down) become a
-    request to stop after the current step with a checkpoint; a second Ctrl-C aborts at once
-    without one. Handlers are installed only in the main thread and restored on exit."""
+    """SIGTERM (a scheduler's pre-emption or time limit, ``timeout``, torchrun shutting
+    down), SIGINT (Ctrl-C) and SIGUSR1 (Slurm's ``--signal=USR1@secs`` warning) become a
+    request to stop after the current step with a checkpoint, whether they reach this process
+    alone or its whole process group (loader workers ignore them, see :func:`worker_init`).
+    Copies of one event count once: a repeated SIGTERM or SIGUSR1 changes nothing, and a
+    SIGINT within ``REPEAT_S`` of the first is the same Ctrl-C (under torchrun a terminal's
+    Ctrl-C reaches a worker twice); a later Ctrl-C aborts at once, without a checkpoint.
+    Handlers are installed only in the main thread and restored on exit."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
     REPEAT_S = 1.0  # a second SIGINT sooner than this is the same request delivered twice
 
     def __init__(self, announce: bool):
@@ -196,6 +440,11 @@ class StopRequest:
         self._when = 0.0
         self.announce = announce
         self._previous: dict[signal.Signals, Any] = {}
+
+    @property
+    def number(self) -> int:
+        """The signal received, 0 for none (what the ranks all-reduce)."""
+        return 0 if self.signal is None else int(self.signal)
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -210,8 +459,6 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.signal is not None:
-            # Asked again: stop now. Under torchrun a terminal's Ctrl-C reaches a worker twice
-            # (from the terminal and forwarded by torchrun) within milliseconds: that is one.
             if signum == signal.SIGINT and time.monotonic() - self._when > self.REPEAT_S:
                 raise KeyboardInterrupt
             return
@@ -220,8 +467,10 @@ class StopRequest:
             sys.stderr.write(f"\n{self.signal.name}: stopping after this step and saving a "
                              "checkpoint (Ctrl-C again stops at once, without one)\n")
 
-    def interrupted(self, step: int, checkpoint: Path | None) -> TrainingInterrupted:
-        sig = self.signal or signal.SIGTERM  # only another rank was signalled
+    @staticmethod
+    def interrupted(step: int, checkpoint: Path | None, signum: int) -> TrainingInterrupted:
+        """The exception that ends the run; ``signum`` is the one all ranks agreed on."""
+        sig = signal.Signals(signum)
         return TrainingInterrupted(sig.name, int(sig), step, checkpoint)
 
 
@@ -236,15 +485,6 @@ def seed_everything(seed: int, rank: int) -> None:
     random.seed(seed + rank)
     np.random.seed(seed + rank)
     torch.manual_seed(seed + rank)  # also seeds every CUDA device
-
-
-def prepare_run_dir(cfg: TrainConfig, env: DistEnv) -> Path:
-    run_dir = Path(cfg.run.dir)
-    if env.is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    distributed.barrier(env)
-    return run_dir
 
 
 def wrap_ddp(model: nn.Module, env: DistEnv) -> nn.Module:
@@ -266,14 +506,60 @@ def make_loader(dataset: TrainDataset, task: Task, tc: TrainerConfig, num_worker
     generator = torch.Generator().manual_seed(tc.seed + env.rank)
     loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=task.collate,
                         num_workers=num_workers, pin_memory=env.device.type == "cuda",
-                        generator=generator, worker_init_fn=ignore_sigint)
+                        generator=generator, worker_init_fn=worker_init)
     return sampler, loader
 
 
-def ignore_sigint(worker_id: int) -> None:
-    """Loader workers leave Ctrl-C to the main process, which stops at a step boundary; a
-    worker that died of it would fail the batch the main process is waiting for."""
+def worker_init(worker_id: int) -> None:
+    """Loader workers leave stop signals to the main process, which stops at a step boundary
+    and then shuts them down: a worker that died of a signal sent to the whole process group
+    (a terminal's Ctrl-C, ``timeout``, ``kill -- -PGID``, Slurm's scancel) would fail the
+    batch the main process waits for. SIGINT and SIGUSR1 are ignored. SIGTERM still ends a
+    worker when its parent sends it (the loader's and multiprocessing's fallback for a worker
+    that does not quit), as torch's own worker handler does, and is ignored from anyone else.
+    A worker is also killed by the kernel when the main process dies (Linux)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if hasattr(signal, "sigwaitinfo"):
+        # Block SIGTERM (threads started later inherit the mask) and take it in a thread
+        # that can see who sent it; a handler cannot.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=_sigterm_from_parent_only, args=(os.getppid(),), daemon=True,
+                         name="sigterm").start()
+    else:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    distributed.signal_on_parent_death(signal.SIGKILL)
+
+
+def _sigterm_from_parent_only(parent: int) -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)  # torch's worker handler exits the same way
+
+
+def loader_workers(asked: int, env: DistEnv, notes: list[str]) -> int:
+    """``data.num_workers`` capped at this process's share of the CPU cores it may use
+    (more only compete with training for them; torch warns about it)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    per_process = max(cores // distributed.local_world_size(), 0)
+    if asked <= per_process:
+        return asked
+    share = f"this process's share of the {cores} CPU cores" if env.distributed else \
+        f"the {cores} CPU cores available"
+    notes.append(f"data.num_workers={asked} lowered to {per_process}: {share}")
+    return per_process
+
+
+PAPER_SIZE_PARAMS = 1_000_000  # experiment=tiny models have ~0.02-0.2M
+
+
+def cpu_warning(parts: Trainables, env: DistEnv) -> list[str]:
+    """A large model on a CPU runs at seconds per step: say so, once, at start."""
+    n_params = sum(p.numel() for p in parts.model.parameters())
+    if env.device.type != "cpu" or n_params < PAPER_SIZE_PARAMS:
+        return []
+    return [f"warning: training a {n_params / 1e6:.1f}M-parameter model on the CPU takes seconds "
+            "per step (no CUDA GPU in use); for a quick try use experiment=tiny"]
 
 
 def batches_from(loader: DataLoader, sampler: BucketBatchSampler, task: Task,
@@ -372,6 +658,7 @@ def log_train(log: TrainLogger, meter: Meter, parts: Trainables, state: TrainSta
     if parts.scaler.is_enabled():
         values["loss_scale"] = float(parts.scaler.get_scale())
     log.scalars(state.step, values, "train")
+    log.train_line(state.step, values)
 
 
 # ------------------------------------------------------------------------------ validation
@@ -408,8 +695,8 @@ def validate(model: nn.Module, task: Task, loader: DataLoader, precision: str, m
 
 def validate_and_log(model: nn.Module, parts: Trainables, task: Task, loader: DataLoader,
                      precision: str, tc: TrainerConfig, env: DistEnv, log: TrainLogger,
-                     step: int) -> float:
-    """Validation loss and media, without disturbing the training RNG stream."""
+                     step: int) -> dict[str, float]:
+    """Validation loss terms (logged) and media, without disturbing the training RNG stream."""
     plain = parts.model
     devices = [env.device] if env.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -422,27 +709,4 @@ def validate_and_log(model: nn.Module, parts: Trainables, task: Task, loader: Da
             plain.train()
     if values:
         log.scalars(step, values, "val")
-    return values.get("loss", math.nan)
-
-
-# ------------------------------------------------------------------------------ checkpoints
-
-
-def save_best(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Trainables,
-              state: TrainState, env: DistEnv, manager: CheckpointManager, val_loss: float,
-              log: TrainLogger) -> None:
-    if not improved(val_loss, state.best_val_loss):
-        return
-    state.best_val_loss = val_loss
-    data = payload(cfg, task, store, parts, state, env, val_loss)
-    if env.is_main:
-        manager.save_best(data)
-        log.info(f"step {state.step}: new best validation loss {val_loss:.4f}")
-
-
-def save_periodic(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Trainables,
-                  state: TrainState, env: DistEnv, manager: CheckpointManager,
-                  val_loss: float | None) -> Path | None:
-    """``step_N.pt`` (collective under DDP); its path on the main rank, else None."""
-    data = payload(cfg, task, store, parts, state, env, val_loss)
-    return manager.save(data) if env.is_main else None
+    return values

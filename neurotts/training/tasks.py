@@ -27,6 +27,10 @@ class TrainDataset(Protocol):
     def __getitem__(self, index: int) -> Any: ...
     def lengths(self) -> list[int]: ...
 
+    def check_files(self) -> None:
+        """Raise a one-line error if a file the dataset will read is missing or truncated."""
+        ...
+
 
 class Task(Protocol):
     """What the engine calls. ``model`` is built on the CPU; the engine moves it."""
