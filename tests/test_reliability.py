@@ -214,6 +214,42 @@ def test_loader_workers_ignore_group_signals_but_not_their_parent(tmp_path: Path
     del batches
 
 
+WORKERS_STARTING = """
+import signal, sys, time
+from torch.utils.data import DataLoader
+from neurotts.training.loop import start_workers, worker_init
+got = []
+signal.signal(signal.SIGTERM, lambda sig, frame: got.append(sig))
+def slow_init(worker_id):
+    time.sleep(1.5)  # the group's signal arrives now, before the worker has set itself up
+    worker_init(worker_id)
+loader = DataLoader(list(range(8)), batch_size=2, num_workers=2, worker_init_fn=slow_init)
+batches = start_workers(loader) if sys.argv[1] == "held" else iter(loader)
+print("started", flush=True)
+try:
+    print("batches", len(list(batches)), "sigterm", len(got), flush=True)
+except RuntimeError as error:
+    print("failed", error, flush=True)
+"""
+
+
+@pytest.mark.parametrize("how", ["held", "plain"])
+def test_a_group_signal_while_loader_workers_start_does_not_kill_them(how: str) -> None:
+    """Workers start at every epoch and validation: a group SIGTERM that arrives before a
+    new worker has run worker_init waits (held across the start) instead of killing it.
+    The plain iter(loader) shows the failure this prevents."""
+    proc = subprocess.Popen([sys.executable, "-c", WORKERS_STARTING, how], env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    assert proc.stdout.readline().strip() == "started"
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    if how == "held":
+        assert out.strip() == "batches 4 sigterm 1", out
+    else:
+        assert out.startswith("failed DataLoader worker"), out  # killed / exited unexpectedly
+
+
 # ------------------------------------------------------------------------------ lock
 
 

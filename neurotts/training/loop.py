@@ -520,6 +520,8 @@ def worker_init(worker_id: int) -> None:
     A worker is also killed by the kernel when the main process dies (Linux)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # held while the worker started (start_workers)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGUSR1})
     if hasattr(signal, "sigwaitinfo"):
         # Block SIGTERM (threads started later inherit the mask) and take it in a thread
         # that can see who sent it; a handler cannot.
@@ -529,6 +531,23 @@ def worker_init(worker_id: int) -> None:
     else:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     distributed.signal_on_parent_death(signal.SIGKILL)
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
+
+
+def start_workers(loader: DataLoader) -> Iterator[Any]:
+    """``iter(loader)`` with the stop signals held while its workers start: a new worker
+    inherits the blocked mask, so a signal to the process group that arrives before
+    :func:`worker_init` has run waits instead of killing it (torch's own worker handler ends
+    a worker on any SIGTERM). This process takes the held signal as soon as they are up."""
+    if loader.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
+        return iter(loader)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _sigterm_from_parent_only(parent: int) -> None:
@@ -572,7 +591,7 @@ def batches_from(loader: DataLoader, sampler: BucketBatchSampler, task: Task,
         task.set_epoch(dataset, state.epoch)
         if len(sampler.rank_batches(state.epoch)) == 0:
             raise TrainingError("the train split gives no batch per process; use fewer processes")
-        for batch in loader:
+        for batch in start_workers(loader):
             state.batch_in_epoch += 1
             yield batch
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
@@ -671,7 +690,7 @@ def validate(model: nn.Module, task: Task, loader: DataLoader, precision: str, m
     all ranks together; returns them and this rank's first batch (for media, or None)."""
     sums: dict[str, float] = {}
     count, first = 0, None
-    for batch in loader:
+    for batch in start_workers(loader):
         if max_batches and count >= max_batches:
             break
         batch = to_device(batch, env.device)
