@@ -21,15 +21,9 @@ from torch import nn
 
 from neurotts.data.loader import AudioWindowBatch, AudioWindowDataset, MelNorm, collate_windows
 from neurotts.data.store import FeatureStore
-from neurotts.models.wavenet import WaveNet, WaveNetConfig, make_io, receptive_field, wavenet_loss
+from neurotts.models.wavenet import WaveNet, WaveNetConfig, context_frames, make_io, wavenet_loss
 from neurotts.training.config import TrainConfig
 from neurotts.training.logging import TrainLogger
-
-
-def context_frames(cfg: WaveNetConfig) -> int:
-    """Frames of context either side of a window: the 'same' conv's half width plus one
-    (the upsampler interpolates between neighbours), or the receptive field, if longer."""
-    return max(cfg.cond_kernel_size // 2 + 1, math.ceil(receptive_field(cfg) / cfg.hop_length))
 
 
 class WaveNetTask:

@@ -1,0 +1,284 @@
+"""Folded WaveNet generation: each utterance cut into overlapping segments, all generated as one
+batch, joined with cross-fades (the batched mode of WaveRNN-style vocoders).
+
+Sample-by-sample generation costs the same number of steps at batch 1 as at batch 64, and a
+step at batch B costs far less than B steps at batch 1 (the weights are read once per step).
+Folding turns one long utterance into a batch of short ones:
+
+* the utterance's mel frames are split at frame boundaries ``b_1 < ... < b_{K-1}`` into K
+  parts; part k's audio is ``[b_k*hop, b_{k+1}*hop)``;
+* segment k is generated from frame ``b_k - warmup`` (its *warm-up*, discarded): by then the
+  receptive field holds the segment's own audio and the conditioning convolutions see real
+  neighbours, so the kept part starts from a sensible state rather than from silence;
+* every segment but the last runs ``overlap`` samples past its part, and those samples are
+  cross-faded with the start of the next segment's part (see :func:`crossfade`);
+* each segment's mel slice also carries the frames the conditioning needs to the right of
+  the last sample it keeps, so the kept conditioning equals the whole utterance's;
+* all segments of all utterances are one batch for :func:`~wavenet_generate.generate`, which
+  runs for the longest segment's samples only (``max_samples``), so the extra frames on the
+  right cost nothing.
+
+The number of segments is ``fold`` (an int; fewer when the frames do not allow that many) or
+chosen by :func:`choose_folds` from the lengths and a per-device step-cost model. One segment
+per utterance is exactly :func:`~wavenet_generate.generate` (same call, same noise).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from omegaconf import MISSING
+
+from neurotts.models import cpu_kernel
+from neurotts.models.wavenet import WaveNet, context_frames
+from neurotts.models.wavenet_generate import generate
+
+FADES = ("linear", "power", "adaptive")
+
+# Cost of one generation step at a batch of b rows, as (c0 + b) in units of one row's cost:
+# c0 is the fixed per-step cost (per kernel thread on the CPU) measured with the default
+# model. CPU kernel on 2 EPYC cores, one thread: b1 4.8k, b8 9.0k, b64 10.6k samples/s
+# (step ~ 1.3 + b rows). Torch ops on the CPU: b1 1.1k, b16 5.6k, b64 7.9k (~ 7 + b).
+# CUDA graph on an H200: b1 1.9k, b64 77k, b256 245k samples/s (~ 270 + b).
+STEP_COST_C0 = {"kernel": 1.3, "views": 7.0, "indexed": 270.0, "graph": 270.0}
+# The cost model's error: candidates within this fraction of the cheapest count as equal.
+COST_SLACK = 0.05
+
+
+@dataclass
+class FoldConfig:
+    """``vocoder`` section of configs/synth.yaml and eval.yaml (WaveNet only)."""
+
+    fold: str = MISSING  # auto | off | K (segments per utterance, at most)
+    overlap_ms: float = MISSING  # cross-fade length at each join
+    fade: str = MISSING  # linear | power | adaptive
+
+    def check(self) -> None:
+        """Raise ``ValueError`` naming the option when a value is unusable."""
+        parse_fold(self.fold)
+        if not self.overlap_ms >= 0:
+            raise ValueError(f"vocoder.overlap_ms={self.overlap_ms}: must be >= 0")
+        if self.fade not in FADES:
+            raise ValueError(f"vocoder.fade={self.fade!r}: expected one of {', '.join(FADES)}")
+
+    def overlap_samples(self, sample_rate: int) -> int:
+        return round(self.overlap_ms * sample_rate / 1000)
+
+
+def parse_fold(value: str | int) -> int | str:
+    """``"auto"`` | ``"off"`` | K -> ``"auto"``, ``1`` (off: one segment) or K."""
+    text = str(value).strip().lower()
+    if text in ("auto", "off"):
+        return 1 if text == "off" else "auto"
+    if text.isdigit() and int(text) >= 1:
+        return int(text)
+    raise ValueError(f"vocoder.fold={value!r}: expected auto, off or a number of segments >= 1")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One generated piece of utterance ``item``, in mel frames of that utterance.
+
+    Generation covers frames ``[start, stop)`` plus ``tail`` samples; the part kept is
+    ``[keep, stop)`` (``start..keep`` is the warm-up) and the tail is cross-faded into the next
+    segment. ``slice_stop`` (>= the tail's last frame) bounds the mel slice handed over."""
+
+    item: int
+    start: int
+    keep: int
+    stop: int
+    tail: int  # samples generated past ``stop`` (the overlap; 0 for the last segment)
+    slice_stop: int
+
+    def samples(self, hop: int) -> int:
+        """Samples this segment must generate."""
+        return (self.stop - self.start) * hop + self.tail
+
+
+def max_folds(n_frames: int, overlap: int, hop: int) -> int:
+    """Most segments ``n_frames`` allow: each part is at least one frame and at least as long
+    as the cross-fade, so one join's fade never reaches the next join."""
+    return max(1, n_frames // max(1, math.ceil(overlap / hop)))
+
+
+def plan_segments(item: int, n_frames: int, folds: int, warmup: int, overlap: int, hop: int,
+                  right: int) -> list[Segment]:
+    """Cut one utterance of ``n_frames`` into ``folds`` segments (fewer if the frames do not
+    allow that many) whose generated lengths are as equal as possible: the first has no
+    warm-up and the last no tail, so they keep more frames. ``warmup`` frames of left context,
+    ``overlap`` samples of cross-fade, ``right`` frames of conditioning context."""
+    folds = min(folds, max_folds(n_frames, overlap, hop))
+    if folds == 1:
+        return [Segment(item, 0, 0, n_frames, 0, n_frames)]
+    # Extra generated frames per segment: warm-up (all but the first) + tail (all but the last).
+    extra = [(warmup if k else 0) + (overlap / hop if k < folds - 1 else 0) for k in range(folds)]
+    least = max(1, math.ceil(overlap / hop))
+    target = (n_frames + sum(extra)) / folds
+    spare = [max(0.0, target - e - least) for e in extra]
+    free = n_frames - folds * least
+    scale = free / sum(spare) if sum(spare) > 0 else 0.0
+    # Part boundaries by cumulative rounding: integer parts that sum to n_frames exactly.
+    bounds, acc = [0], 0.0
+    for k in range(folds - 1):
+        acc += least + (spare[k] * scale if scale else free / folds)
+        bounds.append(math.floor(acc + 0.5))  # not round(): ties to even could repeat a bound
+    bounds.append(n_frames)
+    segments = []
+    for k in range(folds):
+        lo, hi = bounds[k], bounds[k + 1]
+        start = max(0, lo - warmup)
+        tail = overlap if k < folds - 1 else 0
+        slice_stop = min(n_frames, hi + math.ceil(tail / hop) + right)
+        segments.append(Segment(item, start, lo, hi, tail, slice_stop))
+    return segments
+
+
+def resolve_mode(mode: str, device: torch.device) -> str:
+    """The back end :func:`generate` will use for ``mode="auto"`` (for the cost model)."""
+    if mode != "auto":
+        return mode
+    if device.type == "cuda":
+        return "graph"
+    return "kernel" if cpu_kernel.load() is not None else "views"
+
+
+def choose_folds(n_frames: list[int], warmup: int, overlap: int, hop: int, mode: str,
+                 threads: int) -> list[int]:
+    """Segments per utterance that minimise the estimated wall time of one batched call.
+
+    Every candidate gives the segments of all utterances about the same length (the longest
+    utterance cut into k parts, k = 1, 2, ...); its cost is the steps of the longest segment
+    times the cost of one step at that batch: ``(c0 + rows per thread)`` with c0 from
+    :data:`STEP_COST_C0` and the batch split over ``threads`` kernel threads as generate
+    splits it. Of the candidates within :data:`COST_SLACK` of the cheapest, the one with the
+    fewest segments wins: fewer seams for about the same time. Deterministic: the same lengths
+    and device always give the same plan."""
+    c0 = STEP_COST_C0[mode]
+    longest = max(n_frames, default=0)
+    if longest == 0:
+        return [1] * len(n_frames)
+    candidates: list[tuple[float, list[int]]] = []
+    for k in range(1, max_folds(longest, overlap, hop) + 1):
+        part = longest / k
+        folds = [max(1, min(math.floor(n / part + 0.5), max_folds(n, overlap, hop)))
+                 for n in n_frames]
+        # Steps of the longest segment: plan_segments balances the generated lengths, so a
+        # segment is about (frames + the extra frames of every join) / folds long.
+        steps = max(math.ceil((n + (f - 1) * (warmup + overlap / hop)) / f) * hop
+                    for n, f in zip(n_frames, folds, strict=True))  # longest > 0: not empty
+        rows = sum(f for n, f in zip(n_frames, folds, strict=True) if n > 0)
+        candidates.append((steps * (c0 + math.ceil(rows / threads)), folds))
+    cheapest = min(cost for cost, _ in candidates)
+    return next(folds for cost, folds in candidates if cost <= cheapest * (1 + COST_SLACK))
+
+
+def crossfade(prev: torch.Tensor, nxt: torch.Tensor, fade: str) -> torch.Tensor:
+    """Join ``prev`` (fading out) and ``nxt`` (fading in), both ``(O,)`` over the same samples.
+
+    Two independently sampled segments agree in spectrum but not in phase. A linear fade keeps
+    the level of in-phase signals but dips uncorrelated ones by 3 dB mid-fade (and cancels
+    anti-phase ones); an equal-power (sin/cos) fade keeps the energy of uncorrelated signals
+    but bumps in-phase ones by 3 dB. ``adaptive`` measures the correlation ``rho`` of the two
+    over the overlap and scales the linear gains ``(1-w, w)`` by
+    ``1 / sqrt((1-w)^2 + w^2 + 2 w (1-w) rho)``, which keeps the expected energy for any
+    ``rho`` in [0, 1] (linear at rho = 1; anti-correlated pairs are treated as rho = 0)."""
+    n = prev.shape[0]
+    w = (torch.arange(n, dtype=prev.dtype, device=prev.device) + 0.5) / n  # (O,) in (0, 1)
+    if fade == "linear":
+        a, b = 1.0 - w, w
+    elif fade == "power":
+        a, b = torch.cos(w * (math.pi / 2)), torch.sin(w * (math.pi / 2))
+    else:
+        energy = torch.sqrt((prev * prev).sum() * (nxt * nxt).sum())
+        rho = ((prev * nxt).sum() / energy).clamp(0.0, 1.0) if energy > 0 else prev.new_zeros(())
+        norm = torch.rsqrt((1.0 - w) ** 2 + w**2 + 2.0 * w * (1.0 - w) * rho)
+        a, b = (1.0 - w) * norm, w * norm
+    return a * prev + b * nxt
+
+
+def _slices(mels: torch.Tensor, segments: list[Segment]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each segment's mel frames ``[start, slice_stop)`` -> ``(S, T_max, n_mels)`` padded
+    batch and ``(S,)`` frame counts."""
+    width = max(s.slice_stop - s.start for s in segments)
+    batch = mels.new_zeros(len(segments), width, mels.shape[-1])
+    for row, s in enumerate(segments):
+        batch[row, : s.slice_stop - s.start] = mels[s.item, s.start:s.slice_stop]
+    lengths = torch.tensor([s.slice_stop - s.start for s in segments], device=mels.device)
+    return batch, lengths
+
+
+def _join(audio: torch.Tensor, segments: list[Segment], n_frames: list[int], hop: int,
+          fade: str) -> torch.Tensor:
+    """Segment audio ``(S, T_gen)`` -> utterances ``(B, max n_frames * hop)``, zero-padded."""
+    out = audio.new_zeros(len(n_frames), max(n_frames, default=0) * hop)
+    prev: tuple[Segment, torch.Tensor] | None = None
+    for seg, wav in zip(segments, audio, strict=True):
+        lo = (seg.keep - seg.start) * hop  # first kept sample within the segment's audio
+        part = wav[lo: lo + (seg.stop - seg.keep) * hop]  # (part samples,)
+        out[seg.item, seg.keep * hop: seg.stop * hop] = part
+        if prev is not None and prev[0].item == seg.item and prev[0].tail > 0:
+            p_seg, p_wav = prev
+            tail = p_wav[(p_seg.stop - p_seg.start) * hop:][: p_seg.tail]  # (O,)
+            at = seg.keep * hop
+            out[seg.item, at: at + tail.shape[0]] = crossfade(tail, part[: tail.shape[0]], fade)
+        prev = (seg, wav)
+    return out
+
+
+def fold_plans(model: WaveNet, n_frames: list[int], fold: int | str, overlap: int,
+               device: torch.device, mode: str = "auto", kernel_threads: int | None = None
+               ) -> list[list[Segment]]:
+    """The segments of each utterance (``[]`` for an empty one) for :func:`generate_folded`'s
+    arguments; joins sit at each later segment's ``keep * hop``."""
+    hop, warmup = model.cfg.hop_length, context_frames(model.cfg)
+    folds = parse_fold(fold)
+    if folds == "auto":
+        threads = (kernel_threads or torch.get_num_threads()) if device.type == "cpu" else 1
+        folds_each = choose_folds(n_frames, warmup, overlap, hop, resolve_mode(mode, device),
+                                  threads)
+    else:
+        folds_each = [folds] * len(n_frames)
+    right = model.cfg.cond_kernel_size // 2 + 1  # the conditioning's reach to the right, frames
+    return [plan_segments(i, n, k, warmup, overlap, hop, right) if n > 0 else []
+            for i, (n, k) in enumerate(zip(n_frames, folds_each, strict=True))]
+
+
+def generate_folded(
+    model: WaveNet,
+    mels: torch.Tensor,
+    mel_lengths: torch.Tensor | None = None,
+    fold: int | str = "auto",
+    overlap: int = 0,
+    fade: str = "adaptive",
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    mode: str = "auto",
+    kernel_threads: int | None = None,
+) -> torch.Tensor:
+    """Audio ``(B, max frames * hop)`` for ``mels`` (B, T_frames, n_mels) with ``mel_lengths``
+    (B,) frames, zero past each item's ``frames * hop`` samples.
+
+    ``fold``: segments per utterance (an int, at most; ``1``/``"off"``: no folding) or
+    ``"auto"`` (:func:`choose_folds`); ``overlap`` samples of cross-fade at each join;
+    ``fade`` one of :data:`FADES`. ``temperature``, ``generator``, ``mode`` and
+    ``kernel_threads`` go to :func:`generate`, which runs once for all segments of all
+    utterances."""
+    if fade not in FADES:
+        raise ValueError(f"fade={fade!r}: expected one of {', '.join(FADES)}")
+    if mel_lengths is None:
+        mel_lengths = torch.full((mels.shape[0],), mels.shape[1], dtype=torch.long)
+    n_frames = [int(n) for n in mel_lengths]
+    plans = fold_plans(model, n_frames, fold, overlap, mels.device, mode, kernel_threads)
+    if all(len(plan) <= 1 for plan in plans):
+        # No utterance is cut: exactly today's call (same batch, same noise).
+        return generate(model, mels, mel_lengths, temperature=temperature, generator=generator,
+                        mode=mode, kernel_threads=kernel_threads).audio
+    segments = [seg for plan in plans for seg in plan]
+    batch, lengths = _slices(mels, segments)
+    hop = model.cfg.hop_length
+    steps = max(s.samples(hop) for s in segments)
+    audio = generate(model, batch, lengths, temperature=temperature, max_samples=steps,
+                     generator=generator, mode=mode, kernel_threads=kernel_threads).audio
+    return _join(audio, segments, n_frames, hop, fade)
