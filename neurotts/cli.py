@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -20,6 +20,7 @@ from omegaconf import MISSING
 from rich.console import Console
 
 from neurotts.config import ConfigError, PrepareConfig, load_config, to_yaml
+from neurotts.models.fold_config import FoldConfig
 
 app = typer.Typer(
     name="neurotts",
@@ -174,6 +175,7 @@ class SynthConfig:
     pause: float = MISSING
     temperature: float = MISSING
     batch_size: int = MISSING
+    vocoder: FoldConfig = field(default_factory=FoldConfig)  # WaveNet: folded generation
 
 
 def _read_inputs(sentence: str | None, input_file: Path | None) -> list[str]:
@@ -224,12 +226,14 @@ def synth(
         overrides, sentence = [sentence, *(overrides or [])], None
     config = load("synth", SynthConfig, overrides, config_dir, cfg)
     with user_errors(SynthesisError):
+        config.vocoder.check()
         texts = _read_inputs(sentence, input_file)
         if not acoustic:
             raise ConfigError("--acoustic is required (a tacotron2 run folder or checkpoint)")
         dev = pick_device(device)
         model = AcousticModel.load(acoustic, dev)
-        voc = Vocoder(vocoder, model.audio, dev, temperature=config.temperature)
+        voc = Vocoder(vocoder, model.audio, dev, temperature=config.temperature,
+                      fold=config.vocoder)
         paths = _output_paths(output, len(texts))
         results, timing = [], None
         with warnings.catch_warnings(record=True) as caught:
@@ -277,7 +281,7 @@ def evaluate(
     from neurotts.synthesis import SynthesisError
 
     extra = [f"acoustic=[{','.join(hydra_quote(a) for a in acoustic)}]"] if acoustic else []
-    extra += [f"vocoder={hydra_quote(vocoder)}"] if vocoder else []
+    extra += [f"vocoder.path={hydra_quote(vocoder)}"] if vocoder else []
     config = load("eval", EvalConfig, [*(overrides or []), *extra], config_dir, cfg)
     with user_errors(SynthesisError, EvalError, StoreError, MissingDependencyError):
         run_eval(config, err)

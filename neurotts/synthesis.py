@@ -18,9 +18,10 @@ import torch
 
 from neurotts.config import AudioConfig, to_schema
 from neurotts.data.loader import MelNorm
+from neurotts.models.fold_config import UNFOLDED, FoldConfig
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config
 from neurotts.models.wavenet import WaveNet
-from neurotts.models.wavenet_generate import generate
+from neurotts.models.wavenet_fold import generate_configured
 from neurotts.text.chunking import split_text
 from neurotts.text.frontend import TextConfig, TextError, TextFrontend
 from neurotts.training.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
@@ -99,9 +100,11 @@ class Vocoder:
     """WaveNet from a checkpoint, or Griffin-Lim; maps log-mels to waveforms."""
 
     def __init__(self, spec: str | Path, audio: AudioConfig, device: torch.device,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, fold: FoldConfig | None = None):
         self.device = device
         self.temperature = temperature
+        self.fold, self.sample_rate = fold or UNFOLDED, audio.sample_rate
+        self.fold.check()
         self.name = GRIFFIN_LIM
         self.wavenet: WaveNet | None = None
         if str(spec) == GRIFFIN_LIM:
@@ -129,7 +132,8 @@ class Vocoder:
             hop = self.griffin_lim.hop_length
         else:
             mels = self.norm.forward(log_mels)
-            wav = generate(self.wavenet, mels, lengths, temperature=self.temperature).audio
+            wav = generate_configured(self.wavenet, mels, lengths, self.fold, self.sample_rate,
+                                      temperature=self.temperature)
             hop = self.wavenet.cfg.hop_length
         return [wav[i, : int(n) * hop].float().cpu().numpy() for i, n in enumerate(lengths)]
 

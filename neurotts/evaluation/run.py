@@ -25,6 +25,7 @@ from neurotts.data.store import FeatureStore, atomic_write_text
 from neurotts.evaluation import metrics, plots
 from neurotts.evaluation.passages import LONG_PASSAGES, passage_ids
 from neurotts.models import alignment as health
+from neurotts.models.fold_config import FoldConfig
 from neurotts.synthesis import AcousticModel, Vocoder, pick_device, synthesize
 
 
@@ -34,11 +35,16 @@ class EvalDataConfig:
 
 
 @dataclass
+class EvalVocoderConfig(FoldConfig):
+    path: str = MISSING  # run folder or checkpoint of a WaveNet, or "griffinlim"
+
+
+@dataclass
 class EvalConfig:
     # Run folders or checkpoints of acoustic models; with several, each is evaluated on the
     # same texts and a comparison table is written (e.g. location vs dca vs multihead).
     acoustic: list[str] = MISSING
-    vocoder: str = MISSING  # run folder or checkpoint of a WaveNet, or "griffinlim"
+    vocoder: EvalVocoderConfig = field(default_factory=EvalVocoderConfig)
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     out: str = MISSING
     split: str = MISSING
@@ -199,6 +205,7 @@ def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
     console = console or Console(stderr=True)
     if not cfg.acoustic:
         raise EvalError("no acoustic model given (--acoustic RUN, repeatable)")
+    cfg.vocoder.check()
     if cfg.texts is None and cfg.data.features is None:
         raise EvalError("data.features is not set (the feature store whose split is evaluated)")
     out = Path(cfg.out).expanduser()
@@ -219,7 +226,7 @@ def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Cons
     """Synthesise and measure the texts of ``cfg`` with one acoustic model into ``out``."""
     device = pick_device(cfg.device)
     acoustic = AcousticModel.load(acoustic_path, device)
-    vocoder = Vocoder(cfg.vocoder, acoustic.audio, device)
+    vocoder = Vocoder(cfg.vocoder.path, acoustic.audio, device, fold=cfg.vocoder)
     store = FeatureStore(cfg.data.features) if cfg.texts is None else None
     items = _items(cfg, store)
     (out / "wavs").mkdir(parents=True, exist_ok=True)

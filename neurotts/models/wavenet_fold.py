@@ -29,13 +29,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from omegaconf import MISSING
 
 from neurotts.models import cpu_kernel
+from neurotts.models.fold_config import FADES, FoldConfig, parse_fold
 from neurotts.models.wavenet import WaveNet, context_frames
 from neurotts.models.wavenet_generate import generate
-
-FADES = ("linear", "power", "adaptive")
 
 # Cost of one generation step at a batch of b rows, as (c0 + b) in units of one row's cost:
 # c0 is the fixed per-step cost (per kernel thread on the CPU) measured with the default
@@ -45,36 +43,6 @@ FADES = ("linear", "power", "adaptive")
 STEP_COST_C0 = {"kernel": 1.3, "views": 7.0, "indexed": 270.0, "graph": 270.0}
 # The cost model's error: candidates within this fraction of the cheapest count as equal.
 COST_SLACK = 0.05
-
-
-@dataclass
-class FoldConfig:
-    """``vocoder`` section of configs/synth.yaml and eval.yaml (WaveNet only)."""
-
-    fold: str = MISSING  # auto | off | K (segments per utterance, at most)
-    overlap_ms: float = MISSING  # cross-fade length at each join
-    fade: str = MISSING  # linear | power | adaptive
-
-    def check(self) -> None:
-        """Raise ``ValueError`` naming the option when a value is unusable."""
-        parse_fold(self.fold)
-        if not self.overlap_ms >= 0:
-            raise ValueError(f"vocoder.overlap_ms={self.overlap_ms}: must be >= 0")
-        if self.fade not in FADES:
-            raise ValueError(f"vocoder.fade={self.fade!r}: expected one of {', '.join(FADES)}")
-
-    def overlap_samples(self, sample_rate: int) -> int:
-        return round(self.overlap_ms * sample_rate / 1000)
-
-
-def parse_fold(value: str | int) -> int | str:
-    """``"auto"`` | ``"off"`` | K -> ``"auto"``, ``1`` (off: one segment) or K."""
-    text = str(value).strip().lower()
-    if text in ("auto", "off"):
-        return 1 if text == "off" else "auto"
-    if text.isdigit() and int(text) >= 1:
-        return int(text)
-    raise ValueError(f"vocoder.fold={value!r}: expected auto, off or a number of segments >= 1")
 
 
 @dataclass(frozen=True)
@@ -209,9 +177,11 @@ def _slices(mels: torch.Tensor, segments: list[Segment]) -> tuple[torch.Tensor, 
     return batch, lengths
 
 
-def _join(audio: torch.Tensor, segments: list[Segment], n_frames: list[int], hop: int,
+def join(audio: torch.Tensor, segments: list[Segment], n_frames: list[int], hop: int,
           fade: str) -> torch.Tensor:
-    """Segment audio ``(S, T_gen)`` -> utterances ``(B, max n_frames * hop)``, zero-padded."""
+    """Segment audio ``(S, T_gen)`` from :func:`generate_segments` -> utterances
+    ``(B, max n_frames * hop)``, zero-padded: each part in its place, each join cross-faded
+    over the previous segment's tail."""
     out = audio.new_zeros(len(n_frames), max(n_frames, default=0) * hop)
     prev: tuple[Segment, torch.Tensor] | None = None
     for seg, wav in zip(segments, audio, strict=True):
@@ -276,9 +246,32 @@ def generate_folded(
         return generate(model, mels, mel_lengths, temperature=temperature, generator=generator,
                         mode=mode, kernel_threads=kernel_threads).audio
     segments = [seg for plan in plans for seg in plan]
+    audio = generate_segments(model, mels, segments, temperature, generator, mode, kernel_threads)
+    return join(audio, segments, n_frames, model.cfg.hop_length, fade)
+
+
+def generate_segments(model: WaveNet, mels: torch.Tensor, segments: list[Segment],
+                      temperature: float = 1.0, generator: torch.Generator | None = None,
+                      mode: str = "auto", kernel_threads: int | None = None) -> torch.Tensor:
+    """All ``segments`` of ``mels`` (B, T_frames, n_mels) in one :func:`generate` call that
+    stops after the longest segment's samples -> ``(S, T_gen)`` raw segment audio."""
     batch, lengths = _slices(mels, segments)
-    hop = model.cfg.hop_length
-    steps = max(s.samples(hop) for s in segments)
-    audio = generate(model, batch, lengths, temperature=temperature, max_samples=steps,
-                     generator=generator, mode=mode, kernel_threads=kernel_threads).audio
-    return _join(audio, segments, n_frames, hop, fade)
+    steps = max(s.samples(model.cfg.hop_length) for s in segments)
+    return generate(model, batch, lengths, temperature=temperature, max_samples=steps,
+                    generator=generator, mode=mode, kernel_threads=kernel_threads).audio
+
+
+def generate_configured(model: WaveNet, mels: torch.Tensor, mel_lengths: torch.Tensor | None,
+                        cfg: FoldConfig, sample_rate: int, temperature: float = 1.0,
+                        generator: torch.Generator | None = None) -> torch.Tensor:
+    """:func:`generate_folded` with the settings of a config's ``vocoder`` section (synth, eval,
+    training media): audio ``(B, max frames * hop)``."""
+    return generate_folded(model, mels, mel_lengths, fold=cfg.fold,
+                           overlap=cfg.overlap_samples(sample_rate), fade=cfg.fade,
+                           temperature=temperature, generator=generator)
+
+
+def join_samples(plan: list[Segment], hop: int) -> list[int]:
+    """Where each join of one utterance's ``plan`` starts, in samples (its cross-fade runs
+    from there for the previous segment's ``tail`` samples)."""
+    return [seg.keep * hop for seg in plan[1:]]
