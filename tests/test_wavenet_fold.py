@@ -252,3 +252,32 @@ def test_seam_level_with_a_tiny_model(fade: str, lowest_db: float, highest_db: f
     assert report["joins"] == sum(len(plan) - 1 for plan in plans) > 200
     dip = report["seam_level_db"] - report["control_level_db"]
     assert lowest_db < dip < highest_db, report
+
+
+def test_training_media_logs_two_seconds_generated_from_a_val_mel(tmp_path) -> None:
+    """TensorBoard gets >= 2 s of folded generation from a validation utterance's recorded
+    mel, and the recording of the same stretch (not the training window's fraction of a
+    second)."""
+    from rich.console import Console
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from neurotts.data.loader import collate_windows
+    from neurotts.data.store import FeatureStore
+    from neurotts.training.config import load_train_config
+    from neurotts.training.logging import TrainLogger
+    from neurotts.training.tasks import build_task
+    from tests.test_loader import write_store
+
+    store = write_store(tmp_path / "store", n=6, splits={"val": 2, "test": 1}, frames=(180, 220))
+    cfg = load_train_config(["experiment=tiny", "model=wavenet", f"data.features={store.root}",
+                             f"run.dir={tmp_path / 'run'}"])
+    assert cfg.trainer.media.vocoder_samples >= 2 * store.audio.sample_rate
+    task = build_task(cfg, FeatureStore(store.root))
+    batch = collate_windows([task.dataset("val", seed=0)[0]])
+    log = TrainLogger(tmp_path / "run", Console(file=None, quiet=True), 1, enabled=True)
+    task.log_media(task.model, batch, log, step=1)
+    log.close()
+    acc = EventAccumulator(str(tmp_path / "run" / "tensorboard"), size_guidance={"audio": 0})
+    acc.Reload()
+    for tag in ("val/generated", "val/target"):
+        assert acc.Audio(tag)[-1].length_frames == cfg.trainer.media.vocoder_samples

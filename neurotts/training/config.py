@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from neurotts.config import AudioConfig, ConfigError, compose_config, to_dict, to_schema
+from neurotts.models.fold_config import FoldConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 DECAYS = ("constant", "exponential", "cosine")
@@ -45,6 +46,7 @@ class ScheduleConfig:
 class MediaConfig:
     griffin_lim_iters: int = MISSING  # acoustic models: Griffin-Lim audio of a val synthesis
     vocoder_samples: int = MISSING  # vocoders: samples generated from a val mel (0 = none)
+    vocoder_fold: FoldConfig = field(default_factory=FoldConfig)  # how they are generated
 
 
 @dataclass
