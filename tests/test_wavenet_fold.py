@@ -201,11 +201,11 @@ def test_auto_fold_uses_the_threads_and_spares_short_utterances() -> None:
     one = choose_folds([five_s], warmup, overlap, hop, "kernel", threads=1)[0]
     two = choose_folds([five_s], warmup, overlap, hop, "kernel", threads=2)[0]
     assert 2 <= one < two  # more kernel threads -> more segments
-    assert choose_folds([five_s], warmup, overlap, hop, "graph", threads=1)[0] > two
+    assert choose_folds([five_s], warmup, overlap, hop, "cuda", threads=1)[0] > two
     # A long batch already fills the threads: folding would only add warm-up.
     assert choose_folds([five_s] * 32, warmup, overlap, hop, "kernel", threads=2) == [1] * 32
     assert choose_folds([], warmup, overlap, hop, "kernel", threads=2) == []
-    assert choose_folds([2], warmup, overlap, hop, "graph", threads=1) == [1]
+    assert choose_folds([2], warmup, overlap, hop, "cuda", threads=1) == [1]
     # Longer utterances of one batch get more segments, so all segments are about as long.
     mixed = choose_folds([400, 100], warmup, overlap, hop, "kernel", threads=2)
     assert mixed[0] > mixed[1] >= 1

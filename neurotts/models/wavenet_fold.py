@@ -39,8 +39,9 @@ from neurotts.models.wavenet_generate import generate
 # c0 is the fixed per-step cost (per kernel thread on the CPU) measured with the default
 # model. CPU kernel on 2 EPYC cores, one thread: b1 4.8k, b8 9.0k, b64 10.6k samples/s
 # (step ~ 1.3 + b rows). Torch ops on the CPU: b1 1.1k, b16 5.6k, b64 7.9k (~ 7 + b).
-# CUDA graph on an H200: b1 1.9k, b64 77k, b256 245k samples/s (~ 270 + b).
-STEP_COST_C0 = {"kernel": 1.3, "views": 7.0, "indexed": 270.0, "graph": 270.0}
+# CUDA graph on an H200: b1 1.9k, b64 77k, b256 245k samples/s (~ 270 + b); eager CUDA
+# steps launch the same kernels one by one, so their fixed cost is at least as high.
+STEP_COST_C0 = {"kernel": 1.3, "views": 7.0, "cuda": 270.0}
 # The cost model's error: candidates within this fraction of the cheapest count as equal.
 COST_SLACK = 0.05
 
@@ -103,27 +104,27 @@ def plan_segments(item: int, n_frames: int, folds: int, warmup: int, overlap: in
     return segments
 
 
-def resolve_mode(mode: str, device: torch.device) -> str:
-    """The back end :func:`generate` will use for ``mode="auto"`` (for the cost model)."""
-    if mode != "auto":
-        return mode
+def cost_model(mode: str, device: torch.device) -> str:
+    """The :data:`STEP_COST_C0` entry for the back end :func:`generate` picks for ``mode``."""
     if device.type == "cuda":
-        return "graph"
-    return "kernel" if cpu_kernel.load() is not None else "views"
+        return "cuda"
+    if mode == "auto":
+        return "kernel" if cpu_kernel.load() is not None else "views"
+    return "kernel" if mode == "kernel" else "views"
 
 
-def choose_folds(n_frames: list[int], warmup: int, overlap: int, hop: int, mode: str,
+def choose_folds(n_frames: list[int], warmup: int, overlap: int, hop: int, cost: str,
                  threads: int) -> list[int]:
     """Segments per utterance that minimise the estimated wall time of one batched call.
 
     Every candidate gives the segments of all utterances about the same length (the longest
     utterance cut into k parts, k = 1, 2, ...); its cost is the steps of the longest segment
     times the cost of one step at that batch: ``(c0 + rows per thread)`` with c0 from
-    :data:`STEP_COST_C0` and the batch split over ``threads`` kernel threads as generate
+    ``STEP_COST_C0[cost]`` and the batch split over ``threads`` kernel threads as generate
     splits it. Of the candidates within :data:`COST_SLACK` of the cheapest, the one with the
     fewest segments wins: fewer seams for about the same time. Deterministic: the same lengths
     and device always give the same plan."""
-    c0 = STEP_COST_C0[mode]
+    c0 = STEP_COST_C0[cost]
     longest = max(n_frames, default=0)
     if longest == 0:
         return [1] * len(n_frames)
@@ -159,8 +160,9 @@ def crossfade(prev: torch.Tensor, nxt: torch.Tensor, fade: str) -> torch.Tensor:
     elif fade == "power":
         a, b = torch.cos(w * (math.pi / 2)), torch.sin(w * (math.pi / 2))
     else:
-        energy = torch.sqrt((prev * prev).sum() * (nxt * nxt).sum())
-        rho = ((prev * nxt).sum() / energy).clamp(0.0, 1.0) if energy > 0 else prev.new_zeros(())
+        # No branch on the value (no device sync on CUDA): silence gives rho = 0 / tiny = 0.
+        energy = torch.sqrt((prev * prev).sum() * (nxt * nxt).sum()).clamp(min=1e-30)
+        rho = ((prev * nxt).sum() / energy).clamp(0.0, 1.0)
         norm = torch.rsqrt((1.0 - w) ** 2 + w**2 + 2.0 * w * (1.0 - w) * rho)
         a, b = (1.0 - w) * norm, w * norm
     return a * prev + b * nxt
@@ -205,9 +207,10 @@ def fold_plans(model: WaveNet, n_frames: list[int], fold: int | str, overlap: in
     hop, warmup = model.cfg.hop_length, context_frames(model.cfg)
     folds = parse_fold(fold)
     if folds == "auto":
-        threads = (kernel_threads or torch.get_num_threads()) if device.type == "cpu" else 1
-        folds_each = choose_folds(n_frames, warmup, overlap, hop, resolve_mode(mode, device),
-                                  threads)
+        cost = cost_model(mode, device)
+        # generate splits a batch over kernel threads; the torch-op and CUDA steps are one stream.
+        threads = (kernel_threads or torch.get_num_threads()) if cost == "kernel" else 1
+        folds_each = choose_folds(n_frames, warmup, overlap, hop, cost, threads)
     else:
         folds_each = [folds] * len(n_frames)
     right = model.cfg.cond_kernel_size // 2 + 1  # the conditioning's reach to the right, frames
