@@ -9,7 +9,8 @@ the same model differ anyway), and folded into ``--fold`` segments per utterance
   vocoded audio is sample-aligned with the recording: same mels, same length);
 * ``mcd_db``: DTW mel-cepstral distortion (neurotts.evaluation.metrics);
 
-and, folded against unfolded at the joins (neurotts.evaluation.seams): the level difference in
+the correlation of the two segments over each overlap (how in phase they are), and, folded
+against unfolded at the joins (neurotts.evaluation.seams): the level difference in
 a window over each cross-fade vs at control positions half way between joins (a dip is
 negative), and the spectral-flux ratio there (a click raises it). The folded figures should be
 within 10% of the unfolded ones, with no systematic dip or flux rise at the joins.
@@ -34,7 +35,13 @@ from neurotts.data.store import FeatureStore
 from neurotts.evaluation.metrics import log_mel_spectrogram, mcd_dtw
 from neurotts.evaluation.seams import seam_report
 from neurotts.models.fold_config import FADES
-from neurotts.models.wavenet_fold import fold_plans, generate_segments, join, join_samples
+from neurotts.models.wavenet_fold import (
+    fold_plans,
+    generate_segments,
+    join,
+    join_samples,
+    overlaps,
+)
 from neurotts.models.wavenet_generate import generate
 from neurotts.synthesis import Vocoder
 
@@ -102,6 +109,12 @@ def main() -> None:
         audio, secs = timed(lambda: generate_segments(model, mels, segments,  # noqa: B023
                                                       generator=seeded(args.seed)))
         joins = [join_samples(plan, hop) for plan in plans]
+        # How in phase are the two segments over an overlap? (adaptive's rho, unclamped)
+        rho = [float((t * h).sum() / ((t * t).sum() * (h * h).sum()).sqrt().clamp(min=1e-30))
+               for _, t, h in overlaps(audio, segments, hop)]
+        result[f"overlap_{overlap_ms:g}ms_correlation"] = {
+            "mean": float(np.mean(rho)), "median": float(np.median(rho)),
+            "above_0.5": float(np.mean(np.array(rho) > 0.5))}
         for fade in FADES:
             folded = cut(join(audio, segments, n_frames, hop, fade))
             row = {**global_measures(folded, refs, sr),

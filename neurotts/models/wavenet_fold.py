@@ -25,6 +25,7 @@ per utterance is exactly :func:`~wavenet_generate.generate` (same call, same noi
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -185,18 +186,26 @@ def join(audio: torch.Tensor, segments: list[Segment], n_frames: list[int], hop:
     ``(B, max n_frames * hop)``, zero-padded: each part in its place, each join cross-faded
     over the previous segment's tail."""
     out = audio.new_zeros(len(n_frames), max(n_frames, default=0) * hop)
-    prev: tuple[Segment, torch.Tensor] | None = None
     for seg, wav in zip(segments, audio, strict=True):
         lo = (seg.keep - seg.start) * hop  # first kept sample within the segment's audio
-        part = wav[lo: lo + (seg.stop - seg.keep) * hop]  # (part samples,)
-        out[seg.item, seg.keep * hop: seg.stop * hop] = part
-        if prev is not None and prev[0].item == seg.item and prev[0].tail > 0:
-            p_seg, p_wav = prev
-            tail = p_wav[(p_seg.stop - p_seg.start) * hop:][: p_seg.tail]  # (O,)
-            at = seg.keep * hop
-            out[seg.item, at: at + tail.shape[0]] = crossfade(tail, part[: tail.shape[0]], fade)
-        prev = (seg, wav)
+        out[seg.item, seg.keep * hop: seg.stop * hop] = wav[lo: lo + (seg.stop - seg.keep) * hop]
+    for seg, tail, head in overlaps(audio, segments, hop):
+        at = seg.keep * hop
+        out[seg.item, at: at + tail.shape[0]] = crossfade(tail, head, fade)
     return out
+
+
+def overlaps(audio: torch.Tensor, segments: list[Segment], hop: int
+             ) -> list[tuple[Segment, torch.Tensor, torch.Tensor]]:
+    """For each join: the segment after it, the previous segment's tail ``(O,)`` and the
+    same samples as the later segment generated them ``(O,)``."""
+    pairs = []
+    for (p_seg, p_wav), (seg, wav) in itertools.pairwise(zip(segments, audio, strict=True)):
+        if p_seg.item == seg.item and p_seg.tail > 0:
+            tail = p_wav[(p_seg.stop - p_seg.start) * hop:][: p_seg.tail]
+            lo = (seg.keep - seg.start) * hop
+            pairs.append((seg, tail, wav[lo: lo + tail.shape[0]]))
+    return pairs
 
 
 def fold_plans(model: WaveNet, n_frames: list[int], fold: int | str, overlap: int,
