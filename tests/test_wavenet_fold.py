@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -281,3 +282,42 @@ def test_training_media_logs_two_seconds_generated_from_a_val_mel(tmp_path) -> N
     acc.Reload()
     for tag in ("val/generated", "val/target"):
         assert acc.Audio(tag)[-1].length_frames == cfg.trainer.media.vocoder_samples
+
+
+def test_vocoder_passes_its_fold_settings_through(tmp_path) -> None:
+    """synthesis.Vocoder (behind synth and eval) with a real checkpoint: fold=off is plain
+    generation, fold=K is generate_folded with the overlap converted from ms and the fade."""
+    from neurotts.data.store import FeatureStore
+    from neurotts.synthesis import Vocoder
+    from tests.test_loader import write_store
+    from tests.test_training import config, run
+
+    store = FeatureStore(write_store(tmp_path / "store", n=6).root)
+    run(config(store.root, tmp_path / "voc", "trainer.max_steps=2", "trainer.val_every=2",
+               "trainer.checkpoint_every=2", "trainer.media.vocoder_samples=0", model="wavenet"))
+    uids = [u.id for u in store.split("train")[:2]]
+    n_frames = [store.mel(uid).shape[0] for uid in uids]
+    log_mels = torch.zeros(2, max(n_frames), store.audio.n_mels)
+    for i, uid in enumerate(uids):
+        log_mels[i, : n_frames[i]] = torch.from_numpy(store.mel(uid))
+    lengths = torch.tensor(n_frames)
+
+    def vocode(fold: str) -> list:
+        voc = Vocoder(tmp_path / "voc", store.audio, torch.device("cpu"),
+                      fold=FoldConfig(fold=fold, overlap_ms=5.0, fade="power"))
+        torch.manual_seed(11)
+        return voc(log_mels, lengths), voc
+
+    plain, voc = vocode("off")
+    torch.manual_seed(11)
+    expected = generate(voc.wavenet, voc.norm.forward(log_mels), lengths).audio
+    hop = voc.wavenet.cfg.hop_length
+    for i, n in enumerate(n_frames):
+        assert torch.equal(torch.from_numpy(plain[i]), expected[i, : n * hop])
+    folded, _ = vocode("3")
+    torch.manual_seed(11)
+    expected = generate_folded(voc.wavenet, voc.norm.forward(log_mels), lengths, fold=3,
+                               overlap=round(5.0 * store.audio.sample_rate / 1000), fade="power")
+    for i, n in enumerate(n_frames):
+        assert torch.equal(torch.from_numpy(folded[i]), expected[i, : n * hop])
+    assert not all(np.array_equal(a, b) for a, b in zip(plain, folded, strict=True))
