@@ -77,3 +77,12 @@ def seam_report(folded: list[np.ndarray], unfolded: list[np.ndarray], joins: lis
         "seam_flux_ratio": float(np.nanmean(cat(seam_flux)) / np.nanmean(cat(ref_seam_flux))),
         "control_flux_ratio": float(np.nanmean(cat(ctrl_flux)) / np.nanmean(cat(ref_ctrl_flux))),
     }
+
+
+def fade_level_db(tail: np.ndarray, head: np.ndarray, faded: np.ndarray) -> float:
+    """Level of a cross-fade's output relative to its two inputs over the same samples:
+    ``10 log10(E[faded] / mean(E[tail], E[head]))``. Free of the content's own variation (all
+    three cover the same stretch), so a fade that cancels phase-misaligned inputs shows as a
+    negative value at that very join."""
+    inputs = 0.5 * (np.mean(tail**2) + np.mean(head**2))
+    return float(10 * np.log10((np.mean(faded**2) + EPS) / (inputs + EPS)))
