@@ -114,18 +114,18 @@ def cost_model(mode: str, device: torch.device) -> str:
     return "kernel" if mode == "kernel" else "views"
 
 
-def choose_folds(n_frames: list[int], warmup: int, overlap: int, hop: int, cost: str,
+def choose_folds(n_frames: list[int], warmup: int, overlap: int, hop: int, backend: str,
                  threads: int) -> list[int]:
     """Segments per utterance that minimise the estimated wall time of one batched call.
 
     Every candidate gives the segments of all utterances about the same length (the longest
     utterance cut into k parts, k = 1, 2, ...); its cost is the steps of the longest segment
     times the cost of one step at that batch: ``(c0 + rows per thread)`` with c0 from
-    ``STEP_COST_C0[cost]`` and the batch split over ``threads`` kernel threads as generate
+    ``STEP_COST_C0[backend]`` and the batch split over ``threads`` kernel threads as generate
     splits it. Of the candidates within :data:`COST_SLACK` of the cheapest, the one with the
     fewest segments wins: fewer seams for about the same time. Deterministic: the same lengths
     and device always give the same plan."""
-    c0 = STEP_COST_C0[cost]
+    c0 = STEP_COST_C0[backend]
     longest = max(n_frames, default=0)
     if longest == 0:
         return [1] * len(n_frames)
@@ -216,10 +216,10 @@ def fold_plans(model: WaveNet, n_frames: list[int], fold: int | str, overlap: in
     hop, warmup = model.cfg.hop_length, context_frames(model.cfg)
     folds = parse_fold(fold)
     if folds == "auto":
-        cost = cost_model(mode, device)
+        backend = cost_model(mode, device)
         # generate splits a batch over kernel threads; the torch-op and CUDA steps are one stream.
-        threads = (kernel_threads or torch.get_num_threads()) if cost == "kernel" else 1
-        folds_each = choose_folds(n_frames, warmup, overlap, hop, cost, threads)
+        threads = (kernel_threads or torch.get_num_threads()) if backend == "kernel" else 1
+        folds_each = choose_folds(n_frames, warmup, overlap, hop, backend, threads)
     else:
         folds_each = [folds] * len(n_frames)
     right = model.cfg.cond_kernel_size // 2 + 1  # the conditioning's reach to the right, frames
