@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from neurotts.evaluation.seams import fade_level_db, seam_report
 from neurotts.models import cpu_kernel
 from neurotts.models.fold_config import FoldConfig, parse_fold
 from neurotts.models.wavenet import WaveNet, context_frames
@@ -17,8 +18,11 @@ from neurotts.models.wavenet_fold import (
     crossfade,
     fold_plans,
     generate_folded,
+    generate_segments,
     join,
+    join_samples,
     max_folds,
+    overlaps,
     plan_segments,
 )
 from neurotts.models.wavenet_generate import generate
@@ -229,30 +233,37 @@ def test_segment_samples() -> None:
     assert Segment(0, 2, 5, 9, 8, 12).samples(HOP) == 7 * HOP + 8
 
 
+@pytest.fixture(scope="module")
+def tiny_seams() -> dict:
+    """Folded segments and unfolded audio of 8 utterances from a tiny random model."""
+    model = tiny_model("mulaw")
+    mels, lens = mel_batch([160] * 8, seed=3)
+    plans = fold_plans(model, [160] * 8, 32, HOP, mels.device)
+    segments = [s for plan in plans for s in plan]
+    return {"plans": plans, "segments": segments,
+            "audio": generate_segments(model, mels, segments, generator=seeded()),
+            "unfolded": generate(model, mels, lens, generator=seeded(8)).audio}
+
+
 @pytest.mark.parametrize(("fade", "lowest_db", "highest_db"),
                          [("adaptive", -0.75, 0.75), ("power", -0.75, 0.75), ("linear", -3.0, -1.0)])
-def test_seam_level_with_a_tiny_model(fade: str, lowest_db: float, highest_db: float) -> None:
+def test_seam_level_with_a_tiny_model(tiny_seams: dict, fade: str, lowest_db: float,
+                                      highest_db: float) -> None:
     """The seam comparison of bench/wavenet_seams.py on a tiny random model, whose sampled
     output is noise-like, so two segments are uncorrelated across a join: a linear fade dips
     the level there (by 1.8 dB averaged over a one-fade window), equal-energy fades do not.
     Tolerance: +-0.75 dB around the control positions' level (the measured standard error is
-    about 0.2 dB with these ~250 joins)."""
-    from neurotts.evaluation.seams import seam_report
-    from neurotts.models.wavenet_fold import generate_segments, join_samples
-
-    model, overlap = tiny_model("mulaw"), HOP
-    mels, lens = mel_batch([160] * 8, seed=3)
-    n_frames = [160] * 8
-    plans = fold_plans(model, n_frames, 32, overlap, mels.device)
-    segments = [s for plan in plans for s in plan]
-    audio = generate_segments(model, mels, segments, generator=seeded())
-    folded = join(audio, segments, n_frames, HOP, fade)
-    unfolded = generate(model, mels, lens, generator=seeded(8)).audio
-    report = seam_report(list(folded.numpy()), list(unfolded.numpy()),
-                         [join_samples(plan, HOP) for plan in plans], overlap, width=overlap)
+    about 0.2 dB with these ~250 joins); the per-join fade level must agree."""
+    plans, segments = tiny_seams["plans"], tiny_seams["segments"]
+    folded = join(tiny_seams["audio"], segments, [160] * 8, HOP, fade)
+    report = seam_report(list(folded.numpy()), list(tiny_seams["unfolded"].numpy()),
+                         [join_samples(plan, HOP) for plan in plans], HOP, width=HOP)
     assert report["joins"] == sum(len(plan) - 1 for plan in plans) > 200
     dip = report["seam_level_db"] - report["control_level_db"]
     assert lowest_db < dip < highest_db, report
+    levels = [fade_level_db(t.numpy(), h.numpy(), crossfade(t, h, fade).numpy())
+              for _, t, h in overlaps(tiny_seams["audio"], segments, HOP)]
+    assert lowest_db < float(np.mean(levels)) < highest_db
 
 
 def test_training_media_logs_two_seconds_generated_from_a_val_mel(tmp_path) -> None:
