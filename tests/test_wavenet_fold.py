@@ -182,7 +182,8 @@ def test_cuda_graph_agrees_with_torch_ops_on_folded_output() -> None:
 
 def test_crossfades_keep_the_level_they_promise() -> None:
     """Mid-fade power of two uncorrelated noises: linear dips by ~3 dB, power and adaptive
-    do not; of two equal signals: linear and adaptive keep it, power bumps by ~3 dB."""
+    do not; of two equal signals: linear and adaptive keep it, power bumps by ~3 dB; of two
+    partly opposed signals only adaptive keeps it."""
     torch.manual_seed(0)
     n, trials = 64, 1000
     a, b = torch.randn(trials, n, dtype=torch.float64), torch.randn(trials, n, dtype=torch.float64)
@@ -198,6 +199,10 @@ def test_crossfades_keep_the_level_they_promise() -> None:
     assert mid_db(a, a, "linear") == pytest.approx(0.0, abs=1e-9)
     assert mid_db(a, a, "adaptive") == pytest.approx(0.0, abs=1e-9)
     assert mid_db(a, a, "power") == pytest.approx(3.0, abs=0.1)
+    # Partly opposed (rho = -0.4): power loses 2.2 dB mid-fade, adaptive makes it up.
+    opposed = -0.4 * a + math.sqrt(1 - 0.4**2) * b
+    assert mid_db(a, opposed, "power") == pytest.approx(10 * math.log10(0.6), abs=0.3)
+    assert mid_db(a, opposed, "adaptive") == pytest.approx(0.0, abs=0.3)
 
 
 def test_auto_fold_uses_the_threads_and_spares_short_utterances() -> None:

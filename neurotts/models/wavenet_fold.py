@@ -152,8 +152,10 @@ def crossfade(prev: torch.Tensor, nxt: torch.Tensor, fade: str) -> torch.Tensor:
     anti-phase ones); an equal-power (sin/cos) fade keeps the energy of uncorrelated signals
     but bumps in-phase ones by 3 dB. ``adaptive`` measures the correlation ``rho`` of the two
     over the overlap and scales the linear gains ``(1-w, w)`` by
-    ``1 / sqrt((1-w)^2 + w^2 + 2 w (1-w) rho)``, which keeps the expected energy for any
-    ``rho`` in [0, 1] (linear at rho = 1; anti-correlated pairs are treated as rho = 0)."""
+    ``1 / sqrt((1-w)^2 + w^2 + 2 w (1-w) rho)``, which keeps the energy for any ``rho``: linear
+    at rho = 1, about equal-power at 0, and for partly opposed signals (rho < 0, half of all
+    joins of independently sampled segments) it makes up what they cancel. rho is clamped at
+    -0.5, which bounds the gain by 2 (mid-fade) where the two nearly cancel."""
     n = prev.shape[0]
     w = (torch.arange(n, dtype=prev.dtype, device=prev.device) + 0.5) / n  # (O,) in (0, 1)
     if fade == "linear":
@@ -163,7 +165,7 @@ def crossfade(prev: torch.Tensor, nxt: torch.Tensor, fade: str) -> torch.Tensor:
     else:
         # No branch on the value (no device sync on CUDA): silence gives rho = 0 / tiny = 0.
         energy = torch.sqrt((prev * prev).sum() * (nxt * nxt).sum()).clamp(min=1e-30)
-        rho = ((prev * nxt).sum() / energy).clamp(0.0, 1.0)
+        rho = ((prev * nxt).sum() / energy).clamp(-0.5, 1.0)
         norm = torch.rsqrt((1.0 - w) ** 2 + w**2 + 2.0 * w * (1.0 - w) * rho)
         a, b = (1.0 - w) * norm, w * norm
     return a * prev + b * nxt
