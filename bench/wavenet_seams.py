@@ -12,12 +12,12 @@ the same model differ anyway), and folded into ``--fold`` segments per utterance
 and at the joins (neurotts.evaluation.seams):
 
 * the correlation of the two segments over each overlap (how in phase they are);
-* ``fade_level_db``: the level of each cross-fade's output relative to its two inputs (mean,
-  5th and 95th percentile over joins): a fade that cancels phase-misaligned segments is
-  negative there;
-* folded against unfolded: the level difference in a window over each cross-fade vs at
-  control positions half way between joins (a dip is negative), and the spectral-flux ratio
-  (a click raises it).
+* ``fade_level_db``: the level of each cross-fade's output relative to its two inputs (over
+  all joins, and the 5th and 95th percentile per join): a fade that cancels phase-misaligned
+  segments is negative there;
+* folded against unfolded: ``join_dip_db``, the level difference in a window over each
+  cross-fade minus that at control positions half way between joins (negative: a dip), and
+  the spectral-flux ratio there (a click raises it).
 
 The folded figures should be within 10% of the unfolded ones, with no systematic dip or
 flux rise at the joins.
@@ -40,7 +40,7 @@ import torch
 
 from neurotts.data.store import FeatureStore
 from neurotts.evaluation.metrics import log_mel_spectrogram, mcd_dtw
-from neurotts.evaluation.seams import fade_level_db, seam_report
+from neurotts.evaluation.seams import fade_report, seam_report
 from neurotts.models.fold_config import FADES
 from neurotts.models.wavenet_fold import (
     crossfade,
@@ -126,12 +126,9 @@ def main() -> None:
             "above_0.5": float(np.mean(np.array(rho) > 0.5))}
         for fade in FADES:
             folded = cut(join(audio, segments, n_frames, hop, fade))
-            levels = [fade_level_db(t.numpy(), h.numpy(), crossfade(t, h, fade).numpy())
-                      for t, h in pairs if float(t.abs().max()) > 0]
             row = {**global_measures(folded, refs, sr),
-                   "fade_level_db": float(np.mean(levels)),
-                   "fade_level_db_p5": float(np.percentile(levels, 5)),
-                   "fade_level_db_p95": float(np.percentile(levels, 95)),
+                   **fade_report([(t.numpy(), h.numpy(), crossfade(t, h, fade).numpy())
+                                  for t, h in pairs]),
                    **seam_report(folded, unfolded, joins, overlap, width=max(overlap, 128)),
                    "segments": len(segments), "seconds": round(secs, 1)}
             row["logmel_l1_vs_unfolded"] = row["logmel_l1"] / result["unfolded"]["logmel_l1"]

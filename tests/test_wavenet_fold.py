@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurotts.evaluation.seams import fade_level_db, seam_report
+from neurotts.evaluation.seams import fade_report, seam_report
 from neurotts.models import cpu_kernel
 from neurotts.models.fold_config import FoldConfig, parse_fold
 from neurotts.models.wavenet import WaveNet, context_frames
@@ -261,18 +261,18 @@ def test_seam_level_with_a_tiny_model(tiny_seams: dict, fade: str, lowest_db: fl
     """The seam comparison of bench/wavenet_seams.py on a tiny random model, whose sampled
     output is noise-like, so two segments are uncorrelated across a join: a linear fade dips
     the level there (by 1.8 dB averaged over a one-fade window), equal-energy fades do not.
-    Tolerance: +-0.75 dB around the control positions' level (the measured standard error is
-    about 0.2 dB with these ~250 joins); the per-join fade level must agree."""
+    Tolerance: +-0.75 dB around the control positions' level, three standard errors (0.25 dB
+    by bootstrap with these ~250 joins); the fade level against its own inputs must agree."""
     plans, segments = tiny_seams["plans"], tiny_seams["segments"]
     folded = join(tiny_seams["audio"], segments, [160] * 8, HOP, fade)
     report = seam_report(list(folded.numpy()), list(tiny_seams["unfolded"].numpy()),
                          [join_samples(plan, HOP) for plan in plans], HOP, width=HOP)
     assert report["joins"] == sum(len(plan) - 1 for plan in plans) > 200
-    dip = report["seam_level_db"] - report["control_level_db"]
-    assert lowest_db < dip < highest_db, report
-    levels = [fade_level_db(t.numpy(), h.numpy(), crossfade(t, h, fade).numpy())
-              for _, t, h in overlaps(tiny_seams["audio"], segments, HOP)]
-    assert lowest_db < float(np.mean(levels)) < highest_db
+    assert lowest_db < report["join_dip_db"] < highest_db, report
+    assert report["join_dip_db_se"] < 0.4
+    fades = fade_report([(t.numpy(), h.numpy(), crossfade(t, h, fade).numpy())
+                         for _, t, h in overlaps(tiny_seams["audio"], segments, HOP)])
+    assert lowest_db < fades["fade_level_db"] < highest_db, fades
 
 
 def test_training_media_logs_two_seconds_generated_from_a_val_mel(tmp_path) -> None:
