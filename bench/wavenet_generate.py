@@ -141,7 +141,8 @@ def main() -> None:
                         help="output distribution (default: the shipped config's, mu-law)")
     parser.add_argument("--utterance-seconds", type=float, default=5.0)
     parser.add_argument("--only-utterance", action="store_true",
-                        help="skip naive and batch-16 figures (batch 1 is kept as the baseline)")
+                        help="skip naive and batch-16 figures; batch 1 (the baseline) and the "
+                             "utterance are measured in turns")
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -158,10 +159,16 @@ def main() -> None:
     result["load_avg_1m_start"] = round(os.getloadavg()[0], 2)
     if not args.only_utterance:
         result.update(cpu_baselines(model, args, sample_rate))
+        result.update(utterance_rate(model, args.utterance_seconds, sample_rate, args.repeats,
+                                     "cpu"))
     else:
-        result["cpu_cached_b1"] = round(cached_rate(model, 1, args.samples_b1, args.repeats), 1)
-        print(f"cpu cached batch 1: {result['cpu_cached_b1']:.0f} samples/s", flush=True)
-    result.update(utterance_rate(model, args.utterance_seconds, sample_rate, args.repeats, "cpu"))
+        # Batch 1 and the utterance taken in turns, best of each: on a shared machine the
+        # load moves between minutes, and both figures should see the same spells of it.
+        rounds = [(cached_rate(model, 1, args.samples_b1, 1),
+                   utterance_rate(model, args.utterance_seconds, sample_rate, 1, "cpu"))
+                  for _ in range(args.repeats)]
+        result["cpu_cached_b1"] = round(max(b1 for b1, _ in rounds), 1)
+        result.update(max((u for _, u in rounds), key=lambda u: u["cpu_utterance_samples_per_s"]))
     result["cpu_utterance_over_b1"] = round(
         result["cpu_utterance_samples_per_s"] / result["cpu_cached_b1"], 2)
     if torch.cuda.is_available():
