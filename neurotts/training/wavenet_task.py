@@ -68,8 +68,8 @@ class WaveNetTask:
     def log_media(self, model: nn.Module, batch: AudioWindowBatch, log: TrainLogger, step: int) -> None:
         """Audio generated from the ground-truth mel of a validation utterance (the first one
         that lasts ``vocoder_samples``, else the longest), next to its recording; folded as
-        synthesis does, on the weights passed in (EMA when kept). The batch is not used: its
-        windows are a fraction of a second long."""
+        synthesis does, on the weights passed in (EMA when kept). The batch only gives the
+        device and dtype: its windows are a fraction of a second long."""
         if self.generate_samples <= 0:
             return
         from neurotts.models.wavenet_fold import generate_configured
