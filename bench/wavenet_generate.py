@@ -12,13 +12,19 @@ random weights. Prints progress lines, then ONE JSON line last.
   built; ``cpu_cached_mode`` says which ran), and at batch 1 also on torch ops alone
   (``cpu_cached_torch_b1``, the fallback without a C compiler).
 * GPU (when CUDA is present): cached generation without and with the CUDA graph, batch 1/16/64.
+* utterance: one ``--utterance-seconds`` (5 s) utterance generated folded with the shipped
+  synth config's ``vocoder`` settings (``fold=auto``), end to end, as ``neurotts synth`` runs
+  it: ``cpu_utterance_samples_per_s`` and ``cpu_utterance_rtf`` (wall / audio seconds), with
+  ``cpu_utterance_over_b1`` against ``cpu_cached_b1`` of the same run, and the segments
+  used; on CUDA ``gpu_utterance_samples_per_s`` / ``gpu_utterance_rtf``.
 
 Each figure is the best of ``--repeats`` runs: other jobs share this CPU, and the best run is
 the one least disturbed by them. Reference (design notes): r9y9's cached generation of a 3.7M
 parameter, 24-layer model runs ~32 samples/s on 2 threads here, its naive pass ~5 samples/s.
 
 Usage: python bench/wavenet_generate.py [--samples-b1 3000] [--samples-b16 1000] [--repeats 3]
-                                        [--output mulaw|mol]
+                                        [--output mulaw|mol] [--utterance-seconds 5]
+                                        [--only-utterance]
 """
 
 from __future__ import annotations
@@ -33,8 +39,10 @@ from omegaconf import OmegaConf
 
 from neurotts.config import CONFIG_DIR
 from neurotts.models import cpu_kernel
+from neurotts.models.fold_config import FoldConfig
 from neurotts.models.registry import shipped_model_config
 from neurotts.models.wavenet import WaveNet, WaveNetConfig
+from neurotts.models.wavenet_fold import fold_plans, generate_configured
 from neurotts.models.wavenet_generate import generate, naive_step
 
 
@@ -97,6 +105,33 @@ def gpu_rates(model: WaveNet, samples: int, repeats: int) -> dict[str, float]:
     return out
 
 
+def utterance_rate(model: WaveNet, seconds: float, sample_rate: int, repeats: int,
+                   device: str) -> dict[str, float]:
+    """One utterance of random mels, folded with the shipped synth settings: samples/s, RTF
+    and the number of segments it was cut into."""
+    shipped = OmegaConf.load(CONFIG_DIR / "synth.yaml").vocoder
+    fold = FoldConfig(fold=shipped.fold, overlap_ms=shipped.overlap_ms, fade=shipped.fade)
+    hop = model.cfg.hop_length
+    frames = round(seconds * sample_rate / hop)
+    mels = torch.randn(1, frames, model.cfg.n_mels, device=device)
+
+    def run() -> None:
+        generate_configured(model, mels, None, fold, sample_rate)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    secs = best_seconds(run, repeats)
+    segments = fold_plans(model, [frames], fold.fold, fold.overlap_samples(sample_rate),
+                          mels.device)[0]
+    key = "cpu" if device == "cpu" else "gpu"
+    print(f"{key} utterance ({frames * hop / sample_rate:.2f} s, {len(segments)} segments): "
+          f"{frames * hop / secs:.0f} samples/s", flush=True)
+    return {f"{key}_utterance_samples_per_s": round(frames * hop / secs, 1),
+            f"{key}_utterance_rtf": round(secs / (frames * hop / sample_rate), 3),
+            f"{key}_utterance_segments": len(segments),
+            f"{key}_utterance_seconds": round(frames * hop / sample_rate, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples-b1", type=int, default=3000)
@@ -105,6 +140,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--output", choices=["mulaw", "mol"], default=None,
                         help="output distribution (default: the shipped config's, mu-law)")
+    parser.add_argument("--utterance-seconds", type=float, default=5.0)
+    parser.add_argument("--only-utterance", action="store_true",
+                        help="skip naive and batch-16 figures; batch 1 (the baseline) and the "
+                             "utterance are measured in turns")
     args = parser.parse_args()
     torch.set_num_threads(2)
     torch.manual_seed(0)
@@ -118,6 +157,35 @@ def main() -> None:
         "output": cfg.output,
         "torch_threads": torch.get_num_threads(),
     }
+    result["load_avg_1m_start"] = round(os.getloadavg()[0], 2)
+    if not args.only_utterance:
+        result.update(cpu_baselines(model, args, sample_rate))
+        result.update(utterance_rate(model, args.utterance_seconds, sample_rate, args.repeats,
+                                     "cpu"))
+    else:
+        # Batch 1 and the utterance taken in turns, best of each: on a shared machine the
+        # load moves between minutes, and both figures should see the same spells of it.
+        rounds = [(cached_rate(model, 1, args.samples_b1, 1),
+                   utterance_rate(model, args.utterance_seconds, sample_rate, 1, "cpu"))
+                  for _ in range(args.repeats)]
+        result["cpu_cached_b1"] = round(max(b1 for b1, _ in rounds), 1)
+        result.update(max((u for _, u in rounds), key=lambda u: u["cpu_utterance_samples_per_s"]))
+    result["cpu_utterance_over_b1"] = round(
+        result["cpu_utterance_samples_per_s"] / result["cpu_cached_b1"], 2)
+    if torch.cuda.is_available():
+        if not args.only_utterance:
+            result.update(gpu_rates(model, args.samples_b1, args.repeats))
+        result.update(utterance_rate(model.to("cuda"), args.utterance_seconds, sample_rate,
+                                     args.repeats, "cuda"))
+        model.to("cpu")
+    result["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    print(json.dumps(result))
+
+
+def cpu_baselines(model: WaveNet, args: argparse.Namespace, sample_rate: int
+                  ) -> dict[str, object]:
+    """Naive vs cached (kernel and torch ops) rates at batch 1 and 16 on the CPU."""
+    result: dict[str, object] = {}
     for batch in (1, 16):
         rate, threads = naive_rate(model, batch, args.naive_steps, args.repeats)
         result[f"cpu_naive_b{batch}"], result[f"cpu_naive_b{batch}_threads"] = round(rate, 2), threads
@@ -137,10 +205,7 @@ def main() -> None:
     result["cpu_cached_over_naive_b16"] = round(
         result["cpu_cached_b16"] / result["cpu_naive_b16"], 1)
     result["cpu_cached_b1_realtime_factor"] = round(sample_rate / result["cpu_cached_b1"], 1)
-    if torch.cuda.is_available():
-        result.update(gpu_rates(model, args.samples_b1, args.repeats))
-    result["load_avg_1m"] = round(os.getloadavg()[0], 2)
-    print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -330,7 +330,7 @@ def synth(
     if input_file is not None and sentence is not None:
         # With --input every positional argument is an override (`--input f.txt max_chars=80`).
         overrides, sentence = [sentence, *(overrides or [])], None
-    options = {"sentence": sentence, "input": input_file, "acoustic": acoustic, "vocoder": vocoder,
+    options = {"sentence": sentence, "input": input_file, "acoustic": acoustic, "vocoder.path": vocoder,
                "output": output, "device": device}
     extra = [f"{key}={hydra_quote(str(value))}" for key, value in options.items() if value is not None]
     extra += [f"seed={seed}"] if seed is not None else []
@@ -365,7 +365,7 @@ def evaluate(
     from neurotts.vocoders import VocoderError
 
     extra = [f"acoustic=[{','.join(hydra_quote(a) for a in acoustic)}]"] if acoustic else []
-    extra += [f"vocoder={hydra_quote(vocoder)}"] if vocoder else []
+    extra += [f"vocoder.path={hydra_quote(vocoder)}"] if vocoder else []
     config = load("eval", EvalConfig, [*(overrides or []), *extra], config_dir, cfg,
                   how={"acoustic": "--acoustic RUN", "out": "out=DIR"})
     with user_errors(SynthesisError, EvalError, StoreError, MissingDependencyError,

@@ -32,7 +32,7 @@ from neurotts.config import AudioConfig, ConfigError, constrained, to_schema
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, decoder_lengths
 from neurotts.text.chunking import split_text
 from neurotts.text.frontend import TextConfig, TextError, TextFrontend, TextReport, dropped_message
-from neurotts.vocoders import Vocoder, load_vocoder
+from neurotts.vocoders import Vocoder, VocoderConfig, load_vocoder
 
 
 @dataclass
@@ -42,7 +42,7 @@ class SynthConfig:
     sentence: str | None = None  # the text to speak, or (`text` would clash with the text group)
     input: str | None = None  # a UTF-8 file, one utterance a line
     acoustic: str = MISSING  # Tacotron 2 run folder or checkpoint
-    vocoder: str = MISSING  # WaveNet run folder or checkpoint, or "griffinlim"
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)  # path (--vocoder), folding
     seed: int | None = constrained(ge=0, lt=2**63)  # random draws; null: different every run
     output: str = MISSING  # wav file (or folder with an input file)
     device: str = MISSING  # auto | cpu | cuda | cuda:N
@@ -412,6 +412,7 @@ def run(cfg: SynthConfig, console: Console) -> list[Path]:
     line of an input file that fails is reported with its number and the others still run, then
     :class:`SynthesisIncomplete` lists the failures."""
     check_finite(cfg.temperature, "temperature")
+    cfg.vocoder.check()
     numbered = read_inputs(cfg)
     paths = output_paths(cfg.output, [n for n, _ in numbered] if cfg.input is not None else None)
     lines = [Line(n, text, path) for (n, text), path in zip(numbered, paths, strict=True)]
@@ -420,7 +421,8 @@ def run(cfg: SynthConfig, console: Console) -> list[Path]:
     _encode_lines(cfg, lines, acoustic.frontend, console)
     timing = Timing()
     if any(line.encoded is not None for line in lines):
-        vocoder = load_vocoder(cfg.vocoder, acoustic.audio, device, temperature=cfg.temperature)
+        vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device,
+                               temperature=cfg.temperature, fold=cfg.vocoder)
         seed_rng(cfg.seed)
         try:
             timing = _write_all(cfg, lines, acoustic, vocoder, device, console)

@@ -2,7 +2,8 @@
 
 * :class:`GriffinLim` needs no trained model: the mel filterbank is inverted and the phase
   recovered with Griffin-Lim, from the audio settings alone (:class:`GriffinLimVocoder`);
-* :class:`WaveNetVocoder` is a trained WaveNet checkpoint, generating sample by sample.
+* :class:`WaveNetVocoder` is a trained WaveNet checkpoint, generating sample by sample, each
+  utterance folded into segments generated as one batch (:mod:`neurotts.models.wavenet_fold`).
 
 :func:`load_vocoder` turns the user's choice (``griffinlim`` or a run folder / checkpoint) into
 one of them.
@@ -11,19 +12,30 @@ one of them.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
 import torchaudio.functional as AF
+from omegaconf import MISSING
 
 from neurotts.audio import MelNorm, mel_filterbank
 from neurotts.checkpoint import load_trained
 from neurotts.config import AudioConfig, did_you_mean, to_schema
-from neurotts.models.wavenet_generate import generate
+from neurotts.models.fold_config import UNFOLDED, FoldConfig
+from neurotts.models.wavenet_fold import generate_configured
 
 GRIFFIN_LIM = "griffinlim"
+
+
+@dataclass
+class VocoderConfig(FoldConfig):
+    """``vocoder`` section of configs/synth.yaml and eval.yaml: which vocoder, and (WaveNet
+    only) how its generation is folded."""
+
+    path: str = MISSING  # WaveNet run folder or checkpoint, or "griffinlim" (--vocoder)
 
 
 class GriffinLimVocoder(torch.nn.Module):
@@ -105,7 +117,8 @@ class WaveNetVocoder:
     """A trained WaveNet; refuses one trained on other audio settings than ``audio``."""
 
     def __init__(self, path: str | Path, audio: AudioConfig, device: torch.device,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, fold: FoldConfig = UNFOLDED):
+        fold.check()
         self.model, cfg, payload, file = load_trained(path, "wavenet", device)
         voc_audio = to_schema(payload["audio"], AudioConfig)
         if voc_audio != audio:
@@ -115,24 +128,25 @@ class WaveNetVocoder:
                 f"({', '.join(f'{k}: {getattr(voc_audio, k)} vs {getattr(audio, k)}' for k in diff)})"
             )
         self.norm = MelNorm.from_state(payload["mel_norm"])
-        self.temperature = temperature
-        self.hop_length = cfg.hop_length
+        self.temperature, self.fold = temperature, fold
+        self.hop_length, self.sample_rate = cfg.hop_length, audio.sample_rate
         self.name = str(file)
 
     @torch.inference_mode()
     def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
         mels = self.norm.forward(log_mels)  # the vocoder's own model space
-        wav = generate(self.model, mels, lengths, temperature=self.temperature).audio
+        wav = generate_configured(self.model, mels, lengths, self.fold, self.sample_rate,
+                                  temperature=self.temperature)
         return _trim(wav, lengths, self.hop_length)
 
 
 def load_vocoder(spec: str | Path, audio: AudioConfig, device: torch.device,
-                 temperature: float = 1.0) -> Vocoder:
-    """``griffinlim``, or a WaveNet run folder / checkpoint. Raises :class:`VocoderError` or
+                 temperature: float = 1.0, fold: FoldConfig = UNFOLDED) -> Vocoder:
+    """``griffinlim``, or a WaveNet run folder / checkpoint (generating with ``fold``). Raises :class:`VocoderError` or
     :class:`~neurotts.checkpoint.CheckpointError` with a one-line message."""
     if str(spec) == GRIFFIN_LIM:
         return GriffinLim(audio, device)
     if not Path(spec).expanduser().exists() and did_you_mean(str(spec), [GRIFFIN_LIM]):
         raise VocoderError(f"vocoder {str(spec)!r}: no such run folder or checkpoint; did you mean "
                            f"{GRIFFIN_LIM}? (choices: {GRIFFIN_LIM}, or a WaveNet run folder or checkpoint)")
-    return WaveNetVocoder(spec, audio, device, temperature)
+    return WaveNetVocoder(spec, audio, device, temperature, fold)

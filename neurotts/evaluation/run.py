@@ -40,7 +40,7 @@ from neurotts.synthesis import (
     seed_rng,
     synthesize,
 )
-from neurotts.vocoders import Vocoder, load_vocoder
+from neurotts.vocoders import Vocoder, VocoderConfig, load_vocoder
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -57,7 +57,7 @@ class EvalConfig:
     # evaluated on the same texts and a comparison table is written (e.g. location vs dca vs
     # multihead). Typed Any because OmegaConf has no str-or-list type; see acoustic_paths().
     acoustic: Any = MISSING
-    vocoder: str = MISSING  # run folder or checkpoint of a WaveNet, or "griffinlim"
+    vocoder: VocoderConfig = field(default_factory=VocoderConfig)  # path (--vocoder), folding
     data: EvalDataConfig = field(default_factory=EvalDataConfig)
     out: str = MISSING
     split: str = constrained(choices=SPLITS)
@@ -131,6 +131,7 @@ def check(cfg: EvalConfig) -> list[str]:
     """What the schema's field ranges cannot say: the acoustic models and where the texts come
     from; returns the acoustic model paths."""
     paths = acoustic_paths(cfg)
+    cfg.vocoder.check()
     if cfg.texts is None and cfg.data.features is None:
         raise EvalError("data.features is not set (the feature store whose split is evaluated)")
     return paths
@@ -316,7 +317,7 @@ def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Cons
     """Synthesise and measure the texts of ``cfg`` with one acoustic model into ``out``."""
     device = pick_device(cfg.device)
     acoustic = AcousticModel.load(acoustic_path, device)
-    vocoder = load_vocoder(cfg.vocoder, acoustic.audio, device)
+    vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device, fold=cfg.vocoder)
     store = FeatureStore(cfg.data.features) if cfg.texts is None else None
     items = _items(cfg, store)
     inputs = _encode_items(items, acoustic)

@@ -94,6 +94,14 @@ def receptive_field(cfg: WaveNetConfig) -> int:
     return (cfg.kernel_size - 1) * sum(dilations(cfg)) + 1
 
 
+def context_frames(cfg: WaveNetConfig) -> int:
+    """Mel frames of context that make a stretch of audio independent of where its mel slice
+    starts or ends: the 'same' conv's half width plus one (the upsampler interpolates between
+    neighbours), or the receptive field in frames, if longer. Used for training windows and
+    for the warm-up of folded generation."""
+    return max(cfg.cond_kernel_size // 2 + 1, math.ceil(receptive_field(cfg) / cfg.hop_length))
+
+
 def output_channels(cfg: WaveNetConfig) -> int:
     """Channels of the head: class logits, or (logit_prob, mean, log_scale) per mixture."""
     return cfg.mu_law_channels if cfg.output == "mulaw" else 3 * cfg.n_mixtures

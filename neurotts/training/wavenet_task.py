@@ -22,15 +22,9 @@ from torch import nn
 from neurotts.data.loader import AudioWindowBatch, AudioWindowDataset, collate_windows
 from neurotts.data.store import FeatureStore
 from neurotts.models.registry import DataSpec, build_model
-from neurotts.models.wavenet import WaveNetConfig, make_io, receptive_field, wavenet_loss
+from neurotts.models.wavenet import WaveNetConfig, context_frames, make_io, wavenet_loss
 from neurotts.training.config import TrainConfig
 from neurotts.training.logging import TrainLogger
-
-
-def context_frames(cfg: WaveNetConfig) -> int:
-    """Frames of context either side of a window: the 'same' conv's half width plus one
-    (the upsampler interpolates between neighbours), or the receptive field, if longer."""
-    return max(cfg.cond_kernel_size // 2 + 1, math.ceil(receptive_field(cfg) / cfg.hop_length))
 
 
 class WaveNetTask:
@@ -43,6 +37,8 @@ class WaveNetTask:
         self.window = train.data.window_frames
         self.context = context_frames(cfg)
         self.generate_samples = train.trainer.media.vocoder_samples
+        self.fold = train.trainer.media.vocoder_fold
+        self.fold.check()
         self.model = build_model(cfg, DataSpec(len(store.symbols), store.audio))
 
     def dataset(self, split: str, seed: int) -> AudioWindowDataset:
@@ -71,15 +67,22 @@ class WaveNetTask:
 
     @torch.no_grad()
     def log_media(self, model: nn.Module, batch: AudioWindowBatch, log: TrainLogger, step: int) -> None:
-        """The first validation window as audio, and (if configured) a short generation
-        from its mels; generation runs on the weights passed in (EMA when kept)."""
-        sr = self.store.audio.sample_rate
-        log.audio("val/target", batch.audio[0][batch.mask[0]], sr, step)
-        if self.generate_samples > 0:
-            from neurotts.models.wavenet_generate import generate
+        """Audio generated from the ground-truth mel of a validation utterance (the first one
+        that lasts ``vocoder_samples``, else the longest), next to its recording; folded as
+        synthesis does, on the weights passed in (EMA when kept). The batch only gives the
+        device and dtype: its windows are a fraction of a second long."""
+        if self.generate_samples <= 0:
+            return
+        from neurotts.models.wavenet_fold import generate_configured
 
-            hop = self.cfg.hop_length
-            frames = min(batch.mels.shape[1], math.ceil(self.generate_samples / hop))
-            gen = generate(model, batch.mels[:1, :frames], max_samples=self.generate_samples,
-                           generator=torch.Generator(device=batch.mels.device).manual_seed(step))
-            log.audio("val/generated", gen.audio[0], sr, step)
+        sr, hop = self.store.audio.sample_rate, self.cfg.hop_length
+        frames = math.ceil(self.generate_samples / hop)
+        val = self.store.split("val")
+        utt = next((u for u in val if u.n_frames >= frames), max(val, key=lambda u: u.n_frames))
+        mel = self.norm(self.store.mel(utt.id)[:frames])  # (T, n_mels) in model space
+        mels = torch.from_numpy(mel).to(batch.mels.device, batch.mels.dtype)[None]
+        gen = generate_configured(model, mels, None, self.fold, sr,
+                                  generator=torch.Generator(device=mels.device).manual_seed(step))
+        n = min(mels.shape[1] * hop, self.generate_samples)
+        log.audio("val/generated", gen[0, :n], sr, step)
+        log.audio("val/target", torch.from_numpy(self.store.audio_float(utt.id)[:n]), sr, step)
