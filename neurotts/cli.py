@@ -283,6 +283,33 @@ def evaluate(
         run_eval(config, err)
 
 
+@app.command()
+def audit(
+    overrides: Overrides = None,
+    acoustic: Annotated[str | None, typer.Option(
+        "--acoustic", "-a", help="Also run a trained Tacotron 2 (run folder or checkpoint) "
+        "teacher-forced over every clip: loss and attention health.")] = None,
+    cfg: PrintCfg = False,
+    config_dir: ConfigDir = None,
+) -> None:
+    """Find the clips of data.root that would hurt training: audit.tsv, exclude.txt, audit.md in out=DIR."""
+    from neurotts.audit.config import AuditConfig
+    from neurotts.audit.run import AuditError
+    from neurotts.audit.run import run as run_audit
+    from neurotts.data.ljspeech import DatasetError
+    from neurotts.evaluation.asr import MissingDependencyError
+    from neurotts.synthesis import SynthesisError
+
+    extra = [f"acoustic={hydra_quote(acoustic)}"] if acoustic else []
+    config = load("audit", AuditConfig, [*(overrides or []), *extra], config_dir, cfg)
+    try:
+        run_audit(config, err)
+    except (ConfigError, DatasetError, SynthesisError, MissingDependencyError) as exc:
+        raise fail(str(exc)) from None
+    except AuditError as exc:
+        raise fail(str(exc), code=1) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     command: Callable[..., object] = typer.main.get_command(app)
