@@ -200,3 +200,38 @@ def test_every_kind_of_defect_ranks_at_the_top(tmp_path):
     swapped = [uid for uid, kind in truth.items() if kind == "swapped"]
     assert all(clips[uid]["asr_text"] for uid in swapped)
     assert all(clips[uid]["transcript_cer"] > 0.5 for uid in swapped)
+
+
+# ----------------------------------------------------------------------------- --acoustic
+
+
+@pytest.mark.slow
+def test_acoustic_check_flags_the_clip_a_trained_model_cannot_follow(make_corpus, tmp_path):
+    texts = {f"S{i:02d}": f"a short sentence, number {i}." for i in range(10)}
+    root = make_corpus(texts, seconds=1.2)
+    store, run_dir = tmp_path / "store", tmp_path / "tts"
+    result = runner.invoke(app, ["prepare", f"data.root={root}", f"out={store}",
+                                 "data.split.val_size=1", "data.split.test_size=1"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["train", "model=tacotron2", "experiment=tiny",
+                                 f"data.features={store}", f"run.dir={run_dir}",
+                                 "trainer.max_steps=4", "trainer.val_every=4",
+                                 "trainer.checkpoint_every=4"])
+    assert result.exit_code == 0, result.output
+    # After training, one recording is replaced by loud noise: the model, which has only
+    # ever seen the speech-like clips, cannot predict it from its transcript.
+    rng = np.random.default_rng(0)
+    sf.write(root / "wavs" / "S04.wav", rng.uniform(-0.9, 0.9, int(1.6 * SR)), SR, subtype="PCM_16")
+    out = tmp_path / "audit"
+    result = runner.invoke(app, ["audit", f"data.root={root}", f"out={out}", "--acoustic",
+                                 str(run_dir), "transcript.enabled=false", "device=cpu"])
+    assert result.exit_code == 0, result.output
+    clips = {c["id"]: c for c in json.loads((out / "audit.json").read_text())["clips"]}
+    losses = {uid: c["acoustic_loss"] for uid, c in clips.items()}
+    assert max(losses, key=losses.__getitem__) == "S04", losses
+    assert clips["S04"]["acoustic_loss_z"] > 3
+    for c in clips.values():
+        assert c["acoustic_model"].endswith("@4")
+        for key in ("focus", "monotonicity", "coverage", "band_mass"):
+            assert 0.0 <= c[f"attention_{key}"] <= 1.0
+    assert "teacher-forced loss" in (out / "audit.tsv").read_text()

@@ -25,8 +25,8 @@ class Limits:
 
 @dataclass
 class TranscriptConfig:
-    """The transcript check: align the given words with pocketsphinx, and where that looks
-    wrong, ask the recogniser what it hears."""
+    """The transcript check: align the given words with pocketsphinx, and on the clips that
+    warn, ask the recogniser what it hears."""
 
     enabled: bool = MISSING
     skip_prob: float = MISSING  # grammar probability of leaving a transcript word out
@@ -34,7 +34,7 @@ class TranscriptConfig:
     pbeam: float = MISSING
     wbeam: float = MISSING
     poor_deficit: float = MISSING  # a word matched worse than this (per frame) is poorly matched
-    recognise: bool = MISSING  # run the full recogniser where the alignment warns
+    recognise: bool = MISSING  # run the full recogniser on the clips that warn
 
 
 @dataclass

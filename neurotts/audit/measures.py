@@ -7,9 +7,9 @@ here: :mod:`neurotts.audit.scoring` turns the numbers into scores against the th
 The level analysis cuts the mono signal into non-overlapping frames of ``frame_ms`` and takes
 each frame's mean power in dB relative to full scale (dBFS; a full-scale sine is -3 dBFS).
 The clip's *speech level* is a high percentile of those frame levels; frames more than
-``silence_db`` below it are silence. Leading/trailing silence, the longest pause, the speech
-span (first to last speech frame) and a noise floor (a low percentile of the non-silent-by-
-construction frames) all come from that one pass.
+``silence_db`` below it are silence. Leading/trailing silence, the longest pause, the seconds
+of speech (frames of sound from the first to the last, pauses left out) and a noise floor (a
+low percentile of the frames that are not digital silence) all come from that one pass.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def _db(power: float) -> float:
 
 
 def level_measures(mono: np.ndarray, rate: int, cfg: LevelConfig) -> dict[str, float]:
-    """Speech level, noise floor, SNR, silences and speech span of one clip (seconds, dB)."""
+    """Speech level, noise floor, SNR, silences and seconds of speech of one clip (s, dB)."""
     frame = max(1, round(rate * cfg.frame_ms / 1000.0))
     levels = frame_levels(mono, frame)  # (n_frames,) dBFS
     step = frame / rate
@@ -121,7 +121,10 @@ def level_measures(mono: np.ndarray, rate: int, cfg: LevelConfig) -> dict[str, f
         "leading_silence": first * step,
         "trailing_silence": tail,
         "longest_pause": _longest_run(quiet) * step,
-        "speech_seconds": (last - first + 1) * step,
+        # Frames of sound between the first and the last: pauses are not speech, so lists
+        # and slow, deliberate reading ("five. The master felons' side. six. ...") keep a
+        # normal rate.
+        "speech_seconds": int((~quiet).sum()) * step,
         # How loud the clip's very first and last frames are against its speech level: a
         # recording cut off mid-word ends loud.
         "start_level_db": float(levels[0]) - speech_db,

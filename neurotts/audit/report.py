@@ -122,7 +122,7 @@ def plot_speaking_rate(clips: list[Record], stats: dict[str, float], cfg: AuditC
         ax.plot(x, med * x, "k-", lw=1, label=f"median {med:.1f} symbols/s")
         ax.fill_between(x, max(med - z * spread, 0.0) * x, (med + z * spread) * x, color="0.85",
                         alpha=0.5, label=f"|z| < {z:g}", zorder=0)
-    ax.set_xlabel("seconds of speech (first to last speech frame)")
+    ax.set_xlabel("seconds of speech (pauses left out)")
     ax.set_ylabel("symbols in the transcript")
     ax.set_title("Speaking rate")
     ax.legend(loc="upper left", fontsize=8)
@@ -141,7 +141,8 @@ def plot_distributions(clips: list[Record], cfg: AuditConfig) -> Figure:
         lo, hi = float(values.min()), float(values.max())
         if hi - lo <= 1e-9 * max(1.0, abs(hi)):  # one value (e.g. no clipping anywhere)
             lo, hi = lo - 0.5, hi + 0.5
-        ax.hist(values, bins=40, range=(lo, hi), color="tab:blue", alpha=0.8)
+        # Log counts: the few clips past a threshold stay visible next to the many.
+        ax.hist(values, bins=40, range=(lo, hi), color="tab:blue", alpha=0.8, log=True)
         if limit_key is not None:
             limits: Limits = getattr(cfg.thresholds, limit_key)
             ax.axvline(limits.warn, color="tab:orange", ls="--", lw=1)

@@ -4,8 +4,8 @@ Stages, each resumable:
 
 1. *measure* (a pool of worker processes, one per core): text frontend, audio measures,
    transcript alignment (:mod:`neurotts.audit.measures`, :mod:`neurotts.audit.transcript`).
-2. *recognise* (the pool again): the full recogniser on the clips whose alignment warns.
-3. *acoustic* (``--acoustic RUN``, this process): teacher-forced loss and attention health.
+2. *acoustic* (``--acoustic RUN``, this process): teacher-forced loss and attention health.
+3. *recognise* (the pool again): the full recogniser on the clips that warn for any reason.
 4. *score and report*: corpus statistics, one score per check, the ranking, the files.
 
 Each clip's record is appended to prepare's journal (``.progress.jsonl``) after every stage
@@ -42,7 +42,7 @@ from rich.progress import (
 from neurotts.audit.config import AuditConfig
 from neurotts.audit.measures import ClipError, audio_measures, read_clip
 from neurotts.audit.report import write_report
-from neurotts.audit.scoring import Record, add_corpus_measures, limit_score, score_clips
+from neurotts.audit.scoring import Record, add_corpus_measures, score_clips
 from neurotts.config import to_dict
 from neurotts.data.ljspeech import Reject, Row, read_metadata
 from neurotts.data.prepare import JOURNAL, _end_line, _read_journal, _resolve_root
@@ -229,23 +229,19 @@ def _measure_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal, console
     return len(rows) - len(todo)
 
 
-def _needs_recognition(rec: Record, cfg: AuditConfig) -> bool:
-    if not rec.get("ok") or "asr_text" in rec or "align_skipped" not in rec:
-        return False
-    th = cfg.thresholds
-    excess = rec.get("align_deficit_excess")
-    return (limit_score(rec["align_skipped"], th.align_skipped) >= 0.5
-            or (excess is not None and limit_score(excess, th.align_deficit) >= 0.5))
-
-
 def _recognise_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal, console: Console) -> None:
-    """Stage 2: the full recogniser on the clips whose alignment warns (once per clip)."""
-    records = journal.records
-    todo = [r for r in rows if _needs_recognition(records[r.id], cfg)]
+    """Stage 3: the full recogniser on every clip that warns for any reason (once per clip):
+    a second opinion on the transcript, and for the report what was heard."""
+    # Provisional scores, on copies: the journal keeps measures only.
+    records = {r.id: dict(journal.records[r.id]) for r in rows}
+    add_corpus_measures(records)
+    score_clips(records, [r.id for r in rows], cfg)
+    todo = [r for r in rows if records[r.id].get("ok") and "asr_text" not in records[r.id]
+            and "normalized" in records[r.id] and records[r.id]["score"] >= 0.5]
 
     def put(result: tuple[str, Record]) -> float:
         uid, found = result
-        journal.put({**records[uid], **found})
+        journal.put({**journal.records[uid], **found})
         return float(records[uid]["duration"])
 
     if todo:
@@ -254,7 +250,7 @@ def _recognise_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal, conso
 
 
 def _acoustic_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal, console: Console) -> None:
-    """Stage 3: teacher-forced loss and attention health of every readable clip."""
+    """Stage 2: teacher-forced loss and attention health of every readable clip."""
     from neurotts.audit.acoustic import AcousticChecker
 
     assert cfg.acoustic is not None
@@ -299,16 +295,14 @@ def run(cfg: AuditConfig, console: Console | None = None) -> AuditSummary:
         t = time.perf_counter()
         reused = _measure_stage(rows, cfg, journal, console)
         times["measure"] = time.perf_counter() - t
-        records = journal.records
-        add_corpus_measures({r.id: records[r.id] for r in rows})
-        if cfg.transcript.enabled and cfg.transcript.recognise:
-            t = time.perf_counter()
-            _recognise_stage(rows, cfg, journal, console)
-            times["recognise"] = time.perf_counter() - t
         if cfg.acoustic:
             t = time.perf_counter()
             _acoustic_stage(rows, cfg, journal, console)
             times["acoustic"] = time.perf_counter() - t
+        if cfg.transcript.enabled and cfg.transcript.recognise:
+            t = time.perf_counter()
+            _recognise_stage(rows, cfg, journal, console)
+            times["recognise"] = time.perf_counter() - t
     finally:
         journal.close()
     return _finish(rows, rejects, cfg, out, journal.records, reused, times, console)

@@ -19,10 +19,10 @@ neither counts for nor against the clip. Two things come out of the alignment:
   best, so this is a natural log ratio). Speech the transcript does not contain has to be
   forced onto the wrong words and scores badly; clean clips sit near 1.5.
 
-Clips whose alignment reaches a warning level are then decoded by the evaluation recogniser
-(:class:`neurotts.evaluation.asr.Recognizer`): its character error rate against the
-normalised transcript is a second opinion, and its text shows what was heard. On clean
-LJSpeech that is about one clip in a hundred, so full recognition costs little.
+Clips that reach a warning level (for any reason) are then decoded by the evaluation
+recogniser (:class:`neurotts.evaluation.asr.Recognizer`): its character error rate against
+the normalised transcript is a second opinion, and its text shows what was heard. On the
+clean LJSpeech sample that is 2 clips in 385, so full recognition costs little.
 """
 
 from __future__ import annotations
