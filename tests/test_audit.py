@@ -179,27 +179,45 @@ def _subset(dst: Path, n: int) -> Path:
 @requires_sample
 def test_every_kind_of_defect_ranks_at_the_top(tmp_path):
     pytest.importorskip("pocketsphinx")
-    pytest.importorskip("jiwer")
-    clean = _subset(tmp_path / "clean", 24)
-    truth = corrupt_corpus(clean, tmp_path / "damaged", per_kind=2, seed=3)
-    assert set(truth.values()) == set(KINDS) and len(truth) == 14
+    clean = _subset(tmp_path / "clean", 18)
+    truth = corrupt_corpus(clean, tmp_path / "damaged", per_kind=1, seed=3)
+    assert set(truth.values()) == set(KINDS) and len(truth) == 8
     out = tmp_path / "audit"
-    summary = run_audit(config(tmp_path / "damaged", out, "num_workers=2"))
+    # The recogniser is a second opinion (tested below); the ranking must not need it.
+    summary = run_audit(config(tmp_path / "damaged", out, "num_workers=2",
+                               "transcript.recognise=false"))
     rows = tsv(out)
     rank = {r[0]: k for k, r in enumerate(rows)}
-    # Every damaged clip ranks among the first len(truth) + 2.
-    late = {uid: (kind, rank[uid]) for uid, kind in truth.items() if rank[uid] >= len(truth) + 2}
+    late = {uid: (kind, rank[uid]) for uid, kind in truth.items() if rank[uid] >= len(truth) + 1}
     assert not late, late
     excluded = set((out / "exclude.txt").read_text().split("\n")[1:]) - {""}
     recall = len(excluded & set(truth)) / len(truth)
     precision = len(excluded & set(truth)) / max(len(excluded), 1)
-    assert recall >= 0.9 and precision >= 0.9, (precision, recall, excluded ^ set(truth))
+    assert recall == 1.0 and precision >= 0.85, (precision, recall, excluded ^ set(truth))
     assert summary.excluded == len(excluded)
-    # The recogniser ran on the clips whose transcript did not fit, and says what it heard.
+
+
+@requires_sample
+def test_recogniser_hears_the_swapped_transcripts_only(tmp_path):
+    pytest.importorskip("pocketsphinx")
+    pytest.importorskip("jiwer")
+    root = _subset(tmp_path / "clean", 4)
+    lines = (root / "metadata.csv").read_text(encoding="utf-8").splitlines()
+    ids = [ln.split("|", 1)[0] for ln in lines]
+    texts = [ln.split("|")[1] for ln in lines]
+    texts[0], texts[1] = texts[1], texts[0]
+    (root / "metadata.csv").write_text(
+        "".join(f"{i}|{t}|{t}\n" for i, t in zip(ids, texts, strict=True)), encoding="utf-8")
+    out = tmp_path / "audit"
+    run_audit(config(root, out, "num_workers=1"))
     clips = {c["id"]: c for c in json.loads((out / "audit.json").read_text())["clips"]}
-    swapped = [uid for uid, kind in truth.items() if kind == "swapped"]
-    assert all(clips[uid]["asr_text"] for uid in swapped)
-    assert all(clips[uid]["transcript_cer"] > 0.5 for uid in swapped)
+    for uid in ids[:2]:
+        assert clips[uid]["score"] >= 1.0
+        assert clips[uid]["asr_text"] and clips[uid]["transcript_cer"] > 0.5
+        assert f"transcript CER {clips[uid]['transcript_cer']:.2f}" in clips[uid]["reasons"]
+    for uid in ids[2:]:  # clean clips that warn for nothing are not sent to the recogniser
+        assert clips[uid]["score"] < 0.5 and "asr_text" not in clips[uid]
+    assert clips[ids[0]]["asr_text"] in (out / "audit.md").read_text()
 
 
 # ----------------------------------------------------------------------------- --acoustic

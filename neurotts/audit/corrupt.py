@@ -4,7 +4,7 @@
 in :data:`KINDS` (each clip at most once), writing the truth to ``dst/corruptions.tsv``
 (``id<TAB>kind``). The defects are the ones that make Tacotron 2 fail to align:
 
-- ``swapped``: two clips exchange transcripts (both count);
+- ``swapped``: pairs of clips exchange transcripts (both count);
 - ``other_text``: a clip gets the transcript of another clip, which is left as it is;
 - ``half_words``: every second word of the transcript is dropped;
 - ``truncated``: the audio stops after ``truncate_share`` of its samples;
@@ -73,19 +73,22 @@ def corrupt_corpus(src: Path, dst: Path, per_kind: int, seed: int = 0,
                    damage: Damage | None = None) -> dict[str, str]:
     """Copy ``src`` to ``dst`` with ``per_kind`` damaged clips per kind; return id -> kind.
 
-    ``swapped`` damages an even number of clips (pairs). Needs at least
-    ``len(KINDS) * per_kind + per_kind`` clips (the last ones lend ``other_text`` its texts).
+    ``swapped`` damages ``per_kind`` rounded up to an even number (pairs). The clips left over
+    lend ``other_text`` its transcripts, so ``(len(KINDS) + 1) * per_kind + 1`` are needed.
     """
     d = damage or Damage()
     rows, _ = read_metadata(src)
-    need = (len(KINDS) + 1) * per_kind + 1
+    need = (len(KINDS) + 1) * per_kind + 1 + per_kind % 2
     if len(rows) < need:
         raise ValueError(f"{src}: {len(rows)} clips, {need} needed for {per_kind} per kind")
     rng = np.random.default_rng(seed)
     order = [rows[k] for k in rng.permutation(len(rows))]
-    picks = {kind: order[k * per_kind : (k + 1) * per_kind] for k, kind in enumerate(KINDS)}
-    picks["swapped"] = picks["swapped"][: per_kind - per_kind % 2] or order[:0]
-    spare = order[len(KINDS) * per_kind :]
+    picks: dict[str, list[Row]] = {}
+    start = 0
+    for kind in KINDS:
+        n = per_kind + per_kind % 2 if kind == "swapped" else per_kind  # swaps come in pairs
+        picks[kind], start = order[start : start + n], start + n
+    spare = order[start:]
     texts = {r.id: r.text for r in rows}
     truth: dict[str, str] = {}
     (dst / "wavs").mkdir(parents=True, exist_ok=True)
