@@ -147,7 +147,8 @@ def test_rerun_reuses_finished_clips(make_corpus, tmp_path):
 def test_audit_errors_are_one_line(tmp_path, make_corpus):
     result = runner.invoke(app, ["audit", f"out={tmp_path / 'a'}"])
     assert result.exit_code == 2 and "data.root is not set" in result.output
-    result = runner.invoke(app, ["audit", f"data.root={tmp_path / 'nope'}", f"out={tmp_path / 'a'}"])
+    result = runner.invoke(app, ["audit", f"data.root={tmp_path / 'nope'}",
+                                 f"out={tmp_path / 'a'}"])
     assert result.exit_code == 2 and "no such directory" in result.output
     result = runner.invoke(app, ["audit", "data.root=x", "out=y", "thresholds.snr=3"])
     assert result.exit_code == 2 and "thresholds.snr" in result.output

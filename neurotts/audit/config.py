@@ -61,7 +61,7 @@ class Thresholds:
 class FixedScores:
     """Scores of yes/no findings."""
 
-    unreadable: float = MISSING
+    unusable: float = MISSING  # unreadable audio, or a transcript the frontend rejects
     low_sample_rate: float = MISSING
     other_format: float = MISSING
     duplicate_audio: float = MISSING

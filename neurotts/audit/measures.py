@@ -38,7 +38,7 @@ class LevelConfig:
     speech_percentile: float = MISSING  # frame level that stands for the clip's speech level
     noise_percentile: float = MISSING  # frame level that stands for the noise floor
     silence_db: float = MISSING  # frames this far below the speech level are silence
-    clip_level: float = MISSING  # share of the clip's peak from which equal neighbours count as clipped
+    clip_level: float = MISSING  # share of the peak from which equal neighbours are clipped
 
 
 @dataclass

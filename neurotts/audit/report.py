@@ -38,7 +38,7 @@ DISTRIBUTIONS = (
     ("clipped_share", "share of samples clipped", "clipped_share"),
     ("align_deficit_excess", "alignment deficit over corpus median", "align_deficit"),
 )
-FIXED_CHECKS = ("unreadable", "format", "duplicate_audio", "duplicate_text")
+FIXED_CHECKS = ("unusable", "format", "duplicate_audio", "duplicate_text")
 
 
 def ranked(records: dict[str, Record], order: list[str]) -> list[Record]:
@@ -106,8 +106,9 @@ def plot_speaking_rate(clips: list[Record], stats: dict[str, float], cfg: AuditC
     sec = np.array([r["speech_seconds"] for r in rated])
     sym = np.array([r["n_symbols"] for r in rated])
     score = np.array([r["scores"].get("speaking_rate_z", 0.0) for r in rated])
-    for lo, hi, colour, label in ((0.0, 0.5, "0.6", "clips"), (0.5, 1.0, "tab:orange", "rate warns"),
-                                  (1.0, math.inf, "tab:red", "rate excludes")):
+    bands = ((0.0, 0.5, "0.6", "clips"), (0.5, 1.0, "tab:orange", "rate warns"),
+             (1.0, math.inf, "tab:red", "rate excludes"))
+    for lo, hi, colour, label in bands:
         sel = (score >= lo) & (score < hi)
         if sel.any():
             ax.scatter(sec[sel], sym[sel], s=14 if lo == 0 else 36, c=colour, label=label,
@@ -187,7 +188,8 @@ def _suspect_rows(clips: list[Record], cfg: AuditConfig) -> list[str]:
         if r["score"] < 0.5:
             break
         mark = "**" if r["score"] >= cfg.exclude_score else ""
-        lines.append(f"| {mark}{r['id']}{mark} | {r['score']:.2f} | {_cell('; '.join(r['reasons']))} "
+        reasons = _cell("; ".join(r["reasons"]))
+        lines.append(f"| {mark}{r['id']}{mark} | {r['score']:.2f} | {reasons} "
                      f"| {_cell(r.get('normalized'))} | {_cell(r.get('asr_text'))} |")
     if len(lines) == 2:
         lines.append("| (none) | | | | |")
@@ -209,7 +211,8 @@ def markdown(clips: list[Record], rejects: list[Reject], stats: dict[str, float]
         f"| {100 * summary.excluded / n:.1f}% |",
         f"| with warnings (score 0.5 to {cfg.exclude_score:g}) | {summary.warned} "
         f"| {100 * summary.warned / n:.1f}% |",
-        f"| unreadable | {sum(not r.get('ok') for r in clips)} | |",
+        f"| unusable (unreadable audio, or text the frontend rejects) "
+        f"| {sum(not r.get('ok') for r in clips)} | |",
         f"| metadata rows rejected by the reader | {len(rejects)} | |", "",
         "A check scores 0.5 at its warn level and 1.0 at its exclude level; a clip's score is "
         f"its largest check score plus {cfg.others_weight:g} x its other scores of 0.5 or more. "

@@ -47,7 +47,7 @@ from neurotts.config import to_dict
 from neurotts.data.ljspeech import Reject, Row, read_metadata
 from neurotts.data.prepare import JOURNAL, _end_line, _read_journal, _resolve_root
 from neurotts.data.store import atomic_write_text
-from neurotts.evaluation.asr import normalize_text, to_asr_pcm
+from neurotts.evaluation.asr import _import_optional, normalize_text, to_asr_pcm
 from neurotts.text.frontend import TextError, TextFrontend, TextWarning
 from neurotts.text.symbols import LETTERS, is_phone_symbol
 
@@ -229,7 +229,8 @@ def _measure_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal, console
     return len(rows) - len(todo)
 
 
-def _recognise_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal, console: Console) -> None:
+def _recognise_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal,
+                     console: Console) -> None:
     """Stage 3: the full recogniser on every clip that warns for any reason (once per clip):
     a second opinion on the transcript, and for the report what was heard."""
     # Provisional scores, on copies: the journal keeps measures only.
@@ -285,6 +286,9 @@ def run(cfg: AuditConfig, console: Console | None = None) -> AuditSummary:
     out = Path(cfg.out).expanduser()
     _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
+    if cfg.transcript.enabled:  # fail before any work, not in every worker
+        for module in ("pocketsphinx", "jiwer"):
+            _import_optional(module, "the audit's transcript check (or transcript.enabled=false)")
     rows, rejects = read_metadata(root, cfg.data.metadata)
     if not rows:
         raise AuditError(f"{root / cfg.data.metadata}: no usable rows to audit")

@@ -4,9 +4,9 @@ A check's score is 0.5 at its ``warn`` level and 1.0 at its ``exclude`` level, l
 between and beyond, floored at 0 and capped at :data:`MAX_SCORE` (see ``configs/audit.yaml``).
 A clip's suspicion is its largest check score plus ``others_weight`` times the sum of its
 other scores at warning level (0.5) or above, so a clip with several problems ranks above one
-with a single problem of the same size. Measures that only mean something against the rest of the corpus (speaking rate,
-alignment deficit, teacher-forced loss) are turned into deviations first
-(:func:`add_corpus_measures`).
+with a single problem of the same size. Measures that only mean something against the rest
+of the corpus (speaking rate, alignment deficit, teacher-forced loss) are turned into
+deviations first (:func:`add_corpus_measures`).
 """
 
 from __future__ import annotations
@@ -62,8 +62,8 @@ CHECKS: tuple[Check, ...] = (
           lambda r, v: "transcript could not be aligned" if r.get("align_failed")
           else f"{_pct(v)} of the transcript not found in the audio"),
     Check("align_deficit", _get("align_deficit_excess"),
-          lambda r, v: f"transcript fits the audio poorly (alignment deficit {r['align_deficit']:.1f}, "
-                       f"corpus {r['corpus_align_deficit']:.1f})"),
+          lambda r, v: "transcript fits the audio poorly (alignment deficit "
+                       f"{r['align_deficit']:.1f}, corpus {r['corpus_align_deficit']:.1f})"),
     Check("transcript_cer", _get("transcript_cer"), lambda r, v: f"transcript CER {v:.2f}"),
     Check("acoustic_loss_z", _get("acoustic_loss_z"),
           lambda r, v: f"teacher-forced loss {r['acoustic_loss']:.3f} (z {v:+.1f})"),
@@ -186,7 +186,7 @@ def score_clips(records: dict[str, Record], order: list[str], cfg: AuditConfig) 
     for i in order:
         r = records[i]
         if not r.get("ok"):
-            r.update(scores={"unreadable": cfg.scores.unreadable}, score=cfg.scores.unreadable,
+            r.update(scores={"unusable": cfg.scores.unusable}, score=cfg.scores.unusable,
                      reasons=[r["reason"]])
             continue
         items = list(findings.get(i, []))

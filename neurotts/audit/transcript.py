@@ -117,8 +117,8 @@ class TranscriptChecker:
                 continue
             start = state
             for letter in word.replace("'", ""):
-                alts = _LETTER_PHONES[letter].split()
-                trans += [(state, state + 1, 0.5 / len(alts), _PHONE_WORD + p.lower()) for p in alts]
+                alts = [_PHONE_WORD + p.lower() for p in _LETTER_PHONES[letter].split()]
+                trans += [(state, state + 1, 0.5 / len(alts), p) for p in alts]
                 trans.append((state, state + 1, 0.5))
                 state += 1
             trans.append((start, state, p_skip))
