@@ -164,6 +164,7 @@ def main() -> None:
     ap.add_argument("--profile-clips", type=int, default=24)
     ap.add_argument("--per-kind", type=int, default=6)
     ap.add_argument("--no-detection", action="store_true")
+    ap.add_argument("--keep", type=Path, help="write the audits here (a new folder) and keep them")
     args = ap.parse_args()
     if not (args.corpus / "metadata.csv").is_file():
         sys.exit(f"no corpus at {args.corpus} (pass --corpus)")
@@ -171,8 +172,10 @@ def main() -> None:
     for wav in (args.corpus / "wavs").glob("*.wav"):
         wav.read_bytes()
     load0 = os.getloadavg()[0]
+    if args.keep is not None and args.keep.exists():
+        sys.exit(f"--keep {args.keep}: already exists (the bench measures fresh audits)")
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
         full = timed_audit(args.corpus, work / "all", args.workers)
         cheap = timed_audit(args.corpus, work / "audio", args.workers, "transcript.enabled=false")
         base = baseline(args.corpus, args.baseline_every, args.workers)

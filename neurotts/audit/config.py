@@ -44,7 +44,7 @@ class Thresholds:
     leading_silence: Limits = field(default_factory=Limits)
     trailing_silence: Limits = field(default_factory=Limits)
     longest_pause: Limits = field(default_factory=Limits)
-    end_level_db: Limits = field(default_factory=Limits)
+    end_loudness: Limits = field(default_factory=Limits)
     snr_db: Limits = field(default_factory=Limits)
     clipped_share: Limits = field(default_factory=Limits)
     dc_offset: Limits = field(default_factory=Limits)

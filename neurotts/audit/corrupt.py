@@ -111,3 +111,21 @@ def corrupt_corpus(src: Path, dst: Path, per_kind: int, seed: int = 0,
         "id\tkind\n" + "".join(f"{uid}\t{kind}\n" for uid, kind in sorted(truth.items())),
         encoding="utf-8")
     return truth
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m neurotts.audit.corrupt SRC DST [--per-kind N] [--seed S]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Copy an LJSpeech-layout corpus with known defects.")
+    ap.add_argument("src", type=Path)
+    ap.add_argument("dst", type=Path)
+    ap.add_argument("--per-kind", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    truth = corrupt_corpus(args.src, args.dst, args.per_kind, args.seed)
+    print(f"damaged {len(truth)} clips of {args.src} into {args.dst} (see corruptions.tsv)")
+
+
+if __name__ == "__main__":
+    main()

@@ -125,11 +125,17 @@ def level_measures(mono: np.ndarray, rate: int, cfg: LevelConfig) -> dict[str, f
         # and slow, deliberate reading ("five. The master felons' side. six. ...") keep a
         # normal rate.
         "speech_seconds": int((~quiet).sum()) * step,
-        # How loud the clip's very first and last frames are against its speech level: a
-        # recording cut off mid-word ends loud.
-        "start_level_db": float(levels[0]) - speech_db,
+        # How loud the clip's last frame is against its speech level, and where that lies
+        # between the noise floor (0) and the speech level (1): a recording cut off mid-word
+        # ends high in its range, a noisy one ends at its (high) floor, a clean one near 0.
         "end_level_db": float(levels[-1]) - speech_db,
+        "end_loudness": _position(float(levels[-1]), noise_db, speech_db),
     }
+
+
+def _position(level: float, low: float, high: float) -> float:
+    """Where ``level`` lies from ``low`` (0) to ``high`` (1); 0 when the range is empty."""
+    return (level - low) / (high - low) if high > low else 0.0
 
 
 def _longest_run(mask: np.ndarray) -> int:

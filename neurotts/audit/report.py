@@ -32,7 +32,7 @@ DISTRIBUTIONS = (
     ("leading_silence", "leading silence (s)", "leading_silence"),
     ("trailing_silence", "trailing silence (s)", "trailing_silence"),
     ("longest_pause", "longest pause (s)", "longest_pause"),
-    ("end_level_db", "last frame vs speech level (dB)", "end_level_db"),
+    ("end_loudness", "last frame: 0 noise floor, 1 speech level", "end_loudness"),
     ("snr_db", "SNR estimate (dB)", "snr_db"),
     ("peak_db", "peak (dBFS)", None),
     ("clipped_share", "share of samples clipped", "clipped_share"),

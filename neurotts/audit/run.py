@@ -52,7 +52,7 @@ from neurotts.text.frontend import TextError, TextFrontend, TextWarning
 from neurotts.text.symbols import LETTERS, is_phone_symbol
 
 # Bump when a measure's definition changes, so that old journal records are measured again.
-MEASURES_VERSION = 1
+MEASURES_VERSION = 2
 
 
 class AuditError(RuntimeError):

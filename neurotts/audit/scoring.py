@@ -49,8 +49,9 @@ CHECKS: tuple[Check, ...] = (
     Check("leading_silence", _get("leading_silence"), lambda r, v: f"{v:.1f} s leading silence"),
     Check("trailing_silence", _get("trailing_silence"), lambda r, v: f"{v:.1f} s trailing silence"),
     Check("longest_pause", _get("longest_pause"), lambda r, v: f"{v:.1f} s pause"),
-    Check("end_level_db", _get("end_level_db"),
-          lambda r, v: f"ends {-v:.0f} dB below its speech level (cut off?)"),
+    Check("end_loudness", _get("end_loudness"),
+          lambda r, v: f"ends {-r['end_level_db']:.0f} dB below its speech level, "
+                       f"{r['end_level_db'] + r['snr_db']:.0f} dB above its noise floor (cut off?)"),
     Check("snr_db", _get("snr_db"), lambda r, v: f"SNR {v:.0f} dB"),
     Check("clipped_share", _get("clipped_share"), lambda r, v: f"{_pct(v)} of samples clipped"),
     Check("dc_offset", lambda r: abs(r["dc_offset"]) if "dc_offset" in r else None,
