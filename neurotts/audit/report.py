@@ -88,8 +88,8 @@ def _save(fig: Figure, path: Path) -> None:
 # ----------------------------------------------------------------------------- plots
 
 
-def _new_figure(size: tuple[float, float]) -> Figure:
-    fig = Figure(figsize=size, layout="constrained")
+def _new_figure(size: tuple[float, float], layout: str | None = "constrained") -> Figure:
+    fig = Figure(figsize=size, layout=layout)
     FigureCanvasAgg(fig)
     return fig
 
@@ -135,7 +135,10 @@ def plot_distributions(clips: list[Record], cfg: AuditConfig) -> Figure:
     panels = [p for p in DISTRIBUTIONS if any(r.get(p[0]) is not None for r in clips)]
     ncols = 3
     nrows = max(1, math.ceil(len(panels) / ncols))
-    fig = _new_figure((4.0 * ncols, 2.8 * nrows))
+    # Fixed margins: the constrained layout solver would take longer than all the audio checks
+    # of a small corpus.
+    fig = _new_figure((4.0 * ncols, 2.8 * nrows), layout=None)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.92, hspace=0.5, wspace=0.25)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax, (key, label, limit_key) in zip(axes.flat, panels, strict=False):
         values = np.array([r[key] for r in clips if r.get(key) is not None], dtype=np.float64)
@@ -143,7 +146,8 @@ def plot_distributions(clips: list[Record], cfg: AuditConfig) -> Figure:
         if hi - lo <= 1e-9 * max(1.0, abs(hi)):  # one value (e.g. no clipping anywhere)
             lo, hi = lo - 0.5, hi + 0.5
         # Log counts: the few clips past a threshold stay visible next to the many.
-        ax.hist(values, bins=40, range=(lo, hi), color="tab:blue", alpha=0.8, log=True)
+        ax.hist(values, bins=40, range=(lo, hi), color="tab:blue", alpha=0.8, log=True,
+                histtype="stepfilled")
         if limit_key is not None:
             limits: Limits = getattr(cfg.thresholds, limit_key)
             ax.axvline(limits.warn, color="tab:orange", ls="--", lw=1)

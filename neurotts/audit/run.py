@@ -127,7 +127,7 @@ def _measure(item: tuple[str, str, str, int]) -> Record:
 
 
 def _recognise(item: tuple[str, str, str]) -> tuple[str, Record]:
-    """Stage 2 for one clip: what the full recogniser hears."""
+    """Stage 3 for one clip: what the full recogniser hears."""
     uid, wav, normalized = item
     try:
         clip = read_clip(Path(wav))
