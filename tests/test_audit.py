@@ -152,6 +152,11 @@ def test_audit_errors_are_one_line(tmp_path, make_corpus):
     assert result.exit_code == 2 and "no such directory" in result.output
     result = runner.invoke(app, ["audit", "data.root=x", "out=y", "thresholds.snr=3"])
     assert result.exit_code == 2 and "thresholds.snr" in result.output
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "manifest.jsonl").write_text("")
+    result = runner.invoke(app, ["audit", f"data.root={tmp_path}", f"out={store}"])
+    assert result.exit_code == 2 and "is a feature store" in result.output
     root = make_corpus({"A": "one clip"})
     (root / "wavs" / "A.wav").write_bytes(b"RIFF not really a wav")
     result = runner.invoke(app, ["audit", f"data.root={root}", f"out={tmp_path / 'b'}",

@@ -43,7 +43,7 @@ from neurotts.audit.config import AuditConfig
 from neurotts.audit.measures import ClipError, audio_measures, read_clip
 from neurotts.audit.report import write_report
 from neurotts.audit.scoring import Record, add_corpus_measures, score_clips
-from neurotts.config import to_dict
+from neurotts.config import ConfigError, to_dict
 from neurotts.data.ljspeech import Reject, Row, read_metadata
 from neurotts.data.prepare import JOURNAL, _end_line, _read_journal, _resolve_root
 from neurotts.data.store import atomic_write_text
@@ -275,8 +275,9 @@ def _acoustic_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal, consol
 
 
 def _check_out(out: Path) -> None:
+    # prepare journals into the same file name: sharing a folder would mix the two.
     if (out / "manifest.jsonl").exists():
-        raise AuditError(f"out={out} is a feature store; choose another folder for the audit")
+        raise ConfigError(f"out={out} is a feature store; choose another folder for the audit")
 
 
 def run(cfg: AuditConfig, console: Console | None = None) -> AuditSummary:
