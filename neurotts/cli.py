@@ -98,6 +98,12 @@ EXAMPLES: dict[str, list[str]] = {
         "neurotts eval -a runs/location -a runs/dca texts=long out=compare",
         "neurotts eval --cfg",
     ],
+    "audit": [
+        "neurotts audit data.root=LJSpeech-1.1 out=audit",
+        "neurotts audit data.root=LJSpeech-1.1 out=audit -a runs/taco",
+        "neurotts audit data.root=LJSpeech-1.1 out=audit transcript.enabled=false",
+        "neurotts audit --cfg",
+    ],
 }
 
 
@@ -122,6 +128,10 @@ def _help_schemas(name: str) -> tuple[str | None, list[tuple[str, type, str]]]:
         from neurotts.evaluation.run import EvalConfig
 
         return "eval", [("", EvalConfig, "")]
+    if name == "audit":
+        from neurotts.audit.config import AuditConfig
+
+        return "audit", [("", AuditConfig, "")]
     return None, []
 
 
@@ -371,6 +381,34 @@ def evaluate(
     with user_errors(SynthesisError, EvalError, StoreError, MissingDependencyError,
                      CheckpointError, VocoderError):
         run_eval(config, err)
+
+
+@app.command(cls=HelpCommand)
+def audit(
+    overrides: Overrides = None,
+    acoustic: Annotated[str | None, typer.Option(
+        "--acoustic", "-a", help="Also run a trained Tacotron 2 (run folder or checkpoint) "
+        "teacher-forced over every clip: loss and attention health.")] = None,
+    cfg: PrintCfg = False,
+    config_dir: ConfigDir = None,
+) -> None:
+    """Find the clips of data.root that would hurt training: audit.tsv, exclude.txt, audit.md in out=DIR."""
+    from neurotts.audit.config import AuditConfig
+    from neurotts.audit.run import AuditError
+    from neurotts.audit.run import run as run_audit
+    from neurotts.checkpoint import CheckpointError
+    from neurotts.data.ljspeech import DatasetError
+    from neurotts.evaluation.asr import MissingDependencyError
+    from neurotts.synthesis import SynthesisError
+
+    extra = [f"acoustic={hydra_quote(acoustic)}"] if acoustic else []
+    config = load("audit", AuditConfig, [*(overrides or []), *extra], config_dir, cfg,
+                  how={"data.root": "data.root=DIR", "out": "out=DIR"})
+    try:
+        with user_errors(DatasetError, SynthesisError, MissingDependencyError, CheckpointError):
+            run_audit(config, err)
+    except AuditError as exc:
+        raise fail(str(exc), code=1) from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,105 @@
+"""``--acoustic RUN``: how a trained Tacotron 2 copes with each clip, teacher-forced.
+
+The model is loaded the way synthesis loads it (:meth:`neurotts.synthesis.AcousticModel.load`),
+so its own symbol table, text settings, audio settings and mel normalisation are used. Each
+clip goes through the same steps ``prepare`` applies (load at the model's rate, trim, cut to
+whole hops, 16-bit round trip, log-mel), then one teacher-forced pass gives per clip:
+
+- ``acoustic_loss``: mean squared error of the post-net mel against the clip's own mel, in
+  the model's normalised units (what training minimises);
+- the attention health metrics of :mod:`neurotts.models.alignment` on the teacher-forced
+  alignment: ``attention_focus``, ``attention_monotonicity``, ``attention_coverage`` and
+  ``attention_band_mass``.
+
+A clip the model cannot align (a wrong transcript, long silences, noise) shows as low
+coverage and band mass and a loss far above the corpus's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from neurotts.audio import (
+    AudioError,
+    LogMel,
+    fit_to_hop,
+    float_to_int16,
+    int16_to_float,
+    load_wav,
+    trim_silence,
+)
+from neurotts.data.loader import TextMelItem, collate_text_mel
+from neurotts.models.alignment import alignment_metrics
+from neurotts.models.layers import sequence_mask
+from neurotts.models.tacotron2 import decoder_lengths
+from neurotts.synthesis import AcousticModel, pick_device
+from neurotts.text.frontend import TextError, TextWarning
+
+
+class AcousticChecker:
+    """A loaded acoustic model; ``measure(items)`` scores a batch of clips."""
+
+    def __init__(self, path: str, device: str):
+        self.device = pick_device(device)
+        self.model = AcousticModel.load(path, self.device)
+        self.logmel = LogMel(self.model.audio)
+        # Records measured with another checkpoint (or step) are measured again.
+        self.name = f"{self.model.path}@{self.model.step}"
+
+    def _item(self, wav_path: Path, text: str) -> TextMelItem | str:
+        """The model's input for one clip, or why there is none."""
+        audio = self.model.audio
+        try:
+            wav = load_wav(wav_path, audio.sample_rate)
+        except AudioError as exc:
+            return str(exc)
+        if audio.trim_silence:
+            wav = trim_silence(wav, audio.trim_top_db, audio.win_length, audio.hop_length)
+        wav = fit_to_hop(wav, audio.hop_length)
+        if wav.size == 0:
+            return f"{wav_path}: silent or shorter than one hop"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TextWarning)
+                _, _, ids = self.model.frontend.encode(text)
+        except TextError as exc:
+            return f"text: {exc}"
+        with torch.no_grad():
+            mel = self.logmel(torch.from_numpy(int16_to_float(float_to_int16(wav))))  # (T, n_mels)
+        norm = self.model.norm.forward(mel)
+        return TextMelItem(torch.tensor(ids, dtype=torch.long), norm)
+
+    @torch.no_grad()
+    def measure(self, items: list[tuple[str, Path, str]]) -> dict[str, dict[str, Any]]:
+        """``(id, wav path, raw text)`` per clip -> its acoustic measures (None where the
+        clip could not be put through the model, with ``acoustic_error`` saying why)."""
+        out: dict[str, dict[str, Any]] = {}
+        batch: list[tuple[str, TextMelItem]] = []
+        for uid, wav, text in items:
+            item = self._item(Path(wav), text)
+            if isinstance(item, str):
+                out[uid] = {"acoustic_loss": None, "acoustic_error": item}
+            else:
+                batch.append((uid, item))
+        if not batch:
+            return out
+        b = collate_text_mel([it for _, it in batch])
+        dev = self.device
+        text, text_len = b.text.to(dev), b.text_lengths.to(dev)
+        mels, mel_len = b.mels.to(dev), b.mel_lengths.to(dev)
+        res = self.model.model(text, text_len, mels, mel_len)
+        frame_mask = sequence_mask(mel_len, mels.shape[1]).float()  # (B, T_mel)
+        err = ((res.mel_after.float() - mels) ** 2).mean(dim=-1) * frame_mask  # (B, T_mel)
+        loss = (err.sum(dim=1) / frame_mask.sum(dim=1)).cpu().numpy()  # (B,)
+        dec_len = decoder_lengths(b.mel_lengths, self.model.cfg.reduction_factor)  # (B,)
+        align = res.alignments.float().cpu()  # (B, T_dec, T_text)
+        for k, (uid, _) in enumerate(batch):
+            m = alignment_metrics(align[k : k + 1], dec_len[k : k + 1], b.text_lengths[k : k + 1])
+            out[uid] = {"acoustic_loss": float(np.float64(loss[k])),
+                        **{f"attention_{key}": v for key, v in m.as_dict().items()}}
+        return out
