@@ -148,6 +148,20 @@ def int16_to_float(wav: np.ndarray) -> np.ndarray:
     return wav.astype(np.float32) / 32767.0
 
 
+def load_clip(path: str | Path, cfg: AudioConfig) -> np.ndarray:
+    """A corpus clip as ``prepare`` keeps it: read at ``cfg.sample_rate``, silence trimmed (if
+    ``cfg.trim_silence``), cut to whole hops, as 16-bit PCM ``(n_samples,)`` int16 (its mel is
+    computed from these samples, so a store's features and audio agree exactly).
+    :class:`AudioError` when the file cannot be read or nothing of it is left."""
+    wav = load_wav(path, cfg.sample_rate)
+    if cfg.trim_silence:
+        wav = trim_silence(wav, cfg.trim_top_db, cfg.win_length, cfg.hop_length)
+    wav = fit_to_hop(wav, cfg.hop_length)
+    if wav.size == 0:
+        raise AudioError(f"{path}: silent or shorter than one hop")
+    return float_to_int16(wav)
+
+
 def save_wav(path: str | Path, wav: np.ndarray | torch.Tensor, sample_rate: int) -> None:
     """Write a mono float waveform as 16-bit PCM wav (written to a temporary name, then renamed)."""
     path = Path(path)

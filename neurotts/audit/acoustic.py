@@ -2,8 +2,8 @@
 
 The model is loaded the way synthesis loads it (:meth:`neurotts.synthesis.AcousticModel.load`),
 so its own symbol table, text settings, audio settings and mel normalisation are used. Each
-clip goes through the same steps ``prepare`` applies (load at the model's rate, trim, cut to
-whole hops, 16-bit round trip, log-mel), then one teacher-forced pass gives per clip:
+clip is read as ``prepare`` reads it (:func:`neurotts.audio.load_clip` at the model's audio
+settings, then the log-mel), then one teacher-forced pass gives per clip:
 
 - ``acoustic_loss``: mean squared error of the post-net mel against the clip's own mel, in
   the model's normalised units (what training minimises);
@@ -24,15 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from neurotts.audio import (
-    AudioError,
-    LogMel,
-    fit_to_hop,
-    float_to_int16,
-    int16_to_float,
-    load_wav,
-    trim_silence,
-)
+from neurotts.audio import AudioError, LogMel, int16_to_float, load_clip
 from neurotts.data.loader import TextMelItem, collate_text_mel
 from neurotts.models.alignment import alignment_metrics
 from neurotts.models.layers import sequence_mask
@@ -53,16 +45,10 @@ class AcousticChecker:
 
     def _item(self, wav_path: Path, text: str) -> TextMelItem | str:
         """The model's input for one clip, or why there is none."""
-        audio = self.model.audio
         try:
-            wav = load_wav(wav_path, audio.sample_rate)
+            pcm = load_clip(wav_path, self.model.audio)
         except AudioError as exc:
             return str(exc)
-        if audio.trim_silence:
-            wav = trim_silence(wav, audio.trim_top_db, audio.win_length, audio.hop_length)
-        wav = fit_to_hop(wav, audio.hop_length)
-        if wav.size == 0:
-            return f"{wav_path}: silent or shorter than one hop"
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", TextWarning)
@@ -70,7 +56,7 @@ class AcousticChecker:
         except TextError as exc:
             return f"text: {exc}"
         with torch.no_grad():
-            mel = self.logmel(torch.from_numpy(int16_to_float(float_to_int16(wav))))  # (T, n_mels)
+            mel = self.logmel(torch.from_numpy(int16_to_float(pcm)))  # (T, n_mels)
         norm = self.model.norm.forward(mel)
         return TextMelItem(torch.tensor(ids, dtype=torch.long), norm)
 

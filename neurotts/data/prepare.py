@@ -35,15 +35,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from neurotts.audio import (
-    AudioError,
-    LogMel,
-    fit_to_hop,
-    float_to_int16,
-    int16_to_float,
-    load_wav,
-    trim_silence,
-)
+from neurotts.audio import AudioError, LogMel, int16_to_float, load_clip
 from neurotts.config import AudioConfig, ConfigError, PrepareConfig, to_dict
 from neurotts.data.ljspeech import Reject, Row, download_ljspeech, read_metadata
 from neurotts.data.splits import (
@@ -114,22 +106,14 @@ def _process(item: tuple[str, str]) -> dict[str, Any]:
     cfg: AudioConfig = _worker["audio"]
     out: Path = _worker["out"]
     try:
-        wav = load_wav(wav_path, cfg.sample_rate)
+        pcm = load_clip(wav_path, cfg)  # a vocoder learns mel -> audio from these samples
     except AudioError as exc:
         reason = f"{wav_path}: file not found" if not Path(wav_path).exists() else str(exc)
         return {"id": uid, "ok": False, "reason": reason}
-    if cfg.trim_silence:
-        wav = trim_silence(wav, cfg.trim_top_db, cfg.win_length, cfg.hop_length)
-    wav = fit_to_hop(wav, cfg.hop_length)
-    seconds = wav.size / cfg.sample_rate
-    if wav.size == 0:
-        return {"id": uid, "ok": False, "reason": f"{wav_path}: silent or shorter than one hop"}
+    seconds = pcm.size / cfg.sample_rate
     if seconds > cfg.max_duration:
         return {"id": uid, "ok": False,
                 "reason": f"{wav_path}: {seconds:.2f} s is over audio.max_duration={cfg.max_duration}"}
-    # The mel is computed from the 16-bit waveform the store keeps, so features and audio agree
-    # exactly (a vocoder learns the mel -> audio map from these pairs).
-    pcm = float_to_int16(wav)
     with torch.no_grad():
         mel = _worker["logmel"](torch.from_numpy(int16_to_float(pcm))).numpy()  # (n_frames, n_mels)
     atomic_save_npy(out / "mels" / f"{uid}.npy", mel)
@@ -137,7 +121,7 @@ def _process(item: tuple[str, str]) -> dict[str, Any]:
         atomic_save_npy(out / "audio" / f"{uid}.npy", pcm)
     m64 = mel.astype(np.float64)
     return {
-        "id": uid, "ok": True, "n_frames": int(mel.shape[0]), "n_samples": int(wav.size),
+        "id": uid, "ok": True, "n_frames": int(mel.shape[0]), "n_samples": int(pcm.size),
         "sum": m64.sum(axis=0).tolist(), "sumsq": (m64 * m64).sum(axis=0).tolist(),
     }
 
