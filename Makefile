@@ -35,7 +35,7 @@ bench:  ## Run the benchmarks (each prints one JSON line)
 bench-gpu:  ## Every GPU check (<= 8 min, one H100): STORE=/tmp/store OUT=outputs/gpu-check [DRY_RUN=1: CPU toy run]
 	$(PY) bench/gpu_check.py --store $(or $(STORE),/tmp/store) --out $(or $(OUT),outputs/gpu-check) $(if $(DRY_RUN),--dry-run)
 
-demo:  ## Whole chain with tiny models on CPU (~15 min): wavs, TensorBoard logs, eval report in demo/
+demo:  ## Whole chain with tiny models on CPU (~15 min; proves the chain, not the voice): outputs in demo/
 	bash recipes/demo.sh
 
 recipe:  ## The full LJSpeech recipe on GPU (STAGE=0 STOP_STAGE=5 NGPU=1 to choose)

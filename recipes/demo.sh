@@ -17,6 +17,12 @@ n_eval=${DEMO_EVAL:-6}
 corpus=${DEMO_CORPUS:-auto}
 sample="$here/../shared/data/ljspeech-sample/LJSpeech-1.1"
 mkdir -p "$out"
+cat <<'MSG'
+neurotts demo: tiny models trained for minutes on a CPU. This proves that the chain runs end
+to end (prepare -> train -> synthesise -> evaluate) and shows what each step writes; it does
+not make a voice (expect buzzing, mumbled speech). A voice takes the full-size presets on a
+GPU: recipes/ljspeech/run.sh (README: Quickstart, Train).
+MSG
 t0=$(date +%s)
 step() { printf '\n=== [%4ss] %s\n' "$(( $(date +%s) - t0 ))" "$1"; }
 

@@ -61,6 +61,7 @@ def test_shortened_demo_chain(tmp_path):
     report = json.loads((demo / "eval" / "report.json").read_text())["summary"]
     assert report["n_utterances"] == 2 and "rtf" in report and report["asr"]
     assert "eval report:" in proc.stdout
+    assert proc.stdout.startswith("neurotts demo: tiny models") and "not make a voice" in proc.stdout
 
 
 def test_recipe_script_parses_its_options():
