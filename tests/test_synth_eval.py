@@ -189,6 +189,12 @@ def test_eval_errors(runs, tmp_path):
     result = invoke("eval", "--acoustic", str(runs["tts"]), f"texts={tmp_path / 'none.txt'}",
                     f"out={tmp_path / 'r'}")
     assert result.exit_code == 2 and "cannot read" in result.output
+    # The texts are read before any model loads: a bad texts file is named even when the
+    # acoustic model would fail too, and nothing is written.
+    result = invoke("eval", "--acoustic", str(tmp_path / "no-run"), f"texts={tmp_path / 'none.txt'}",
+                    f"out={tmp_path / 'r2'}")
+    assert result.exit_code == 2 and "none.txt: cannot read" in result.output
+    assert not (tmp_path / "r2").exists()
 
 
 @requires_sample

@@ -299,27 +299,31 @@ def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
     (one model) or the comparison (several, with each model's report in ``out/NN-name/``)."""
     console = console or Console(stderr=True)
     paths = check(cfg)
+    # The texts (and the store they come from) before any model loads: a missing texts file
+    # or an empty split is reported at once, and every model of a comparison gets the same.
+    store = FeatureStore(cfg.data.features) if cfg.texts is None else None
+    items = _items(cfg, store)
     out = Path(cfg.out).expanduser()
     if len(paths) == 1:
-        return evaluate_model(cfg, paths[0], out, console)
+        return evaluate_model(cfg, paths[0], out, console, store, items)
     reports = []
     for i, path in enumerate(paths, start=1):
         name = f"{i:02d}-{Path(path).expanduser().resolve().name}"
         console.print(Text.assemble((f"eval {name}", "bold"), f" ({path})"), soft_wrap=True)
-        reports.append((name, evaluate_model(cfg, path, out / name, console)))
+        reports.append((name, evaluate_model(cfg, path, out / name, console, store, items)))
     comparison = _compare(reports)
     _write_comparison(out, comparison)
     _print_comparison(console, comparison)
     return comparison
 
 
-def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Console) -> dict[str, Any]:
-    """Synthesise and measure the texts of ``cfg`` with one acoustic model into ``out``."""
+def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Console,
+                   store: FeatureStore | None, items: list[Item]) -> dict[str, Any]:
+    """Synthesise and measure ``items`` (from ``store``, or texts without recordings) with one
+    acoustic model into ``out``."""
     device = pick_device(cfg.device)
     acoustic = AcousticModel.load(acoustic_path, device)
     vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device, fold=cfg.vocoder)
-    store = FeatureStore(cfg.data.features) if cfg.texts is None else None
-    items = _items(cfg, store)
     inputs = _encode_items(items, acoustic)
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     asr = Recognition(cfg.asr)
