@@ -63,10 +63,14 @@ class MissingValueError(ConfigError):
 
 def constrained(default: Any = MISSING, *, ge: float | None = None, gt: float | None = None,
                 le: float | None = None, lt: float | None = None,
-                choices: Sequence[str] | None = None) -> Any:
+                choices: Sequence[str] | None = None, pattern: str | None = None,
+                expect: str | None = None) -> Any:
     """A schema field whose value :func:`to_schema` checks: ``ge``/``gt``/``le``/``lt`` bound a
-    number (``None`` passes when the field allows it), ``choices`` are the allowed strings."""
-    bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": None if choices is None else tuple(choices)}
+    number (``None`` passes when the field allows it), ``choices`` are the allowed strings,
+    ``pattern`` a regular expression the whole value must match (``expect`` says in words what
+    it allows, for the error)."""
+    bounds = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": None if choices is None else tuple(choices),
+              "pattern": pattern, "expect": expect}
     return field(default=default, metadata={k: v for k, v in bounds.items() if v is not None})
 
 
@@ -87,6 +91,9 @@ def _violation(value: Any, meta: Mapping[str, Any]) -> str | None:
     if choices is not None and value not in choices:
         guess = did_you_mean(value, choices)
         return f"choose one of {', '.join(choices)}" + (f" (did you mean {guess}?)" if guess else "")
+    pattern = meta.get("pattern")
+    if pattern is not None and value is not None and not re.fullmatch(pattern, str(value)):
+        return f"expected {meta.get('expect', f'a value matching {pattern}')}"
     if value is None or isinstance(value, bool) or not isinstance(value, int | float):
         return None  # null passes where the type allows it; the schema has checked the type
     ge, gt, le, lt = (meta.get(k) for k in ("ge", "gt", "le", "lt"))

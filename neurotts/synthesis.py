@@ -412,7 +412,6 @@ def run(cfg: SynthConfig, console: Console) -> list[Path]:
     line of an input file that fails is reported with its number and the others still run, then
     :class:`SynthesisIncomplete` lists the failures."""
     check_finite(cfg.temperature, "temperature")
-    cfg.vocoder.check()
     numbered = read_inputs(cfg)
     paths = output_paths(cfg.output, [n for n, _ in numbered] if cfg.input is not None else None)
     lines = [Line(n, text, path) for (n, text), path in zip(numbered, paths, strict=True)]

@@ -118,7 +118,6 @@ class WaveNetVocoder:
 
     def __init__(self, path: str | Path, audio: AudioConfig, device: torch.device,
                  temperature: float = 1.0, fold: FoldConfig = UNFOLDED):
-        fold.check()
         self.model, cfg, payload, file = load_trained(path, "wavenet", device)
         voc_audio = to_schema(payload["audio"], AudioConfig)
         if voc_audio != audio:

@@ -228,9 +228,9 @@ def test_auto_fold_uses_the_threads_and_spares_short_utterances() -> None:
 def test_fold_option_values() -> None:
     assert parse_fold("auto") == "auto" and parse_fold("off") == 1 and parse_fold(6) == 6
     for bad in ("0", "-2", "many", "2.5"):
-        with pytest.raises(ValueError, match="vocoder.fold="):
+        with pytest.raises(ValueError, match="fold="):
             parse_fold(bad)
-    FoldConfig(fold="8", overlap_ms=10.0, fade="adaptive").check()
+    assert parse_fold(" AUTO ") == "auto" and parse_fold("12") == 12
     assert FoldConfig(fold="auto", overlap_ms=10.0, fade="power").overlap_samples(22050) == 220
 
 
@@ -249,6 +249,19 @@ def test_fold_settings_are_checked_when_the_config_loads(command: str) -> None:
         load_config(command, schema, [*base, "vocoder.fade=cosine"])
     with pytest.raises(ValueError, match="vocoder.overlap_ms=-1.0: must be at least 0"):
         load_config(command, schema, [*base, "vocoder.overlap_ms=-1"])
+    for bad in ("0", "many", "2.5", "-3"):
+        with pytest.raises(ValueError, match=f"vocoder.fold='{bad}': expected auto, off or a number"):
+            load_config(command, schema, [*base, f"vocoder.fold={bad}"])
+
+
+def test_training_media_fold_setting_is_named_by_its_own_key(tmp_path) -> None:
+    from neurotts.training.config import load_train_config
+    from tests.test_loader import write_store
+
+    store = write_store(tmp_path / "store", n=6)
+    with pytest.raises(ValueError, match="trainer.media.vocoder_fold.fold='none': expected auto"):
+        load_train_config(["experiment=tiny", "model=wavenet", f"data.features={store.root}",
+                           f"run.dir={tmp_path / 'run'}", "trainer.media.vocoder_fold.fold=none"])
 
 
 def test_segment_samples() -> None:

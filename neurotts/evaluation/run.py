@@ -131,7 +131,6 @@ def check(cfg: EvalConfig) -> list[str]:
     """What the schema's field ranges cannot say: the acoustic models and where the texts come
     from; returns the acoustic model paths."""
     paths = acoustic_paths(cfg)
-    cfg.vocoder.check()
     if cfg.texts is None and cfg.data.features is None:
         raise EvalError("data.features is not set (the feature store whose split is evaluated)")
     return paths

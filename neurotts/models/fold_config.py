@@ -3,27 +3,25 @@ torch so the command line can build its config schemas without importing it."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-
-from omegaconf import MISSING
 
 from neurotts.config import ConfigError, constrained
 
 FADES = ("linear", "power", "adaptive")
+# What ``fold`` may be, checked by the schema when a config loads and by parse_fold in code.
+FOLD_PATTERN = r"(?i:auto|off)|[1-9][0-9]*"
+FOLD_EXPECT = "auto, off or a number of segments >= 1"
 
 
 @dataclass
 class FoldConfig:
-    """``vocoder`` section of configs/synth.yaml and eval.yaml (WaveNet only)."""
+    """How WaveNet audio is folded: the ``vocoder`` section of configs/synth.yaml and eval.yaml,
+    and ``trainer.media.vocoder_fold`` for TensorBoard audio."""
 
-    fold: str = MISSING  # auto | off | K (segments per utterance, at most); see check()
+    fold: str = constrained(pattern=FOLD_PATTERN, expect=FOLD_EXPECT)  # auto | off | K, at most
     overlap_ms: float = constrained(ge=0)  # cross-fade length at each join
     fade: str = constrained(choices=FADES)
-
-    def check(self) -> None:
-        """Raise :class:`ConfigError` (one line, naming the option) for an unusable ``fold``
-        (the schema checks the other two when the config is loaded)."""
-        parse_fold(self.fold)
 
     def overlap_samples(self, sample_rate: int) -> int:
         return round(self.overlap_ms * sample_rate / 1000)
@@ -31,12 +29,10 @@ class FoldConfig:
 
 def parse_fold(value: str | int) -> int | str:
     """``"auto"`` | ``"off"`` | K -> ``"auto"``, ``1`` (off: one segment) or K."""
-    text = str(value).strip().lower()
-    if text in ("auto", "off"):
-        return 1 if text == "off" else "auto"
-    if text.isdigit() and int(text) >= 1:
-        return int(text)
-    raise ConfigError(f"vocoder.fold={value!r}: expected auto, off or a number of segments >= 1")
+    text = str(value).strip()
+    if not re.fullmatch(FOLD_PATTERN, text):
+        raise ConfigError(f"fold={value!r}: expected {FOLD_EXPECT}")
+    return {"auto": "auto", "off": 1}.get(text.lower()) or int(text)
 
 
 # What callers that pass no settings get: no folding, the unfolded output sample for sample.

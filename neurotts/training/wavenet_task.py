@@ -38,7 +38,6 @@ class WaveNetTask:
         self.context = context_frames(cfg)
         self.generate_samples = train.trainer.media.vocoder_samples
         self.fold = train.trainer.media.vocoder_fold
-        self.fold.check()
         self.model = build_model(cfg, DataSpec(len(store.symbols), store.audio))
 
     def dataset(self, split: str, seed: int) -> AudioWindowDataset:
