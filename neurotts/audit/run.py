@@ -44,8 +44,8 @@ from neurotts.audit.report import AuditSummary, write_report
 from neurotts.audit.scoring import Record, add_corpus_measures, score_clips
 from neurotts.config import ConfigError, to_dict
 from neurotts.data.ljspeech import Reject, Row, read_metadata
-from neurotts.data.prepare import JOURNAL, _end_line, _read_journal, _resolve_root
-from neurotts.evaluation.asr import _import_optional, normalize_text, to_asr_pcm
+from neurotts.data.prepare import JOURNAL, end_journal_line, read_journal, resolve_root
+from neurotts.evaluation.asr import import_optional, normalize_text, to_asr_pcm
 from neurotts.files import atomic_write_text
 from neurotts.text.frontend import TextError, TextFrontend, TextWarning
 from neurotts.text.symbols import LETTERS, is_phone_symbol
@@ -170,7 +170,7 @@ class _Journal:
     def __init__(self, out: Path, records: dict[str, Record]):
         self.records = records
         self._file = open(out / JOURNAL, "a+", encoding="utf-8")  # noqa: SIM115 (closed in close())
-        _end_line(self._file)
+        end_journal_line(self._file)
 
     def put(self, rec: Record) -> None:
         self.records[rec["id"]] = rec
@@ -267,19 +267,19 @@ def _check_out(out: Path) -> None:
 def run(cfg: AuditConfig, console: Console | None = None) -> AuditSummary:
     """Audit the corpus described by ``cfg`` and write the report into ``cfg.out``."""
     console = console or Console(stderr=True)
-    root = _resolve_root(cfg)  # type: ignore[arg-type]  # reads only cfg.data
+    root = resolve_root(cfg)  # type: ignore[arg-type]  # reads only cfg.data
     out = Path(cfg.out).expanduser()
     _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.transcript.enabled:  # fail before any work, not in every worker
         for module in ("pocketsphinx", "jiwer"):
-            _import_optional(module, "the audit's transcript check (or transcript.enabled=false)")
+            import_optional(module, "the audit's transcript check (or transcript.enabled=false)")
     rows, rejects = read_metadata(root, cfg.data.metadata)
     if not rows:
         raise AuditError(f"{root / cfg.data.metadata}: no usable rows to audit")
     atomic_write_text(out / "config.yaml", json.dumps(to_dict(cfg), indent=1) + "\n")
     times: dict[str, float] = {}
-    journal = _Journal(out, _read_journal(out))
+    journal = _Journal(out, read_journal(out))
     try:
         t = time.perf_counter()
         reused = _measure_stage(rows, cfg, journal, console)

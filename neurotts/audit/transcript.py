@@ -44,8 +44,8 @@ from neurotts.audit.config import TranscriptConfig
 from neurotts.evaluation.asr import (
     ASR_SAMPLE_RATE,
     Recognizer,
-    _import_optional,
     char_errors,
+    import_optional,
     normalize_text,
 )
 from neurotts.text import g2p
@@ -81,7 +81,7 @@ class TranscriptChecker:
     """
 
     def __init__(self, cfg: TranscriptConfig):
-        ps = _import_optional("pocketsphinx", "the audit's transcript check")
+        ps = import_optional("pocketsphinx", "the audit's transcript check")
         self.cfg = cfg
         config = ps.Config(loglevel="FATAL", samprate=str(ASR_SAMPLE_RATE), lm=None,
                            beam=str(cfg.beam), pbeam=str(cfg.pbeam), wbeam=str(cfg.wbeam))

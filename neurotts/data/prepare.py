@@ -129,7 +129,7 @@ def _process(item: tuple[str, str]) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _read_journal(out: Path) -> dict[str, dict[str, Any]]:
+def read_journal(out: Path) -> dict[str, dict[str, Any]]:
     """Finished items from earlier runs; a torn last line (crash mid-write) is ignored."""
     done: dict[str, dict[str, Any]] = {}
     path = out / JOURNAL
@@ -160,7 +160,8 @@ def _check_settings(out: Path, cfg: PrepareConfig) -> None:
         )
 
 
-def _resolve_root(cfg: PrepareConfig) -> Path:
+def resolve_root(cfg: PrepareConfig) -> Path:
+    """The corpus folder ``cfg.data`` names (downloaded first when asked); also used by the audit."""
     if cfg.data.root is None and not cfg.data.download:
         raise ConfigError("data.root is not set (the LJSpeech-1.1 folder), or pass data.download=true")
     if cfg.data.download and (cfg.data.root is None or not Path(cfg.data.root).exists()):
@@ -212,7 +213,7 @@ def _run_audio(todo: list[Row], cfg: PrepareConfig, out: Path, done: dict[str, d
     init_args = (cfg.audio, str(out), cfg.save_audio)
     t0, audio_s = time.perf_counter(), 0.0
     with _progress() as bar, open(out / JOURNAL, "a+", encoding="utf-8") as journal:
-        _end_line(journal)
+        end_journal_line(journal)
         task = bar.add_task("prepare", total=len(items), rate="")
         if workers == 1:
             _init_worker(*init_args)
@@ -239,7 +240,7 @@ def _run_audio(todo: list[Row], cfg: PrepareConfig, out: Path, done: dict[str, d
     return side
 
 
-def _end_line(journal: Any) -> None:
+def end_journal_line(journal: Any) -> None:
     """After a crash mid-write the journal may end in a torn line; start ours on a fresh one."""
     if journal.tell() > 0:
         journal.seek(journal.tell() - 1)
@@ -361,12 +362,12 @@ def run(cfg: PrepareConfig, console: Console | None = None) -> Summary:
     console = console or Console(stderr=True)
     t0 = time.perf_counter()
     check_split_config(cfg.data.split)
-    root = _resolve_root(cfg)
+    root = resolve_root(cfg)
     sel = _select_rows(root, cfg)
     out = _open_store(cfg)
 
     fe = TextFrontend(cfg.text)
-    done = _read_journal(out)
+    done = read_journal(out)
     todo = [r for r in sel.rows if not _is_done(out, done.get(r.id), cfg.save_audio)]
     # Text is encoded while the workers process audio; rows whose text fails are left out of
     # the manifest (their features stay on disk and are reused if the text is fixed).

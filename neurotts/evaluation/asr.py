@@ -37,7 +37,7 @@ class MissingDependencyError(ImportError):
     """An optional evaluation dependency is not installed; the message says how to get it."""
 
 
-def _import_optional(module: str, purpose: str) -> ModuleType:
+def import_optional(module: str, purpose: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
@@ -67,7 +67,7 @@ class Recognizer:
         dictionary: str | Path | None = None,
         log_level: str = "FATAL",
     ) -> None:
-        ps = _import_optional("pocketsphinx", "offline speech recognition (ASR) evaluation")
+        ps = import_optional("pocketsphinx", "offline speech recognition (ASR) evaluation")
         overrides: dict[str, str] = {"loglevel": log_level, "samprate": str(ASR_SAMPLE_RATE)}
         for key, path in (("hmm", acoustic_model), ("lm", language_model), ("dict", dictionary)):
             if path is not None:
@@ -178,7 +178,7 @@ class CorpusErrorRates:
 
 def word_errors(refs: Sequence[str], hyps: Sequence[str], normalize: bool = True) -> ErrorCounts:
     """Word edits summed over aligned lists of reference and hypothesis texts."""
-    jiwer = _import_optional("jiwer", "word error rate scoring")
+    jiwer = import_optional("jiwer", "word error rate scoring")
     r, h = _prepared(refs, hyps, normalize)
     out = jiwer.process_words(r, h)
     return ErrorCounts(out.substitutions, out.deletions, out.insertions,
@@ -187,7 +187,7 @@ def word_errors(refs: Sequence[str], hyps: Sequence[str], normalize: bool = True
 
 def char_errors(refs: Sequence[str], hyps: Sequence[str], normalize: bool = True) -> ErrorCounts:
     """Character edits (spaces included) summed over aligned lists of texts."""
-    jiwer = _import_optional("jiwer", "character error rate scoring")
+    jiwer = import_optional("jiwer", "character error rate scoring")
     r, h = _prepared(refs, hyps, normalize)
     out = jiwer.process_characters(r, h)
     return ErrorCounts(out.substitutions, out.deletions, out.insertions,
