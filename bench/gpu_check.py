@@ -12,7 +12,8 @@ Stages, in order, each under ``timeout --foreground`` with its own cap inside th
    ``--eager-steps`` steps. ``loss_curve`` compares the two over their common steps.
 4. ``synth``: a few sentences from the graphed run's checkpoint (Griffin-Lim).
 5. ``bench_wavenet``: bench/wavenet_generate.py with short CPU settings; its GPU part measures
-   cached generation eager and with a CUDA graph at batch 1/16/64.
+   cached generation eager and with a CUDA graph at batch 1/16/64, and a 5 s utterance folded
+   as synth does it (``gpu_utterance_rtf``: the WaveNet real-time target).
 
 Writes ``OUT/summary.json`` (rewritten after every stage) and ``OUT/logs/<stage>.log``.
 On the GPU machine (../shared/gpu-kit/README.md), from the project root::
