@@ -102,6 +102,9 @@ def test_audit_command_on_a_synthetic_corpus(make_corpus, tmp_path):
     result = runner.invoke(app, ["audit", f"data.root={root}", f"out={out}",
                                  "transcript.enabled=false"])
     assert result.exit_code == 0, result.output
+    # Printed literally (the CLI's console reads no markup): no style tags in the output.
+    assert "audited 10 clips" in result.output and "[/]" not in result.output
+    assert " S07: " in result.output and "[red]" not in result.output
     rows = tsv(out)
     assert len(rows) == 10
     top = {r[0]: r for r in rows[:4]}
@@ -152,6 +155,11 @@ def test_audit_errors_are_one_line(tmp_path, make_corpus):
     assert result.exit_code == 2 and "no such directory" in result.output
     result = runner.invoke(app, ["audit", "data.root=x", "out=y", "thresholds.snr=3"])
     assert result.exit_code == 2 and "thresholds.snr" in result.output
+    for bad, says in (("batch_size=0", "batch_size=0: must be at least 1"),
+                      ("num_workers=-2", "num_workers=-2: must be at least 0"),
+                      ("transcript.skip_prob=1.5", "transcript.skip_prob=1.5: must be in (0, 1)")):
+        result = runner.invoke(app, ["audit", "data.root=x", "out=y", bad])
+        assert result.exit_code == 2 and says in result.output, result.output
     store = tmp_path / "store"
     store.mkdir()
     (store / "manifest.jsonl").write_text("")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from neurotts.audit.measures import LevelConfig
-from neurotts.config import AudioConfig, DataConfig
+from neurotts.config import AudioConfig, DataConfig, constrained
 from neurotts.text.frontend import TextConfig
 
 
@@ -29,11 +29,11 @@ class TranscriptConfig:
     warn, ask the recogniser what it hears."""
 
     enabled: bool = MISSING
-    skip_prob: float = MISSING  # grammar probability of leaving a transcript word out
-    beam: float = MISSING  # pocketsphinx's beam, pbeam and wbeam for the alignment
-    pbeam: float = MISSING
-    wbeam: float = MISSING
-    poor_deficit: float = MISSING  # a word matched worse than this (per frame) is poorly matched
+    skip_prob: float = constrained(gt=0, lt=1)  # grammar probability of leaving a transcript word out
+    beam: float = constrained(gt=0, le=1)  # pocketsphinx's beam, pbeam and wbeam for the alignment
+    pbeam: float = constrained(gt=0, le=1)
+    wbeam: float = constrained(gt=0, le=1)
+    poor_deficit: float = constrained(ge=0)  # a word matched worse than this (per frame) is poorly matched
     recognise: bool = MISSING  # run the full recogniser on the clips that warn
 
 
@@ -61,11 +61,11 @@ class Thresholds:
 class FixedScores:
     """Scores of yes/no findings."""
 
-    unusable: float = MISSING  # unreadable audio, or a transcript the frontend rejects
-    low_sample_rate: float = MISSING
-    other_format: float = MISSING
-    duplicate_audio: float = MISSING
-    duplicate_text: float = MISSING
+    unusable: float = constrained(ge=0)  # unreadable audio, or a transcript the frontend rejects
+    low_sample_rate: float = constrained(ge=0)
+    other_format: float = constrained(ge=0)
+    duplicate_audio: float = constrained(ge=0)
+    duplicate_text: float = constrained(ge=0)
 
 
 @dataclass
@@ -74,13 +74,13 @@ class AuditConfig:
     text: TextConfig = field(default_factory=TextConfig)
     data: DataConfig = field(default_factory=DataConfig)
     out: str = MISSING
-    num_workers: int = MISSING
+    num_workers: int = constrained(ge=0)  # 0: one per core
     acoustic: str | None = None
     device: str = MISSING
-    batch_size: int = MISSING
-    exclude_score: float = MISSING
-    others_weight: float = MISSING
-    report_rows: int = MISSING
+    batch_size: int = constrained(ge=1)  # clips per --acoustic forward pass
+    exclude_score: float = constrained(gt=0)
+    others_weight: float = constrained(ge=0)
+    report_rows: int = constrained(ge=0)
     levels: LevelConfig = field(default_factory=LevelConfig)
     transcript: TranscriptConfig = field(default_factory=TranscriptConfig)
     thresholds: Thresholds = field(default_factory=Thresholds)

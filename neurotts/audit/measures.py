@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from omegaconf import MISSING
+
+from neurotts.config import constrained
 
 DIGITAL_SILENCE_DB = -120.0  # the level given to an all-zero frame (log of 0 is not a number)
 
@@ -34,11 +35,11 @@ class ClipError(ValueError):
 class LevelConfig:
     """How frame levels are computed and read. Values come from ``configs/audit.yaml``."""
 
-    frame_ms: float = MISSING
-    speech_percentile: float = MISSING  # frame level that stands for the clip's speech level
-    noise_percentile: float = MISSING  # frame level that stands for the noise floor
-    silence_db: float = MISSING  # frames this far below the speech level are silence
-    clip_level: float = MISSING  # share of the peak from which equal neighbours are clipped
+    frame_ms: float = constrained(gt=0)
+    speech_percentile: float = constrained(ge=0, le=100)  # frame level that stands for the clip's speech level
+    noise_percentile: float = constrained(ge=0, le=100)  # frame level that stands for the noise floor
+    silence_db: float = constrained(gt=0)  # frames this far below the speech level are silence
+    clip_level: float = constrained(gt=0, le=1)  # share of the peak from which equal neighbours are clipped
 
 
 @dataclass

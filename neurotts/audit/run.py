@@ -37,6 +37,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from neurotts.audit.config import AuditConfig
 from neurotts.audit.measures import ClipError, audio_measures, read_clip
@@ -320,15 +321,16 @@ def _finish(rows: list[Row], rejects: list[Reject], cfg: AuditConfig, out: Path,
 def _print_summary(console: Console, s: AuditSummary, records: dict[str, Record],
                    cfg: AuditConfig) -> None:
     rate = s.audio_seconds / max(s.wall_seconds, 1e-9)
-    console.print(
-        f"[bold green]audited[/] {s.clips} clips ({s.audio_seconds / 3600:.2f} h) in "
-        f"{s.wall_seconds:.1f} s ({rate:,.1f}x real time; {s.reused} reused): "
-        f"{s.excluded} to exclude, {s.warned} with warnings; report in {s.out}", highlight=False,
-    )
+    # Text, not markup: ids, reasons and the report path are printed as they are.
+    console.print(Text.assemble(
+        ("audited", "bold green"),
+        f" {s.clips} clips ({s.audio_seconds / 3600:.2f} h) in {s.wall_seconds:.1f} s "
+        f"({rate:,.1f}x real time; {s.reused} reused): {s.excluded} to exclude, "
+        f"{s.warned} with warnings; report in {s.out}"), soft_wrap=True)
     ranked = sorted(records.values(), key=lambda r: -r["score"])
     for r in ranked[:10]:
         if r["score"] < 0.5:
             break
         colour = "red" if r["score"] >= cfg.exclude_score else "yellow"
-        console.print(f"  [{colour}]{r['score']:.2f}[/] {r['id']}: {'; '.join(r['reasons'])}",
-                      highlight=False)
+        console.print(Text.assemble("  ", (f"{r['score']:.2f}", colour),
+                                    f" {r['id']}: {'; '.join(r['reasons'])}"), soft_wrap=True)
