@@ -252,7 +252,7 @@ def fresh_kernel_cache(tmp_path: Path, monkeypatch) -> Iterator[Path]:
 def test_cpu_kernel_equals_teacher_forced_forward_and_torch_ops(
         output: str, batch: int, kernel_available: None) -> None:
     """Channel counts with full 32-wide SIMD panels and a remainder (R=48, G=96, S=40), and
-    batch 7 with dilations up to 8, so the kernel's 6-row, 2-row and 1-row tiles all run.
+    batch 7 with dilations up to 8, so tiles of 1 to 12 rows run (one or several panels).
     Its per-step outputs equal the full forward pass; with the same noise it samples what
     the torch-op path samples."""
     model = tiny_model(output, seed=11, residual_channels=48, gate_channels=96, skip_channels=40,
@@ -306,6 +306,62 @@ def test_cpu_kernel_gate_matches_torch_over_the_whole_float_range(kernel_availab
     ref = torch.tanh(a.double()) * torch.sigmoid(b.double())
     assert torch.isfinite(z).all()
     assert (z.double() - ref).abs().max() < 5e-7  # torch float32 itself: 1.2e-7
+
+
+@pytest.fixture(params=["native", "no-avx512"])
+def simd_kernel(request, fresh_kernel_cache: Path, monkeypatch):
+    """The kernel as built for this CPU, and built with ``-mno-avx512f`` (its AVX2/generic
+    code path; x86-64 only), each a real compile into a fresh cache."""
+    import platform
+
+    from neurotts.models import cpu_kernel
+
+    if request.param == "no-avx512":
+        if platform.machine().lower() not in ("x86_64", "amd64"):
+            pytest.skip("-mno-avx512f is an x86-64 flag")
+        monkeypatch.setenv("NEUROTTS_CPU_KERNEL_CFLAGS", "-mno-avx512f")
+    lib = cpu_kernel.load()
+    if lib is None:
+        pytest.skip("no C compiler here: the CPU kernel cannot be built")
+    return lib
+
+
+def test_cpu_kernel_product_for_every_row_count_and_width(simd_kernel) -> None:
+    """The register-tiled product Y += X @ W against torch, for 1..26 rows (one to three
+    row chunks, every tile shape) and widths of whole 32-wide panels, panel counts that
+    the multi-panel tiles do not divide, and remainders."""
+    import ctypes
+
+    g = torch.Generator().manual_seed(0)
+
+    def ptr(t: torch.Tensor) -> ctypes.c_void_p:
+        return ctypes.c_void_p(t.data_ptr())
+
+    for n_in in (1, 5, 128):
+        for n_out in (8, 32, 40, 64, 96, 160, 264):
+            w = torch.randn(n_in, n_out, generator=g)
+            packed = torch.empty_like(w)
+            simd_kernel.wn_pack(n_in, n_out, ptr(w), ptr(packed))
+            for rows in range(1, 27):
+                x = torch.randn(rows, n_in, generator=g)
+                y = torch.randn(rows, n_out, generator=g)
+                expected = y + x @ w
+                simd_kernel.wn_gemm(rows, ptr(x), n_in, ptr(packed), n_out, ptr(y))
+                torch.testing.assert_close(y, expected, atol=1e-4, rtol=1e-5,
+                                           msg=f"rows={rows} in={n_in} out={n_out}")
+
+
+def test_cpu_kernel_generation_on_each_code_path(simd_kernel) -> None:
+    """Whole generation through each SIMD path equals the teacher-forced forward pass, at a
+    batch of 13 (two row chunks) with 64-wide panels."""
+    model = tiny_model("mulaw", seed=5, residual_channels=64, gate_channels=128,
+                       skip_channels=64, layers=6, stacks=2)
+    mels = torch.randn(13, 6, 8)
+    gen = generate(model, mels, record=True, mode="kernel", kernel_threads=1,
+                   generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(teacher_forced_inputs(model, gen.samples), mels)
+    torch.testing.assert_close(gen.outputs, ref, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("kernel_size", [2, 3, 4])

@@ -4,7 +4,9 @@ The kernel is plain C with no Python or torch headers, so it compiles in well un
 with the system C compiler (``$CC``, else ``cc``/``gcc``). It is built on first use for this
 machine (``-O3 -march=native``) into a cache directory and reused afterwards; the cache key
 covers the source, the compiler and its flags, and the CPU, so a shared home directory on
-different machines never loads a library built for another CPU.
+different machines never loads a library built for another CPU. ``$NEUROTTS_CPU_KERNEL_CFLAGS``
+adds flags after the defaults (e.g. ``-mno-avx512f`` to build the AVX2 code path on an
+AVX-512 machine, or ``-march=x86-64-v3`` for a library several CPU models share).
 
 Cache directory: ``$NEUROTTS_CACHE_DIR``, else ``$XDG_CACHE_HOME/neurotts``, else
 ``~/.cache/neurotts``. Set ``NEUROTTS_CPU_KERNEL=0`` to never build or use it (generation
@@ -19,6 +21,7 @@ import hashlib
 import logging
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -52,6 +55,11 @@ def enabled() -> bool:
     return os.environ.get("NEUROTTS_CPU_KERNEL", "1").strip().lower() not in ("0", "false", "no")
 
 
+def flags() -> list[str]:
+    """Compiler flags: :data:`FLAGS`, then any in ``$NEUROTTS_CPU_KERNEL_CFLAGS``."""
+    return FLAGS + shlex.split(os.environ.get("NEUROTTS_CPU_KERNEL_CFLAGS", ""))
+
+
 def cache_dir() -> Path:
     if os.environ.get("NEUROTTS_CACHE_DIR"):
         return Path(os.environ["NEUROTTS_CACHE_DIR"])
@@ -83,7 +91,7 @@ def _build(compiler: str, target: Path) -> None:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", tmp, "-lm"],
+        proc = subprocess.run([compiler, *flags(), str(SOURCE), "-o", tmp, "-lm"],
                               capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
             raise RuntimeError(f"{compiler} failed on {SOURCE.name}: {proc.stderr.strip()[-800:]}")
@@ -106,7 +114,7 @@ def load() -> ctypes.CDLL | None:
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True,
                                  timeout=30).stdout
-        key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, " ".join(FLAGS),
+        key = hashlib.sha256("\0".join([SOURCE.read_text(), compiler, version, " ".join(flags()),
                                         _cpu_signature()]).encode()).hexdigest()[:16]
         target = cache_dir() / "kernels" / f"wavenet_cpu-{key}.so"
         if not target.exists():
@@ -123,6 +131,8 @@ def load() -> ctypes.CDLL | None:
     lib.wn_pack.argtypes = [_i64, _i64, ctypes.c_void_p, ctypes.c_void_p]
     lib.wn_gate.restype = None
     lib.wn_gate.argtypes = [_i64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+    lib.wn_gemm.restype = None
+    lib.wn_gemm.argtypes = [_i64, ctypes.c_void_p, _i64, ctypes.c_void_p, _i64, ctypes.c_void_p]
     lib.wn_scratch_rows.restype = _i64
     lib.wn_scratch_rows.argtypes = [ctypes.POINTER(WnModel)]
     return lib

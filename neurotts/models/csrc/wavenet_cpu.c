@@ -23,10 +23,12 @@
  * Every weight matrix is passed packed by wn_pack().
  *
  * Matmuls are written in "axpy" form, y[o] += x[i] * W[i, o], with tiles of rows x outputs
- * (6x16, 2x32, 1x32) kept in registers over the whole input dimension; GCC's generic vector
- * types compile them to the machine's widest SIMD without intrinsics. At batch 1 a sample
- * reads each weight at most once (a dilation-d layer's past-tap weights once per d samples),
- * from cache, so these loops are bound by cache bandwidth, not arithmetic.
+ * kept in registers over the whole input dimension: with AVX-512, 1..12 rows x 32..128
+ * outputs in 16-wide vectors (32 registers); otherwise 6x16, 2x32 and 1x32 in GCC's generic
+ * 8-wide vectors (16 AVX registers), which compile to any SIMD the machine has. At batch 1 a
+ * sample reads each weight at most once (a dilation-d layer's past-tap weights once per d
+ * samples), from cache, so these loops are bound by cache bandwidth, not arithmetic; from
+ * about 4 rows up each weight vector serves several FMAs and they approach the FMA peak.
  */
 
 #include <stdint.h>
@@ -62,6 +64,108 @@ void wn_pack(int64_t I, int64_t O, const float *W, float *dst)
         memcpy(dst + panels * 32 * I + i * tail, W + i * O + panels * 32, tail * sizeof(float));
 }
 
+/* The scalar tail of a product: outputs panels*32 .. O-1 of W, stored (I, O%32). */
+static void gemm_tail(int64_t M, const float *const *xs, int64_t I, const float *W, int64_t O,
+                      float *const *ys)
+{
+    const int64_t panels = O / 32, tail = O - panels * 32;
+    const float *rest = W + panels * 32 * I;
+    for (int64_t m = 0; m < M; m++) {
+        const float *x = xs[m];
+        float *y = ys[m] + panels * 32;
+        for (int64_t i = 0; i < I; i++) {
+            const float xi = x[i], *w = rest + i * tail;
+            for (int64_t o = 0; o < tail; o++) y[o] += xi * w[o];
+        }
+    }
+}
+
+#if defined(__AVX512F__)
+/* With AVX-512 there are 32 vector registers of 16 floats: a tile of MR rows x NP panels
+ * keeps 2*MR*NP accumulators (<= 24), 2*NP weight vectors and one broadcast in registers
+ * over the whole input dimension. Zen 4 and Intel cores retire about one 16-wide FMA per
+ * cycle with a latency of 4: a tile needs >= 4 independent accumulators to keep the FMA
+ * unit busy, and as many rows as registers allow to reuse each weight vector loaded. So
+ * batches of 4..12 rows run one panel at a time, 2..3 rows two panels, one row four. */
+#include <immintrin.h>
+
+typedef float v16 __attribute__((vector_size(64)));
+
+static inline v16 load16(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
+static inline void store16(float *p, v16 v) { memcpy(p, &v, sizeof v); }
+
+static inline __attribute__((always_inline)) void
+tile(const int MR, const int NP, const float *const *xs, int64_t I, const float *W, int64_t p0,
+     float *const *ys)
+{
+    v16 acc[12][4][2];
+    const float *x[12];
+    for (int r = 0; r < MR; r++) {
+        x[r] = xs[r];
+        for (int p = 0; p < NP; p++) {
+            acc[r][p][0] = load16(ys[r] + (p0 + p) * 32);
+            acc[r][p][1] = load16(ys[r] + (p0 + p) * 32 + 16);
+        }
+    }
+    for (int64_t i = 0; i < I; i++) {
+        v16 w[4][2];
+        for (int p = 0; p < NP; p++) {
+            const float *wp = W + ((p0 + p) * I + i) * 32;
+            w[p][0] = load16(wp);
+            w[p][1] = load16(wp + 16);
+        }
+        for (int r = 0; r < MR; r++) {
+            /* From memory: a register-source broadcast would take a slot of the FMA pipes. */
+            const v16 v = (v16)_mm512_set1_ps(x[r][i]);
+            for (int p = 0; p < NP; p++) {
+                acc[r][p][0] += v * w[p][0];
+                acc[r][p][1] += v * w[p][1];
+            }
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int p = 0; p < NP; p++) {
+            store16(ys[r] + (p0 + p) * 32, acc[r][p][0]);
+            store16(ys[r] + (p0 + p) * 32 + 16, acc[r][p][1]);
+        }
+}
+
+typedef void (*tile_fn)(const float *const *, int64_t, const float *, int64_t, float *const *);
+#define TILE(MR, NP)                                                                       \
+    static void tile_##MR##x##NP(const float *const *xs, int64_t I, const float *W,        \
+                                 int64_t p0, float *const *ys)                             \
+    { tile(MR, NP, xs, I, W, p0, ys); }
+TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1) TILE(7, 1) TILE(8, 1)
+TILE(9, 1) TILE(10, 1) TILE(11, 1) TILE(12, 1) TILE(1, 4) TILE(2, 2) TILE(3, 2)
+static const tile_fn one_panel[13] = {
+    NULL, tile_1x1, tile_2x1, tile_3x1, tile_4x1, tile_5x1, tile_6x1, tile_7x1, tile_8x1,
+    tile_9x1, tile_10x1, tile_11x1, tile_12x1};
+
+/* ys[m][0:O] += sum_i xs[m][i] * W[i][0:O] for m < M, W packed by wn_pack (row pointers:
+ * rows need not be evenly spaced). Rows go in balanced chunks of at most 12 (16 rows: two of
+ * 8, not 12 + 4), each chunk over every panel while those panels stay in L1/L2. */
+static void gemm_acc(int64_t M, const float *const *xs, int64_t I, const float *W, int64_t O,
+                     float *const *ys)
+{
+    const int64_t panels = O / 32;
+    const int64_t chunks = (M + 11) / 12;
+    for (int64_t c = 0, m = 0; c < chunks; c++) {
+        const int64_t mr = (M - m) / (chunks - c);  /* balanced: sizes differ by at most 1 */
+        const float *const *x = xs + m;
+        float *const *y = ys + m;
+        int64_t p = 0;
+        if (mr == 1)
+            for (; p + 4 <= panels; p += 4) tile_1x4(x, I, W, p, y);
+        else if (mr == 2)
+            for (; p + 2 <= panels; p += 2) tile_2x2(x, I, W, p, y);
+        else if (mr == 3)
+            for (; p + 2 <= panels; p += 2) tile_3x2(x, I, W, p, y);
+        for (; p < panels; p++) one_panel[mr](x, I, W, p, y);
+        m += mr;
+    }
+    if (O % 32) gemm_tail(M, xs, I, W, O, ys);
+}
+#else
 /* ys[m][0:O] += sum_i xs[m][i] * W[i][0:O] for m < M, W packed by wn_pack (row pointers:
  * rows need not be evenly spaced). Accumulators for two rows x 32 outputs stay in registers
  * over the whole input dimension. */
@@ -128,17 +232,21 @@ static void gemm_acc(int64_t M, const float *const *xs, int64_t I, const float *
             store8(y0, a0); store8(y0 + 8, a1); store8(y0 + 16, a2); store8(y0 + 24, a3);
         }
     }
-    if (tail) {
-        const float *rest = W + panels * 32 * I;
-        for (int64_t m = 0; m < M; m++) {
-            const float *x = xs[m];
-            float *y = ys[m] + panels * 32;
-            for (int64_t i = 0; i < I; i++) {
-                const float xi = x[i], *w = rest + i * tail;
-                for (int64_t o = 0; o < tail; o++) y[o] += xi * w[o];
-            }
-        }
+    if (tail) gemm_tail(M, xs, I, W, O, ys);
+}
+#endif
+
+/* The product on its own, for tests: Y (M, O) += X (M, I) @ W, W packed by wn_pack, at most
+ * 64 rows per call. */
+void wn_gemm(int64_t M, const float *X, int64_t I, const float *W, int64_t O, float *Y)
+{
+    const float *xs[64];
+    float *ys[64];
+    for (int64_t m = 0; m < M && m < 64; m++) {
+        xs[m] = X + m * I;
+        ys[m] = Y + m * O;
     }
+    gemm_acc(M < 64 ? M : 64, xs, I, W, O, ys);
 }
 
 /* exp(x) to a few ulp for x in [-87, 88], branch-free so that loops over it vectorise (with
