@@ -42,12 +42,12 @@ class WnModel(ctypes.Structure):
 
     _fields_ = [
         *[(name, _i64) for name in ("batch", "layers", "k", "r", "g", "s", "n_out", "mulaw",
-                                    "n_mix", "n_noise", "steps")],
+                                    "n_mix", "n_noise", "steps", "n_cond")],
         ("log_scale_min", ctypes.c_float),
         *[(name, _i64p) for name in ("dil", "ring_len", "ring_off", "past_off")],
         *[(name, _f32p) for name in ("rings", "past", "w_taps", "w_res", "b_res", "w_skip",
                                      "b_skip", "w_h1", "b_h1", "w_h2", "b_h2", "w_in", "b_in",
-                                     "gate", "z", "hidden", "hidden2")],
+                                     "w_cond", "b_cond", "z", "hidden", "hidden2")],
     ]
 
 

@@ -38,11 +38,11 @@ from neurotts.models.wavenet_generate import generate
 
 # Cost of one generation step at a batch of b rows, as (c0 + b) in units of one row's cost:
 # c0 is the fixed per-step cost (per kernel thread on the CPU) measured with the default
-# model. CPU kernel on 2 EPYC cores, one thread: b1 4.8k, b8 9.0k, b64 10.6k samples/s
-# (step ~ 1.3 + b rows). Torch ops on the CPU: b1 1.1k, b16 5.6k, b64 7.9k (~ 7 + b).
+# model. CPU kernel on 2 EPYC (Zen 4) cores, one thread: b1 6.4k, b2 9.5k, b4 11.0k, b8 12.0k
+# samples/s (step ~ 1.0 + b rows). Torch ops on the CPU: b1 1.1k, b16 5.6k, b64 7.9k (~ 7 + b).
 # CUDA graph on an H200: b1 1.9k, b64 77k, b256 245k samples/s (~ 270 + b); eager CUDA
 # steps launch the same kernels one by one, so their fixed cost is at least as high.
-STEP_COST_C0 = {"kernel": 1.3, "views": 7.0, "cuda": 270.0}
+STEP_COST_C0 = {"kernel": 1.0, "views": 7.0, "cuda": 270.0}
 # The cost model's error: candidates within this fraction of the cheapest count as equal.
 COST_SLACK = 0.05
 

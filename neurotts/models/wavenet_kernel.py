@@ -4,8 +4,8 @@ loaded by :mod:`neurotts.models.cpu_kernel`).
 The kernel runs a whole block of samples per call: residual layers, skip/head, the sampling
 choice and the embedding of the chosen sample as the next input, with the past taps of a
 dilation-d layer computed once per d samples. At batch 1 the same arithmetic on torch ops
-spends about as long in per-op overhead as in arithmetic. The conditioning projection of a
-block and the noise stay in torch (:class:`~neurotts.models.wavenet_steps.BlockInputs`).
+spends about as long in per-op overhead as in arithmetic. The conditioning is upsampled and
+the noise drawn in torch, a block at a time; the kernel projects the conditioning per layer.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 
 from neurotts.models.cpu_kernel import WnModel
 from neurotts.models.wavenet import WaveNet, dilations, silence_input
-from neurotts.models.wavenet_steps import BlockInputs, matmul_weights
+from neurotts.models.wavenet_steps import matmul_weights
 
 
 class KernelWeights:
@@ -40,7 +40,10 @@ class KernelWeights:
         self.w_in = w.w_in.float().contiguous()
         self.b_in = (w.b_in.float().contiguous() if w.b_in is not None
                      else torch.zeros(r, dtype=torch.float32))
-        self.w_cond, self.b_cond = w.w_cond, w.b_cond
+        # (C_cond, L*G) -> one (C_cond, G) matrix per layer: the kernel projects a window of
+        # conditioning rows per layer as it goes.
+        self.w_cond = self._pack(w.w_cond.view(-1, n_layers, g).transpose(0, 1))  # (L, C, G)
+        self.b_cond = w.b_cond.float().contiguous()  # (L*G,)
 
     def _pack(self, weights: torch.Tensor) -> torch.Tensor:
         """(..., I, O) matrices -> the packed layout, each matrix packed on its own so they
@@ -53,18 +56,18 @@ class KernelWeights:
         return dst
 
 
-class KernelStep(BlockInputs):
+class KernelStep:
     """Buffers for the C kernel, which runs a whole block of samples per call for ``batch``
-    utterances; the conditioning projection and the noise stay in torch.
+    utterances; the upsampled conditioning and the noise come from torch.
 
     Same arithmetic as :class:`~neurotts.models.wavenet_steps.CachedStep` (scales folded into
-    the weights) plus amortised past taps, with rings stored time-major in one flat buffer."""
+    the weights) plus amortised past taps, with rings stored time-major in one flat buffer.
+    Unlike there, the conditioning projection runs in the kernel, per layer and window."""
 
     def __init__(self, weights: KernelWeights, model: WaveNet, batch: int, steps: int,
                  block: int, record: bool):
         cfg, w = model.cfg, weights
         self.lib, self.w, self.batch = w.lib, w, batch
-        self.w_cond, self.b_cond = w.w_cond, w.b_cond
         self.mulaw = cfg.output == "mulaw"
         n_layers, k, r, g = cfg.layers, cfg.kernel_size, cfg.residual_channels, cfg.gate_channels
         s, n_out = cfg.skip_channels, model.head[-1].out_channels
@@ -82,12 +85,11 @@ class KernelStep(BlockInputs):
         self.past_off = offsets([d * batch * g for d in dil])
         self.rings = torch.zeros(sum(self.ring_len) * batch * r, **f32)
         self.past = torch.zeros(sum(dil) * batch * g, **f32)
-        self.gate = torch.empty(batch, g, **f32)
         self.z = torch.empty(batch, n_layers * g // 2, **f32)
         self.hidden = torch.empty(batch, s, **f32)
         self.hidden2 = torch.empty(batch, s, **f32)
         self.out = torch.empty(batch, n_out, **f32)
-        self.cond_block = torch.zeros(block, batch, n_layers * g, **f32)
+        self.cond_block = torch.zeros(block, batch, cfg.cond_channels, **f32)
         self.gumbel_block = torch.zeros(block, batch, n_noise, **f32)
         self.logistic_block = torch.zeros(block, batch, **f32)
         self.values = torch.zeros(steps, batch, **f32)  # classes as floats for mu-law
@@ -100,15 +102,23 @@ class KernelStep(BlockInputs):
         # The struct holds raw pointers: every tensor it names is kept alive by self or w.
         self.spec = WnModel(
             batch, n_layers, k, r, g, s, n_out, int(self.mulaw), cfg.n_mixtures, n_noise, steps,
-            cfg.log_scale_min,
+            cfg.cond_channels, cfg.log_scale_min,
             *[ptr(t, ctypes.c_int64) for t in (self.dil, self.ring_len_t, self.ring_off,
                                                self.past_off)],
             *[ptr(t) for t in (self.rings, self.past, w.w_taps, w.w_res, w.b_res, w.w_skip,
                                w.b_skip, w.w_h1, w.b_h1, w.w_h2, w.b_h2, w.w_in, w.b_in,
-                               self.gate, self.z, self.hidden, self.hidden2)],
+                               w.w_cond, w.b_cond, self.z, self.hidden, self.hidden2)],
         )
         rows = self.lib.wn_scratch_rows(ctypes.byref(self.spec))
         self.xs, self.ys = (ctypes.c_void_p * rows)(), (ctypes.c_void_p * rows)()
+
+    def fill_block(self, cond: torch.Tensor, gumbel: torch.Tensor, logistic: torch.Tensor) -> None:
+        """A block of ``n`` steps: ``cond`` (B, C_cond, n) -> ``cond_block[:n]`` (n, B, C_cond)
+        as it is (the kernel projects it), and the block's noise."""
+        n = cond.shape[-1]
+        self.cond_block[:n].copy_(cond.permute(2, 0, 1))
+        self.gumbel_block[:n].copy_(gumbel)
+        self.logistic_block[:n].copy_(logistic)
 
     @property
     def samples(self) -> torch.Tensor:

@@ -7,7 +7,7 @@ One step does O(layers) work per sample instead of recomputing the receptive fie
   ``addmm`` ``(B, K*R) @ (K*R, G)`` whose bias operand is the precomputed conditioning.
 * Every layer's 1x1 conditioning projection (plus the dilated conv's bias) is applied for a
   block of samples in ONE matmul with the layers' weights concatenated
-  (:class:`BlockInputs`, shared with the C kernel's binding).
+  (:meth:`CachedStep.fill_block`; the C kernel instead projects per layer as it goes).
 * The residual output of layer l is written straight into layer l+1's ring slot; the sqrt(1/2)
   residual scale and sqrt(1/layers) skip scale are folded into the weights.
 * Skip connections are not summed per layer: each layer's gated activation is written into
@@ -78,23 +78,7 @@ def matmul_weights(model: WaveNet) -> SimpleNamespace:
     return w
 
 
-class BlockInputs:
-    """Per-block inputs shared by both step implementations: subclasses provide ``batch``,
-    ``w_cond``/``b_cond`` and the ``cond_block``, ``gumbel_block``, ``logistic_block``
-    buffers."""
-
-    def fill_block(self, cond: torch.Tensor, gumbel: torch.Tensor, logistic: torch.Tensor) -> None:
-        """Precompute a block of ``n`` steps: ``cond`` (B, C_cond, n) through every layer's
-        conditioning projection at once -> ``cond_block[:n]`` (n, B, layers*G), and the
-        block's noise."""
-        n = cond.shape[-1]
-        flat = cond.permute(2, 0, 1).reshape(n * self.batch, -1)  # (n*B, C_cond)
-        torch.addmm(self.b_cond, flat, self.w_cond, out=self.cond_block[:n].view(n * self.batch, -1))
-        self.gumbel_block[:n].copy_(gumbel)
-        self.logistic_block[:n].copy_(logistic)
-
-
-class CachedStep(BlockInputs):
+class CachedStep:
     """Rearranged weights, ring buffers and scratch buffers for one-sample steps.
 
     Two equivalent step implementations share the buffers:
@@ -175,7 +159,14 @@ class CachedStep(BlockInputs):
         self._write_input(self.first, 0)
 
     def fill_block(self, cond: torch.Tensor, gumbel: torch.Tensor, logistic: torch.Tensor) -> None:
-        super().fill_block(cond, gumbel, logistic)
+        """Precompute a block of ``n`` steps: ``cond`` (B, C_cond, n) through every layer's
+        conditioning projection at once -> ``cond_block[:n]`` (n, B, layers*G), and the
+        block's noise."""
+        n = cond.shape[-1]
+        flat = cond.permute(2, 0, 1).reshape(n * self.batch, -1)  # (n*B, C_cond)
+        torch.addmm(self.b_cond, flat, self.w_cond, out=self.cond_block[:n].view(n * self.batch, -1))
+        self.gumbel_block[:n].copy_(gumbel)
+        self.logistic_block[:n].copy_(logistic)
         self.j_dev.zero_()  # the indexed step reads block rows from this counter
 
     def _write_input(self, sample: torch.Tensor, t: int | None) -> None:

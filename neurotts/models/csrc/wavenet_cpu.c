@@ -1,8 +1,8 @@
 /* One-sample-at-a-time WaveNet generation on the CPU, a block of samples per call.
  *
  * The Python generator (neurotts/models/wavenet_generate.py) prepares every weight as a
- * matmul operand laid out (in, out), precomputes the conditioning of every layer for the
- * block, draws the sampling noise, and calls wn_run(). Per sample this file runs the
+ * matmul operand laid out (in, out), upsamples the conditioning of the block, draws the
+ * sampling noise, and calls wn_run(). Per sample this file runs the
  * residual layers, the skip/output head and the sampling choice, then embeds the chosen
  * sample as the next input, with no allocation and no interpreter in the loop: at batch 1
  * the torch-op path spends about half of each sample in per-op overhead.
@@ -10,12 +10,18 @@
  * Layout (all float32, contiguous):
  *   rings  per layer l: (ring_len[l], B, R) past inputs of layer l, time-major; slot t % len
  *          holds x_l[t]. Zeros stand for the causal padding before t = 0.
- *   past   per layer l: (dil[l], B, G) conditioning + past-tap contribution of the samples of
- *          the current window of dil[l] steps (see fill_past).
+ *   past   per layer l: (dil[l], B, G) conditioning projection + past-tap contribution of the
+ *          samples of the current window of dil[l] steps (see fill_past); at a sample's step
+ *          its slot receives the newest tap and becomes the gate's input.
  *   w_taps (L, K, R, G): tap k multiplies x[t - (K-1-k) d].
  *   w_res  (L, H, R), b_res (L, R); w_skip (L*H, S), b_skip (S); w_h1 (S, S); w_h2 (S, OUT).
  *   w_in   mu-law: (classes, R) embedding table; MoL: (R,) weight with b_in (R,).
- *   cond   (n, B, L*G) conditioning projection + dilated-conv bias for the block's rows.
+ *   w_cond (L, C, G) each layer's 1x1 conditioning projection, b_cond (L, G) the dilated
+ *          conv's bias.
+ *   cond   (n, B, C) the upsampled conditioning of the block's rows. It is projected per
+ *          layer inside the kernel, a window at a time, into `past` (cache-resident): a
+ *          block projected in advance would be L*G/C = 96 times larger and stream from
+ *          memory.
  *   gumbel (n, B, NK) and logistic (n, B): noise already scaled by the temperature.
  *   samples (steps, B): the chosen class (mu-law, as a float) or the sample value (MoL).
  *   outputs (steps, B, OUT) or NULL: each step's logits / mixture parameters.
@@ -37,13 +43,13 @@
 typedef float v8 __attribute__((vector_size(32)));
 
 typedef struct {
-    int64_t batch, layers, k, r, g, s, n_out, mulaw, n_mix, n_noise, steps;
+    int64_t batch, layers, k, r, g, s, n_out, mulaw, n_mix, n_noise, steps, n_cond;
     float log_scale_min;
     const int64_t *dil, *ring_len, *ring_off, *past_off;
     float *rings, *past;
     const float *w_taps, *w_res, *b_res, *w_skip, *b_skip;
-    const float *w_h1, *b_h1, *w_h2, *b_h2, *w_in, *b_in;
-    float *gate, *z, *hidden, *hidden2;
+    const float *w_h1, *b_h1, *w_h2, *b_h2, *w_in, *b_in, *w_cond, *b_cond;
+    float *z, *hidden, *hidden2;
 } wn_model;
 
 static inline v8 load8(const float *p) { v8 v; memcpy(&v, p, sizeof v); return v; }
@@ -136,7 +142,7 @@ typedef void (*tile_fn)(const float *const *, int64_t, const float *, int64_t, f
                                  int64_t p0, float *const *ys)                             \
     { tile(MR, NP, xs, I, W, p0, ys); }
 TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1) TILE(7, 1) TILE(8, 1)
-TILE(9, 1) TILE(10, 1) TILE(11, 1) TILE(12, 1) TILE(1, 4) TILE(2, 2) TILE(3, 2)
+TILE(9, 1) TILE(10, 1) TILE(11, 1) TILE(12, 1) TILE(1, 4) TILE(2, 2) TILE(3, 2) TILE(4, 2)
 static const tile_fn one_panel[13] = {
     NULL, tile_1x1, tile_2x1, tile_3x1, tile_4x1, tile_5x1, tile_6x1, tile_7x1, tile_8x1,
     tile_9x1, tile_10x1, tile_11x1, tile_12x1};
@@ -160,6 +166,8 @@ static void gemm_acc(int64_t M, const float *const *xs, int64_t I, const float *
             for (; p + 2 <= panels; p += 2) tile_2x2(x, I, W, p, y);
         else if (mr == 3)
             for (; p + 2 <= panels; p += 2) tile_3x2(x, I, W, p, y);
+        else if (mr == 4)
+            for (; p + 2 <= panels; p += 2) tile_4x2(x, I, W, p, y);
         for (; p < panels; p++) one_panel[mr](x, I, W, p, y);
         m += mr;
     }
@@ -289,9 +297,9 @@ static inline float *ring_row(const wn_model *m, int64_t l, int64_t t, int64_t b
 }
 
 /* Layer l's past for the window starting at sample t (block row j), rows q < rows:
- * past[(t+q) % d][b] = cond[j+q][b][layer l] + sum_{c < K-1} W_c x[t+q-(K-1-c)d]. Every tap
- * read here is a sample before t, so one (rows*B) x ((K-1)R) x G product serves `rows` steps
- * and reads the past-tap weights once for them all. */
+ * past[(t+q) % d][b] = b_cond[l] + Wc_l cond[j+q][b] + sum_{c < K-1} W_c x[t+q-(K-1-c)d].
+ * Every tap read here is a sample before t, so one (rows*B) x ((K-1)R) x G product serves
+ * `rows` steps and reads the past-tap weights once for them all; the conditioning likewise. */
 static void fill_past(const wn_model *m, int64_t l, int64_t t, int64_t j, int64_t rows,
                       const float *cond, const float **xs, float **ys)
 {
@@ -300,9 +308,11 @@ static void fill_past(const wn_model *m, int64_t l, int64_t t, int64_t j, int64_
     for (int64_t q = 0; q < rows; q++)
         for (int64_t b = 0; b < B; b++) {
             float *y = m->past + m->past_off[l] + (((t + q) % d) * B + b) * G;
-            memcpy(y, cond + ((j + q) * B + b) * (m->layers * G) + l * G, G * sizeof(float));
+            memcpy(y, m->b_cond + l * G, G * sizeof(float));
             ys[q * B + b] = y;
+            xs[q * B + b] = cond + ((j + q) * B + b) * m->n_cond;
         }
+    gemm_acc(rows * B, xs, m->n_cond, m->w_cond + l * m->n_cond * G, G, ys);
     for (int64_t c = 0; c + 1 < K; c++) {
         for (int64_t q = 0; q < rows; q++)
             for (int64_t b = 0; b < B; b++)
@@ -365,16 +375,17 @@ int wn_run(const wn_model *m, int64_t t0, int64_t n, const float *cond, const fl
                 if (rows > n - j) rows = n - j;
                 fill_past(m, l, t, j, rows, cond, xs, ys);
             }
+            /* The newest tap completes the gate input in place: this slot of `past` is read
+             * by this step only (the next window refills it). */
             const float *w_now = m->w_taps + (l * K + K - 1) * R * G;
+            float *gate = m->past + m->past_off[l] + (t % d) * B * G;  /* (B, G) */
             for (int64_t b = 0; b < B; b++) {
-                float *gate = m->gate + b * G;
-                memcpy(gate, m->past + m->past_off[l] + ((t % d) * B + b) * G, G * sizeof(float));
                 xs[b] = ring_row(m, l, t, b);
-                ys[b] = gate;
+                ys[b] = gate + b * G;
             }
             gemm_acc(B, xs, R, w_now, G, ys);
             for (int64_t b = 0; b < B; b++)
-                gated(H, m->gate + b * G, m->gate + b * G + H, m->z + (b * L + l) * H);
+                gated(H, gate + b * G, gate + b * G + H, m->z + (b * L + l) * H);
             if (l + 1 == L) break; /* the last layer's residual output is never used */
             for (int64_t b = 0; b < B; b++) {
                 const float *x = ring_row(m, l, t, b);
