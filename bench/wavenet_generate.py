@@ -18,6 +18,13 @@ random weights. Prints progress lines, then ONE JSON line last.
   ``cpu_utterance_over_b1`` against ``cpu_cached_b1`` of the same run, and the segments
   used; on CUDA ``gpu_utterance_samples_per_s`` / ``gpu_utterance_rtf``.
 
+* ceiling: the arithmetic the default model needs per sample (``flops_per_sample``); the
+  float32 rate of the kernel's own matrix product with its operands in cache, on all kernel
+  threads (``cpu_kernel_product_gflops``: no generation with this kernel can sustain more)
+  and of a large torch matmul (``cpu_sgemm_gflops``); the rate the folded utterance
+  sustains; and what 8x the batch-1 rate would need (``cpu_8x_b1_needs_gflops``). A target
+  above the in-cache product rate is out of reach at this precision, whatever the folding.
+
 Each figure is the best of ``--repeats`` runs: other jobs share this CPU, and the best run is
 the one least disturbed by them. Reference (design notes): r9y9's cached generation of a 3.7M
 parameter, 24-layer model runs ~32 samples/s on 2 threads here, its naive pass ~5 samples/s.
@@ -48,6 +55,53 @@ from neurotts.models.wavenet_generate import generate, naive_step
 
 def default_config(output: str | None = None) -> WaveNetConfig:
     return shipped_model_config("wavenet", overrides=[f"output={output}"] if output else ())
+
+
+def flops_per_sample(model: WaveNet) -> int:
+    """Multiply-adds x 2 of one generated sample (batch 1, amortised taps included): every
+    layer's dilated conv, conditioning projection and skip 1x1, all but the last layer's
+    residual 1x1, and the two head 1x1 convs."""
+    cfg = model.cfg
+    n_layers, k, r, g, s = (cfg.layers, cfg.kernel_size, cfg.residual_channels,
+                            cfg.gate_channels, cfg.skip_channels)
+    h, n_out = g // 2, model.head[-1].out_channels
+    macs = (n_layers * (k * r * g + cfg.cond_channels * g + h * s) + (n_layers - 1) * h * r
+            + s * s + s * n_out)
+    return 2 * macs
+
+
+def sgemm_gflops(repeats: int, n: int = 2048) -> float:
+    """GFLOP/s of one n x n float32 matmul on torch's threads (MKL: near the FMA peak)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / best_seconds(lambda: torch.mm(a, b), repeats) / 1e9
+
+
+def kernel_product_gflops(repeats: int, threads: int, reps: int = 400) -> float | None:
+    """GFLOP/s of the C kernel's product (8 rows x 3072 in x 128 out: the skip product at
+    batch 8, weights in L2) run ``reps`` times in each of ``threads`` threads at once; each
+    call is long enough (6 MFLOP) that ctypes and the GIL cost little."""
+    import ctypes
+    from concurrent.futures import ThreadPoolExecutor
+
+    lib = cpu_kernel.load()
+    if lib is None:
+        return None
+    rows, n_in, n_out = 8, 3072, 128
+    w = torch.randn(n_in, n_out) * 1e-3
+    packed = torch.empty_like(w)
+    lib.wn_pack(n_in, n_out, ctypes.c_void_p(w.data_ptr()), ctypes.c_void_p(packed.data_ptr()))
+    xs = [torch.randn(rows, n_in) * 1e-3 for _ in range(threads)]
+    ys = [torch.zeros(rows, n_out) for _ in range(threads)]
+
+    def work(i: int) -> None:
+        x, y = ctypes.c_void_p(xs[i].data_ptr()), ctypes.c_void_p(ys[i].data_ptr())
+        wp = ctypes.c_void_p(packed.data_ptr())
+        for _ in range(reps):
+            lib.wn_gemm(rows, x, n_in, wp, n_out, y)
+
+    with ThreadPoolExecutor(threads) as pool:
+        secs = best_seconds(lambda: list(pool.map(work, range(threads))), repeats)
+    return threads * reps * 2 * rows * n_in * n_out / secs / 1e9
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -172,6 +226,13 @@ def main() -> None:
         result.update(max((u for _, u in rounds), key=lambda u: u["cpu_utterance_samples_per_s"]))
     result["cpu_utterance_over_b1"] = round(
         result["cpu_utterance_samples_per_s"] / result["cpu_cached_b1"], 2)
+    flops = flops_per_sample(model)
+    result["flops_per_sample"] = flops
+    product = kernel_product_gflops(args.repeats, torch.get_num_threads())
+    result["cpu_kernel_product_gflops"] = round(product, 1) if product else None
+    result["cpu_sgemm_gflops"] = round(sgemm_gflops(args.repeats), 1)
+    result["cpu_utterance_gflops"] = round(result["cpu_utterance_samples_per_s"] * flops / 1e9, 1)
+    result["cpu_8x_b1_needs_gflops"] = round(8 * result["cpu_cached_b1"] * flops / 1e9, 1)
     if torch.cuda.is_available():
         if not args.only_utterance:
             result.update(gpu_rates(model, args.samples_b1, args.repeats))
