@@ -24,6 +24,9 @@ random weights. Prints progress lines, then ONE JSON line last.
   and of a large torch matmul (``cpu_sgemm_gflops``); the rate the folded utterance
   sustains; and what 8x the batch-1 rate would need (``cpu_8x_b1_needs_gflops``). A target
   above the in-cache product rate is out of reach at this precision, whatever the folding.
+* bf16 (CPUs with AVX512-BF16): the same utterance with ``precision=bf16``
+  (``cpu_utterance_bf16_*``, and its ratio to the float32 ``cpu_cached_b1``), bf16 batch 1
+  (``cpu_cached_b1_bf16``) and the bf16 product rate (``cpu_kernel_product_bf16_gflops``).
 
 Each figure is the best of ``--repeats`` runs: other jobs share this CPU, and the best run is
 the one least disturbed by them. Reference (design notes): r9y9's cached generation of a 3.7M
@@ -76,7 +79,8 @@ def sgemm_gflops(repeats: int, n: int = 2048) -> float:
     return 2 * n**3 / best_seconds(lambda: torch.mm(a, b), repeats) / 1e9
 
 
-def kernel_product_gflops(repeats: int, threads: int, reps: int = 400) -> float | None:
+def kernel_product_gflops(repeats: int, threads: int, reps: int = 400, bf16: bool = False
+                          ) -> float | None:
     """GFLOP/s of the C kernel's product (8 rows x 3072 in x 128 out: the skip product at
     batch 8, weights in L2) run ``reps`` times in each of ``threads`` threads at once; each
     call is long enough (6 MFLOP) that ctypes and the GIL cost little."""
@@ -89,7 +93,8 @@ def kernel_product_gflops(repeats: int, threads: int, reps: int = 400) -> float 
     rows, n_in, n_out = 8, 3072, 128
     w = torch.randn(n_in, n_out) * 1e-3
     packed = torch.empty_like(w)
-    lib.wn_pack(n_in, n_out, ctypes.c_void_p(w.data_ptr()), ctypes.c_void_p(packed.data_ptr()))
+    pack = lib.wn_pack_bf16 if bf16 else lib.wn_pack
+    pack(n_in, n_out, ctypes.c_void_p(w.data_ptr()), ctypes.c_void_p(packed.data_ptr()))
     xs = [torch.randn(rows, n_in) * 1e-3 for _ in range(threads)]
     ys = [torch.zeros(rows, n_out) for _ in range(threads)]
 
@@ -97,7 +102,7 @@ def kernel_product_gflops(repeats: int, threads: int, reps: int = 400) -> float 
         x, y = ctypes.c_void_p(xs[i].data_ptr()), ctypes.c_void_p(ys[i].data_ptr())
         wp = ctypes.c_void_p(packed.data_ptr())
         for _ in range(reps):
-            lib.wn_gemm(rows, x, n_in, wp, n_out, y)
+            lib.wn_gemm(rows, x, n_in, wp, n_out, y, int(bf16))
 
     with ThreadPoolExecutor(threads) as pool:
         secs = best_seconds(lambda: list(pool.map(work, range(threads))), repeats)
@@ -135,12 +140,12 @@ def naive_rate(model: WaveNet, batch: int, steps: int, repeats: int) -> tuple[fl
 
 
 def cached_rate(model: WaveNet, batch: int, samples: int, repeats: int, device: str = "cpu",
-                mode: str = "auto") -> float:
+                mode: str = "auto", precision: str = "fp32") -> float:
     hop = model.cfg.hop_length
     mels = torch.randn(batch, samples // hop + 1, model.cfg.n_mels, device=device)
 
     def run() -> None:
-        generate(model, mels, max_samples=samples, mode=mode)
+        generate(model, mels, max_samples=samples, mode=mode, precision=precision)
         if device == "cuda":
             torch.cuda.synchronize()  # kernels run asynchronously: time their completion
 
@@ -160,9 +165,9 @@ def gpu_rates(model: WaveNet, samples: int, repeats: int) -> dict[str, float]:
 
 
 def utterance_rate(model: WaveNet, seconds: float, sample_rate: int, repeats: int,
-                   device: str) -> dict[str, float]:
+                   device: str, precision: str = "fp32") -> dict[str, float]:
     """One utterance of random mels, folded with the shipped synth settings: samples/s, RTF
-    and the number of segments it was cut into."""
+    and the number of segments it was cut into (keys ``{cpu,gpu}_utterance[_bf16]_*``)."""
     shipped = OmegaConf.load(CONFIG_DIR / "synth.yaml").vocoder
     fold = FoldConfig(fold=shipped.fold, overlap_ms=shipped.overlap_ms, fade=shipped.fade)
     hop = model.cfg.hop_length
@@ -170,20 +175,21 @@ def utterance_rate(model: WaveNet, seconds: float, sample_rate: int, repeats: in
     mels = torch.randn(1, frames, model.cfg.n_mels, device=device)
 
     def run() -> None:
-        generate_configured(model, mels, None, fold, sample_rate)
+        generate_configured(model, mels, None, fold, sample_rate, precision=precision)
         if device == "cuda":
             torch.cuda.synchronize()
 
     secs = best_seconds(run, repeats)
     segments = fold_plans(model, [frames], fold.fold, fold.overlap_samples(sample_rate),
                           mels.device)[0]
-    key = "cpu" if device == "cpu" else "gpu"
-    print(f"{key} utterance ({frames * hop / sample_rate:.2f} s, {len(segments)} segments): "
+    key = ("cpu" if device == "cpu" else "gpu") + ("_utterance" if precision == "fp32"
+                                                   else f"_utterance_{precision}")
+    print(f"{key} ({frames * hop / sample_rate:.2f} s, {len(segments)} segments): "
           f"{frames * hop / secs:.0f} samples/s", flush=True)
-    return {f"{key}_utterance_samples_per_s": round(frames * hop / secs, 1),
-            f"{key}_utterance_rtf": round(secs / (frames * hop / sample_rate), 3),
-            f"{key}_utterance_segments": len(segments),
-            f"{key}_utterance_seconds": round(frames * hop / sample_rate, 2)}
+    return {f"{key}_samples_per_s": round(frames * hop / secs, 1),
+            f"{key}_rtf": round(secs / (frames * hop / sample_rate), 3),
+            f"{key}_segments": len(segments),
+            f"{key}_seconds": round(frames * hop / sample_rate, 2)}
 
 
 def main() -> None:
@@ -233,6 +239,15 @@ def main() -> None:
     result["cpu_sgemm_gflops"] = round(sgemm_gflops(args.repeats), 1)
     result["cpu_utterance_gflops"] = round(result["cpu_utterance_samples_per_s"] * flops / 1e9, 1)
     result["cpu_8x_b1_needs_gflops"] = round(8 * result["cpu_cached_b1"] * flops / 1e9, 1)
+    if cpu_kernel.has_bf16():
+        result.update(utterance_rate(model, args.utterance_seconds, sample_rate, args.repeats,
+                                     "cpu", precision="bf16"))
+        result["cpu_cached_b1_bf16"] = round(
+            cached_rate(model, 1, args.samples_b1, args.repeats, precision="bf16"), 1)
+        result["cpu_utterance_bf16_over_b1"] = round(
+            result["cpu_utterance_bf16_samples_per_s"] / result["cpu_cached_b1"], 2)
+        bf16_product = kernel_product_gflops(args.repeats, torch.get_num_threads(), bf16=True)
+        result["cpu_kernel_product_bf16_gflops"] = round(bf16_product, 1)
     if torch.cuda.is_available():
         if not args.only_utterance:
             result.update(gpu_rates(model, args.samples_b1, args.repeats))

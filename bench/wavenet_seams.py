@@ -22,10 +22,15 @@ and at the joins (neurotts.evaluation.seams):
 The folded figures should be within 10% of the unfolded ones, with no systematic dip or
 flux rise at the joins.
 
+``--precision bf16`` (CPUs with AVX512-BF16) generates the folded audio in bfloat16 and adds
+``unfolded_bf16``: unfolded, seed A, in bf16, against the recording and as a ratio to the
+float32 figures (``unfolded_other_seed`` says how far apart two float32 samplings are).
+
 Prints progress lines, then ONE JSON line last.
 
 Usage: python bench/wavenet_seams.py --vocoder RUN_OR_CKPT --features STORE [--split test]
            [--limit 20] [--fold 16] [--overlaps-ms 5,10,20] [--seed 0] [--threads 2]
+           [--precision fp32|bf16]
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import torch
 from neurotts.data.store import FeatureStore
 from neurotts.evaluation.metrics import log_mel_spectrogram, mcd_dtw
 from neurotts.evaluation.seams import fade_report, seam_report
-from neurotts.models.fold_config import FADES
+from neurotts.models.fold_config import FADES, PRECISIONS
 from neurotts.models.wavenet_fold import (
     crossfade,
     fold_plans,
@@ -81,6 +86,8 @@ def main() -> None:
     parser.add_argument("--overlaps-ms", default="5,10,20")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="arithmetic of the folded generations (and an unfolded bf16 row)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     store = FeatureStore(args.features)
@@ -103,19 +110,29 @@ def main() -> None:
 
     result: dict[str, object] = {"vocoder": voc.name, "utterances": len(items),
                                  "audio_s": round(sum(n_frames) * hop / sr, 1),
-                                 "fold": args.fold, "load_avg_1m_start": os.getloadavg()[0]}
+                                 "fold": args.fold, "precision": args.precision,
+                                 "load_avg_1m_start": os.getloadavg()[0]}
     unfolded, secs = timed(lambda: cut(generate(model, mels, lengths, generator=seeded(args.seed)).audio))
     result["unfolded"] = {**global_measures(unfolded, refs, sr), "seconds": round(secs, 1)}
     print(f"unfolded: {result['unfolded']}", flush=True)
     again = cut(generate(model, mels, lengths, generator=seeded(args.seed + 1)).audio)
     result["unfolded_other_seed"] = global_measures(again, refs, sr)
     print(f"unfolded, other seed: {result['unfolded_other_seed']}", flush=True)
+    if args.precision != "fp32":
+        low, secs = timed(lambda: cut(generate(model, mels, lengths, generator=seeded(args.seed),
+                                               precision=args.precision).audio))
+        row = {**global_measures(low, refs, sr), "seconds": round(secs, 1)}
+        row["logmel_l1_vs_unfolded"] = row["logmel_l1"] / result["unfolded"]["logmel_l1"]
+        row["mcd_vs_unfolded"] = row["mcd_db"] / result["unfolded"]["mcd_db"]
+        result[f"unfolded_{args.precision}"] = row
+        print(f"unfolded, {args.precision}: {row}", flush=True)
     for overlap_ms in [float(x) for x in args.overlaps_ms.split(",")]:
         overlap = round(overlap_ms * sr / 1000)
         plans = fold_plans(model, n_frames, args.fold, overlap, mels.device)
         segments = [s for plan in plans for s in plan]
         audio, secs = timed(lambda: generate_segments(model, mels, segments,  # noqa: B023
-                                                      generator=seeded(args.seed)))
+                                                      generator=seeded(args.seed),
+                                                      precision=args.precision))
         joins = [join_samples(plan, hop) for plan in plans]
         # How in phase are the two segments over an overlap? (adaptive's rho, unclamped)
         pairs = [(t, h) for _, t, h in overlaps(audio, segments, hop)]

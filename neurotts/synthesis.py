@@ -421,7 +421,8 @@ def run(cfg: SynthConfig, console: Console) -> list[Path]:
     timing = Timing()
     if any(line.encoded is not None for line in lines):
         vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device,
-                               temperature=cfg.temperature, fold=cfg.vocoder)
+                               temperature=cfg.temperature, fold=cfg.vocoder,
+                               precision=cfg.vocoder.precision)
         seed_rng(cfg.seed)
         try:
             timing = _write_all(cfg, lines, acoustic, vocoder, device, console)

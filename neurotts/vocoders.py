@@ -23,8 +23,9 @@ from omegaconf import MISSING
 
 from neurotts.audio import MelNorm, mel_filterbank
 from neurotts.checkpoint import load_trained
-from neurotts.config import AudioConfig, did_you_mean, to_schema
-from neurotts.models.fold_config import UNFOLDED, FoldConfig
+from neurotts.config import AudioConfig, constrained, did_you_mean, to_schema
+from neurotts.models import cpu_kernel
+from neurotts.models.fold_config import PRECISIONS, UNFOLDED, FoldConfig
 from neurotts.models.wavenet_fold import generate_configured
 
 GRIFFIN_LIM = "griffinlim"
@@ -33,9 +34,10 @@ GRIFFIN_LIM = "griffinlim"
 @dataclass
 class VocoderConfig(FoldConfig):
     """``vocoder`` section of configs/synth.yaml and eval.yaml: which vocoder, and (WaveNet
-    only) how its generation is folded."""
+    only) how its generation is folded and at what precision."""
 
     path: str = MISSING  # WaveNet run folder or checkpoint, or "griffinlim" (--vocoder)
+    precision: str = constrained("fp32", choices=PRECISIONS)  # bf16: CPU kernel, AVX512-BF16
 
 
 class GriffinLimVocoder(torch.nn.Module):
@@ -117,7 +119,12 @@ class WaveNetVocoder:
     """A trained WaveNet; refuses one trained on other audio settings than ``audio``."""
 
     def __init__(self, path: str | Path, audio: AudioConfig, device: torch.device,
-                 temperature: float = 1.0, fold: FoldConfig = UNFOLDED):
+                 temperature: float = 1.0, fold: FoldConfig = UNFOLDED, precision: str = "fp32"):
+        if precision == "bf16" and not (device.type == "cpu" and cpu_kernel.has_bf16()):
+            raise VocoderError(
+                "vocoder.precision=bf16 runs in the CPU kernel on CPUs with AVX512-BF16 (AMD "
+                f"Zen 4, Intel Sapphire Rapids and later); not available on {device.type} here: "
+                "use vocoder.precision=fp32")
         self.model, cfg, payload, file = load_trained(path, "wavenet", device)
         voc_audio = to_schema(payload["audio"], AudioConfig)
         if voc_audio != audio:
@@ -127,7 +134,7 @@ class WaveNetVocoder:
                 f"({', '.join(f'{k}: {getattr(voc_audio, k)} vs {getattr(audio, k)}' for k in diff)})"
             )
         self.norm = MelNorm.from_state(payload["mel_norm"])
-        self.temperature, self.fold = temperature, fold
+        self.temperature, self.fold, self.precision = temperature, fold, precision
         self.hop_length, self.sample_rate = cfg.hop_length, audio.sample_rate
         self.name = str(file)
 
@@ -135,17 +142,19 @@ class WaveNetVocoder:
     def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
         mels = self.norm.forward(log_mels)  # the vocoder's own model space
         wav = generate_configured(self.model, mels, lengths, self.fold, self.sample_rate,
-                                  temperature=self.temperature)
+                                  temperature=self.temperature, precision=self.precision)
         return _trim(wav, lengths, self.hop_length)
 
 
 def load_vocoder(spec: str | Path, audio: AudioConfig, device: torch.device,
-                 temperature: float = 1.0, fold: FoldConfig = UNFOLDED) -> Vocoder:
-    """``griffinlim``, or a WaveNet run folder / checkpoint (generating with ``fold``). Raises :class:`VocoderError` or
+                 temperature: float = 1.0, fold: FoldConfig = UNFOLDED,
+                 precision: str = "fp32") -> Vocoder:
+    """``griffinlim``, or a WaveNet run folder / checkpoint (generating with ``fold`` at
+    ``precision``). Raises :class:`VocoderError` or
     :class:`~neurotts.checkpoint.CheckpointError` with a one-line message."""
     if str(spec) == GRIFFIN_LIM:
         return GriffinLim(audio, device)
     if not Path(spec).expanduser().exists() and did_you_mean(str(spec), [GRIFFIN_LIM]):
         raise VocoderError(f"vocoder {str(spec)!r}: no such run folder or checkpoint; did you mean "
                            f"{GRIFFIN_LIM}? (choices: {GRIFFIN_LIM}, or a WaveNet run folder or checkpoint)")
-    return WaveNetVocoder(spec, audio, device, temperature, fold)
+    return WaveNetVocoder(spec, audio, device, temperature, fold, precision)

@@ -346,7 +346,7 @@ def test_cpu_kernel_product_for_every_row_count_and_width(simd_kernel) -> None:
                 x = torch.randn(rows, n_in, generator=g)
                 y = torch.randn(rows, n_out, generator=g)
                 expected = y + x @ w
-                simd_kernel.wn_gemm(rows, ptr(x), n_in, ptr(packed), n_out, ptr(y))
+                simd_kernel.wn_gemm(rows, ptr(x), n_in, ptr(packed), n_out, ptr(y), 0)
                 torch.testing.assert_close(y, expected, atol=1e-4, rtol=1e-5,
                                            msg=f"rows={rows} in={n_in} out={n_out}")
 
@@ -362,6 +362,80 @@ def test_cpu_kernel_generation_on_each_code_path(simd_kernel) -> None:
     with torch.no_grad():
         ref = model(teacher_forced_inputs(model, gen.samples), mels)
     torch.testing.assert_close(gen.outputs, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.fixture
+def bf16_kernel(kernel_available: None):
+    from neurotts.models import cpu_kernel
+
+    if not cpu_kernel.has_bf16():
+        pytest.skip("this CPU has no AVX512-BF16: the kernel is built without bf16 products")
+    return cpu_kernel.load()
+
+
+def test_cpu_kernel_bf16_product_is_the_product_of_the_rounded_operands(bf16_kernel) -> None:
+    """wn_pack_bf16 + the bf16 product: the 32-wide panels multiply X and W rounded to bf16
+    (sums in float32), the O%32 tail stays float32; odd input counts are padded."""
+    import ctypes
+
+    g = torch.Generator().manual_seed(1)
+
+    def ptr(t: torch.Tensor) -> ctypes.c_void_p:
+        return ctypes.c_void_p(t.data_ptr())
+
+    for n_in in (1, 7, 128):
+        for n_out in (8, 32, 40, 96, 264):
+            w = torch.randn(n_in, n_out, generator=g)
+            packed = torch.zeros_like(w)  # a bf16 packing fits the float32 size
+            bf16_kernel.wn_pack_bf16(n_in, n_out, ptr(w), ptr(packed))
+            cut = n_out // 32 * 32
+            for rows in (1, 2, 3, 4, 5, 8, 13, 26):
+                x = torch.randn(rows, n_in, generator=g)
+                y = torch.randn(rows, n_out, generator=g)
+                low = x.bfloat16().double() @ w[:, :cut].bfloat16().double()
+                expected = y.double() + torch.cat([low, x.double() @ w[:, cut:].double()], 1)
+                bf16_kernel.wn_gemm(rows, ptr(x), n_in, ptr(packed), n_out, ptr(y), 1)
+                torch.testing.assert_close(y.double(), expected, atol=1e-4, rtol=1e-5,
+                                           msg=f"rows={rows} in={n_in} out={n_out}")
+
+
+@pytest.mark.parametrize("output", ["mulaw", "mol"])
+def test_bf16_generation_follows_the_forward_pass_within_bf16_rounding(
+        output: str, bf16_kernel) -> None:
+    """Every step's outputs against the float32 forward pass over the samples drawn: off by
+    bf16 rounding (8 significant bits), not by a wrong product; fp32 is exact to 1e-4."""
+    model = tiny_model(output, seed=5, residual_channels=64, gate_channels=128,
+                       skip_channels=64, layers=6, stacks=2)
+    mels = torch.randn(5, 6, 8)
+    gen = generate(model, mels, record=True, mode="kernel", precision="bf16",
+                   generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ref = model(teacher_forced_inputs(model, gen.samples), mels)
+    err = (gen.outputs - ref).abs()
+    assert 1e-4 < err.max() < 0.05 * ref.abs().max()
+    assert err.mean() < 0.005 * ref.abs().mean()
+
+
+def test_bf16_is_refused_where_it_cannot_run(fresh_kernel_cache: Path, monkeypatch) -> None:
+    """Off the kernel, and with a kernel built without AVX512-BF16 (a real -mno-avx512bf16
+    build): a ValueError that says why, before any work."""
+    import platform
+
+    from neurotts.models import cpu_kernel
+
+    model, mels = tiny_model("mulaw"), torch.randn(1, 3, 8)
+    with pytest.raises(ValueError, match="precision='fp16': expected one of fp32, bf16"):
+        generate(model, mels, precision="fp16")
+    with pytest.raises(ValueError, match="precision='bf16' runs in the C kernel.*mode='views'"):
+        generate(model, mels, mode="views", precision="bf16")
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return
+    monkeypatch.setenv("NEUROTTS_CPU_KERNEL_CFLAGS", "-mno-avx512bf16")
+    if cpu_kernel.load() is None:
+        pytest.skip("no C compiler here: the CPU kernel cannot be built")
+    assert not cpu_kernel.has_bf16()
+    with pytest.raises(ValueError, match="on a CPU without it"):
+        generate(model, mels, precision="bf16")
 
 
 @pytest.mark.parametrize("kernel_size", [2, 3, 4])

@@ -236,7 +236,8 @@ def test_fold_option_values() -> None:
 
 @pytest.mark.parametrize("command", ["synth", "eval"])
 def test_fold_settings_are_checked_when_the_config_loads(command: str) -> None:
-    """synth and eval share the vocoder section: path (--vocoder) and the fold settings."""
+    """synth and eval share the vocoder section: path (--vocoder), the fold settings and the
+    precision."""
     from neurotts.config import load_config
     from neurotts.evaluation.run import EvalConfig
     from neurotts.synthesis import SynthConfig
@@ -252,6 +253,10 @@ def test_fold_settings_are_checked_when_the_config_loads(command: str) -> None:
     for bad in ("0", "many", "2.5", "-3"):
         with pytest.raises(ValueError, match=f"vocoder.fold='{bad}': expected auto, off or a number"):
             load_config(command, schema, [*base, f"vocoder.fold={bad}"])
+    assert cfg.vocoder.precision == "fp32"
+    assert load_config(command, schema, [*base, "vocoder.precision=bf16"]).vocoder.precision == "bf16"
+    with pytest.raises(ValueError, match="vocoder.precision='fp16': choose one of fp32, bf16"):
+        load_config(command, schema, [*base, "vocoder.precision=fp16"])
 
 
 def test_training_media_fold_setting_is_named_by_its_own_key(tmp_path) -> None:
@@ -331,11 +336,12 @@ def test_training_media_logs_two_seconds_generated_from_a_val_mel(tmp_path) -> N
         assert acc.Audio(tag)[-1].length_frames == cfg.trainer.media.vocoder_samples
 
 
-def test_vocoder_passes_its_fold_settings_through(tmp_path) -> None:
+def test_vocoder_passes_its_fold_settings_through(tmp_path, monkeypatch) -> None:
     """The WaveNet vocoder (behind synth and eval) with a real checkpoint: fold=off is plain
-    generation, fold=K is generate_folded with the overlap converted from ms and the fade."""
+    generation, fold=K is generate_folded with the overlap converted from ms and the fade,
+    precision=bf16 reaches the kernel (and is refused up front where it cannot run)."""
     from neurotts.data.store import FeatureStore
-    from neurotts.vocoders import WaveNetVocoder
+    from neurotts.vocoders import VocoderError, WaveNetVocoder
     from tests.test_loader import write_store
     from tests.test_training import config, run
 
@@ -349,9 +355,10 @@ def test_vocoder_passes_its_fold_settings_through(tmp_path) -> None:
         log_mels[i, : n_frames[i]] = torch.from_numpy(store.mel(uid))
     lengths = torch.tensor(n_frames)
 
-    def vocode(fold: str) -> list:
+    def vocode(fold: str, precision: str = "fp32") -> list:
         voc = WaveNetVocoder(tmp_path / "voc", store.audio, torch.device("cpu"),
-                             fold=FoldConfig(fold=fold, overlap_ms=5.0, fade="power"))
+                             fold=FoldConfig(fold=fold, overlap_ms=5.0, fade="power"),
+                             precision=precision)
         torch.manual_seed(11)
         return voc(log_mels, lengths), voc
 
@@ -368,3 +375,14 @@ def test_vocoder_passes_its_fold_settings_through(tmp_path) -> None:
     for i, n in enumerate(n_frames):
         assert torch.equal(torch.from_numpy(folded[i]), expected[i, : n * hop])
     assert not all(np.array_equal(a, b) for a, b in zip(plain, folded, strict=True))
+    if cpu_kernel.has_bf16():
+        low, _ = vocode("3", "bf16")
+        torch.manual_seed(11)
+        expected = generate_folded(voc.model, voc.norm.forward(log_mels), lengths, fold=3,
+                                   overlap=round(5.0 * store.audio.sample_rate / 1000),
+                                   fade="power", precision="bf16")
+        for i, n in enumerate(n_frames):
+            assert torch.equal(torch.from_numpy(low[i]), expected[i, : n * hop])
+    monkeypatch.setattr(cpu_kernel, "has_bf16", lambda: False)
+    with pytest.raises(VocoderError, match="vocoder.precision=bf16 runs in the CPU kernel"):
+        vocode("3", "bf16")

@@ -322,7 +322,8 @@ def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Cons
     acoustic model into ``out``."""
     device = pick_device(cfg.device)
     acoustic = AcousticModel.load(acoustic_path, device)
-    vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device, fold=cfg.vocoder)
+    vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device, fold=cfg.vocoder,
+                           precision=cfg.vocoder.precision)
     inputs = _encode_items(items, acoustic)
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     asr = Recognition(cfg.asr)

@@ -42,7 +42,7 @@ class WnModel(ctypes.Structure):
 
     _fields_ = [
         *[(name, _i64) for name in ("batch", "layers", "k", "r", "g", "s", "n_out", "mulaw",
-                                    "n_mix", "n_noise", "steps", "n_cond")],
+                                    "n_mix", "n_noise", "steps", "n_cond", "bf16")],
         ("log_scale_min", ctypes.c_float),
         *[(name, _i64p) for name in ("dil", "ring_len", "ring_off", "past_off")],
         *[(name, _f32p) for name in ("rings", "past", "w_taps", "w_res", "b_res", "w_skip",
@@ -53,6 +53,13 @@ class WnModel(ctypes.Structure):
 
 def enabled() -> bool:
     return os.environ.get("NEUROTTS_CPU_KERNEL", "1").strip().lower() not in ("0", "false", "no")
+
+
+def has_bf16() -> bool:
+    """Whether the kernel is available and was built with bfloat16 products (AVX512-BF16:
+    AMD Zen 4, Intel Cooper Lake, Sapphire Rapids and later)."""
+    lib = load()
+    return lib is not None and bool(lib.wn_has_bf16())
 
 
 def flags() -> list[str]:
@@ -132,7 +139,12 @@ def load() -> ctypes.CDLL | None:
     lib.wn_gate.restype = None
     lib.wn_gate.argtypes = [_i64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
     lib.wn_gemm.restype = None
-    lib.wn_gemm.argtypes = [_i64, ctypes.c_void_p, _i64, ctypes.c_void_p, _i64, ctypes.c_void_p]
+    lib.wn_gemm.argtypes = [_i64, ctypes.c_void_p, _i64, ctypes.c_void_p, _i64, ctypes.c_void_p,
+                            _i64]
+    lib.wn_pack_bf16.restype = None
+    lib.wn_pack_bf16.argtypes = [_i64, _i64, ctypes.c_void_p, ctypes.c_void_p]
+    lib.wn_has_bf16.restype = ctypes.c_int
+    lib.wn_has_bf16.argtypes = []
     lib.wn_scratch_rows.restype = _i64
     lib.wn_scratch_rows.argtypes = [ctypes.POINTER(WnModel)]
     return lib

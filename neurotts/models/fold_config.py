@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from neurotts.config import ConfigError, constrained
 
 FADES = ("linear", "power", "adaptive")
+# Arithmetic of WaveNet generation (bf16: the CPU kernel on CPUs with AVX512-BF16).
+PRECISIONS = ("fp32", "bf16")
 # What ``fold`` may be, checked by the schema when a config loads and by parse_fold in code.
 FOLD_PATTERN = r"(?i:auto|off)|[1-9][0-9]*"
 FOLD_EXPECT = "auto, off or a number of segments >= 1"

@@ -240,15 +240,16 @@ def generate_folded(
     generator: torch.Generator | None = None,
     mode: str = "auto",
     kernel_threads: int | None = None,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Audio ``(B, max frames * hop)`` for ``mels`` (B, T_frames, n_mels) with ``mel_lengths``
     (B,) frames, zero past each item's ``frames * hop`` samples.
 
     ``fold``: segments per utterance (an int, at most; ``1``/``"off"``: no folding) or
     ``"auto"`` (:func:`choose_folds`); ``overlap`` samples of cross-fade at each join;
-    ``fade`` one of :data:`FADES`. ``temperature``, ``generator``, ``mode`` and
-    ``kernel_threads`` go to :func:`generate`, which runs once for all segments of all
-    utterances."""
+    ``fade`` one of :data:`FADES`. ``temperature``, ``generator``, ``mode``,
+    ``kernel_threads`` and ``precision`` go to :func:`generate`, which runs once for all
+    segments of all utterances."""
     if fade not in FADES:
         raise ValueError(f"fade={fade!r}: expected one of {', '.join(FADES)}")
     if mel_lengths is None:
@@ -258,31 +259,35 @@ def generate_folded(
     if all(len(plan) <= 1 for plan in plans):
         # No utterance is cut: exactly today's call (same batch, same noise).
         return generate(model, mels, mel_lengths, temperature=temperature, generator=generator,
-                        mode=mode, kernel_threads=kernel_threads).audio
+                        mode=mode, kernel_threads=kernel_threads, precision=precision).audio
     segments = [seg for plan in plans for seg in plan]
-    audio = generate_segments(model, mels, segments, temperature, generator, mode, kernel_threads)
+    audio = generate_segments(model, mels, segments, temperature, generator, mode, kernel_threads,
+                              precision)
     return join(audio, segments, n_frames, model.cfg.hop_length, fade)
 
 
 def generate_segments(model: WaveNet, mels: torch.Tensor, segments: list[Segment],
                       temperature: float = 1.0, generator: torch.Generator | None = None,
-                      mode: str = "auto", kernel_threads: int | None = None) -> torch.Tensor:
+                      mode: str = "auto", kernel_threads: int | None = None,
+                      precision: str = "fp32") -> torch.Tensor:
     """All ``segments`` of ``mels`` (B, T_frames, n_mels) in one :func:`generate` call that
     stops after the longest segment's samples -> ``(S, T_gen)`` raw segment audio."""
     batch, lengths = _slices(mels, segments)
     steps = max(s.samples(model.cfg.hop_length) for s in segments)
     return generate(model, batch, lengths, temperature=temperature, max_samples=steps,
-                    generator=generator, mode=mode, kernel_threads=kernel_threads).audio
+                    generator=generator, mode=mode, kernel_threads=kernel_threads,
+                    precision=precision).audio
 
 
 def generate_configured(model: WaveNet, mels: torch.Tensor, mel_lengths: torch.Tensor | None,
                         cfg: FoldConfig, sample_rate: int, temperature: float = 1.0,
-                        generator: torch.Generator | None = None) -> torch.Tensor:
+                        generator: torch.Generator | None = None, precision: str = "fp32"
+                        ) -> torch.Tensor:
     """:func:`generate_folded` with the settings of a config's ``vocoder`` section (synth, eval,
     training media): audio ``(B, max frames * hop)``."""
     return generate_folded(model, mels, mel_lengths, fold=cfg.fold,
                            overlap=cfg.overlap_samples(sample_rate), fade=cfg.fade,
-                           temperature=temperature, generator=generator)
+                           temperature=temperature, generator=generator, precision=precision)
 
 
 def join_samples(plan: list[Segment], hop: int) -> list[int]:

@@ -24,12 +24,13 @@ from neurotts.models.wavenet_steps import matmul_weights
 
 class KernelWeights:
     """The model's operands in the C kernel's layout (:mod:`neurotts.models.cpu_kernel`):
-    matrices ``(in, out)`` packed into 32-wide panels by ``wn_pack``, shared read-only by
-    every :class:`KernelStep` of one generation call."""
+    matrices ``(in, out)`` packed into 32-wide panels by ``wn_pack``, or with ``bf16`` rounded
+    to bfloat16 and packed by ``wn_pack_bf16`` (in a buffer of the float32 size, so offsets
+    are the same), shared read-only by every :class:`KernelStep` of one generation call."""
 
-    def __init__(self, lib: ctypes.CDLL, model: WaveNet):
+    def __init__(self, lib: ctypes.CDLL, model: WaveNet, bf16: bool = False):
         cfg, w = model.cfg, matmul_weights(model)
-        self.lib = lib
+        self.lib, self.bf16 = lib, bf16
         n_layers, k, r, g = cfg.layers, cfg.kernel_size, cfg.residual_channels, cfg.gate_channels
         self.w_taps = self._pack(torch.stack(w.w_taps).view(n_layers, k, r, g))
         self.w_res = self._pack(torch.stack(w.w_res))  # (L, G/2, R)
@@ -49,10 +50,11 @@ class KernelWeights:
         """(..., I, O) matrices -> the packed layout, each matrix packed on its own so they
         keep their offsets."""
         src = weights.float().contiguous()
-        dst = torch.empty_like(src)
+        dst = torch.zeros_like(src)
         i, o = src.shape[-2:]
+        pack = self.lib.wn_pack_bf16 if self.bf16 else self.lib.wn_pack
         for a, b in zip(src.view(-1, i, o), dst.view(-1, i, o), strict=True):
-            self.lib.wn_pack(i, o, ctypes.c_void_p(a.data_ptr()), ctypes.c_void_p(b.data_ptr()))
+            pack(i, o, ctypes.c_void_p(a.data_ptr()), ctypes.c_void_p(b.data_ptr()))
         return dst
 
 
@@ -102,7 +104,7 @@ class KernelStep:
         # The struct holds raw pointers: every tensor it names is kept alive by self or w.
         self.spec = WnModel(
             batch, n_layers, k, r, g, s, n_out, int(self.mulaw), cfg.n_mixtures, n_noise, steps,
-            cfg.cond_channels, cfg.log_scale_min,
+            cfg.cond_channels, int(w.bf16), cfg.log_scale_min,
             *[ptr(t, ctypes.c_int64) for t in (self.dil, self.ring_len_t, self.ring_off,
                                                self.past_off)],
             *[ptr(t) for t in (self.rings, self.past, w.w_taps, w.w_res, w.b_res, w.w_skip,
@@ -149,8 +151,8 @@ class KernelGroup:
     depend on the thread count."""
 
     def __init__(self, lib: ctypes.CDLL, model: WaveNet, batch: int, steps: int, block: int,
-                 record: bool, threads: int):
-        weights = KernelWeights(lib, model)
+                 record: bool, threads: int, bf16: bool = False):
+        weights = KernelWeights(lib, model, bf16)
         bounds = [round(i * batch / threads) for i in range(threads + 1)]
         self.slices = [slice(a, b) for a, b in itertools.pairwise(bounds) if b > a]
         self.parts = [KernelStep(weights, model, sl.stop - sl.start, steps, block, record)

@@ -39,11 +39,14 @@
 
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 
 typedef float v8 __attribute__((vector_size(32)));
 
 typedef struct {
-    int64_t batch, layers, k, r, g, s, n_out, mulaw, n_mix, n_noise, steps, n_cond;
+    int64_t batch, layers, k, r, g, s, n_out, mulaw, n_mix, n_noise, steps, n_cond, bf16;
     float log_scale_min;
     const int64_t *dil, *ring_len, *ring_off, *past_off;
     float *rings, *past;
@@ -70,12 +73,11 @@ void wn_pack(int64_t I, int64_t O, const float *W, float *dst)
         memcpy(dst + panels * 32 * I + i * tail, W + i * O + panels * 32, tail * sizeof(float));
 }
 
-/* The scalar tail of a product: outputs panels*32 .. O-1 of W, stored (I, O%32). */
-static void gemm_tail(int64_t M, const float *const *xs, int64_t I, const float *W, int64_t O,
+/* The scalar tail of a product: outputs panels*32 .. O-1, stored (I, O%32) at `rest`. */
+static void gemm_tail(int64_t M, const float *const *xs, int64_t I, const float *rest, int64_t O,
                       float *const *ys)
 {
     const int64_t panels = O / 32, tail = O - panels * 32;
-    const float *rest = W + panels * 32 * I;
     for (int64_t m = 0; m < M; m++) {
         const float *x = xs[m];
         float *y = ys[m] + panels * 32;
@@ -93,8 +95,6 @@ static void gemm_tail(int64_t M, const float *const *xs, int64_t I, const float 
  * cycle with a latency of 4: a tile needs >= 4 independent accumulators to keep the FMA
  * unit busy, and as many rows as registers allow to reuse each weight vector loaded. So
  * batches of 4..12 rows run one panel at a time, 2..3 rows two panels, one row four. */
-#include <immintrin.h>
-
 typedef float v16 __attribute__((vector_size(64)));
 
 static inline v16 load16(const float *p) { v16 v; memcpy(&v, p, sizeof v); return v; }
@@ -171,7 +171,7 @@ static void gemm_acc(int64_t M, const float *const *xs, int64_t I, const float *
         for (; p < panels; p++) one_panel[mr](x, I, W, p, y);
         m += mr;
     }
-    if (O % 32) gemm_tail(M, xs, I, W, O, ys);
+    if (O % 32) gemm_tail(M, xs, I, W + panels * 32 * I, O, ys);
 }
 #else
 /* ys[m][0:O] += sum_i xs[m][i] * W[i][0:O] for m < M, W packed by wn_pack (row pointers:
@@ -240,13 +240,172 @@ static void gemm_acc(int64_t M, const float *const *xs, int64_t I, const float *
             store8(y0, a0); store8(y0 + 8, a1); store8(y0 + 16, a2); store8(y0 + 24, a3);
         }
     }
-    if (tail) gemm_tail(M, xs, I, W, O, ys);
+    if (tail) gemm_tail(M, xs, I, W + panels * 32 * I, O, ys);
 }
 #endif
 
-/* The product on its own, for tests: Y (M, O) += X (M, I) @ W, W packed by wn_pack, at most
- * 64 rows per call. */
-void wn_gemm(int64_t M, const float *X, int64_t I, const float *W, int64_t O, float *Y)
+/* bfloat16 products (optional, CPUs with AVX512-BF16: Zen 4, Cooper Lake, Sapphire Rapids
+ * and later). VDPBF16PS multiplies pairs of bf16 values and adds both products to a float32
+ * accumulator: twice the multiply-adds of a float32 FMA per instruction, and half the bytes
+ * of weights to read. Weights and the rows multiplied are rounded to bf16 (8 significant
+ * bits) once; every sum stays float32, and so do everything between the products (gates,
+ * residual sums, the head's softmax and the sampling).
+ *
+ * Layout (wn_pack_bf16): panels of 32 outputs as before, the inputs taken in pairs: panel p
+ * holds (I+1)/2 pair-rows of 32 outputs x 2 inputs, [o][2] interleaved, so one 64-byte load
+ * is 16 outputs of a pair-row; an odd last input is paired with a zero. The O%32 tail stays
+ * float32, (I, O%32), right after the panels. A packed matrix never needs more bytes than its
+ * float32 packing, so a buffer laid out for float32 matrices holds the bf16 ones at the same
+ * offsets. */
+int wn_has_bf16(void)
+{
+#if defined(__AVX512BF16__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* float32 -> bf16, rounding to nearest even (what VCVTNEPS2BF16 does); NaN stays NaN. */
+static inline uint16_t to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+void wn_pack_bf16(int64_t I, int64_t O, const float *W, void *dst)
+{
+    const int64_t panels = O / 32, tail = O - panels * 32, pairs = (I + 1) / 2;
+    uint16_t *d = dst;
+    for (int64_t p = 0; p < panels; p++)
+        for (int64_t q = 0; q < pairs; q++)
+            for (int64_t o = 0; o < 32; o++)
+                for (int64_t h = 0; h < 2; h++) {
+                    const int64_t i = 2 * q + h;
+                    d[((p * pairs + q) * 32 + o) * 2 + h] = i < I ? to_bf16(W[i * O + p * 32 + o]) : 0;
+                }
+    float *rest = (float *)(d + panels * pairs * 64);
+    for (int64_t i = 0; i < I; i++)
+        memcpy(rest + i * tail, W + i * O + panels * 32, tail * sizeof(float));
+}
+
+#if defined(__AVX512BF16__)
+/* Rows of I floats -> rows of (I+1)/2 bf16 pairs (one uint32 each, the even input in the low
+ * half, as VDPBF16PS pairs them). */
+static void rows_to_bf16(int64_t M, const float *const *xs, int64_t I, uint32_t *dst)
+{
+    const int64_t pairs = (I + 1) / 2;
+    for (int64_t r = 0; r < M; r++) {
+        const float *x = xs[r];
+        uint16_t *d = (uint16_t *)(dst + r * pairs);
+        int64_t i = 0;
+        for (; i + 16 <= I; i += 16) {
+            const __m256bh b = _mm512_cvtneps_pbh(_mm512_loadu_ps(x + i));
+            memcpy(d + i, &b, sizeof b);
+        }
+        for (; i < I; i++) d[i] = to_bf16(x[i]);
+        if (I % 2) d[I] = 0;
+    }
+}
+
+/* As tile(): MR rows x NP panels, 2*MR*NP float32 accumulators, over pair-rows. */
+static inline __attribute__((always_inline)) void
+tile_bf(const int MR, const int NP, const uint32_t *const *xb, int64_t pairs, const uint16_t *W,
+        int64_t p0, float *const *ys)
+{
+    __m512 acc[12][4][2];
+    for (int r = 0; r < MR; r++)
+        for (int p = 0; p < NP; p++) {
+            acc[r][p][0] = _mm512_loadu_ps(ys[r] + (p0 + p) * 32);
+            acc[r][p][1] = _mm512_loadu_ps(ys[r] + (p0 + p) * 32 + 16);
+        }
+    for (int64_t q = 0; q < pairs; q++) {
+        __m512bh w[4][2];
+        for (int p = 0; p < NP; p++) {
+            const uint16_t *wp = W + ((p0 + p) * pairs + q) * 64;
+            w[p][0] = (__m512bh)_mm512_loadu_si512(wp);
+            w[p][1] = (__m512bh)_mm512_loadu_si512(wp + 32);
+        }
+        for (int r = 0; r < MR; r++) {
+            const __m512bh v = (__m512bh)_mm512_set1_epi32((int)xb[r][q]);
+            for (int p = 0; p < NP; p++) {
+                acc[r][p][0] = _mm512_dpbf16_ps(acc[r][p][0], v, w[p][0]);
+                acc[r][p][1] = _mm512_dpbf16_ps(acc[r][p][1], v, w[p][1]);
+            }
+        }
+    }
+    for (int r = 0; r < MR; r++)
+        for (int p = 0; p < NP; p++) {
+            _mm512_storeu_ps(ys[r] + (p0 + p) * 32, acc[r][p][0]);
+            _mm512_storeu_ps(ys[r] + (p0 + p) * 32 + 16, acc[r][p][1]);
+        }
+}
+
+typedef void (*tile_bf_fn)(const uint32_t *const *, int64_t, const uint16_t *, int64_t,
+                           float *const *);
+#define TILE_BF(MR, NP)                                                                    \
+    static void tile_bf_##MR##x##NP(const uint32_t *const *xb, int64_t pairs,              \
+                                    const uint16_t *W, int64_t p0, float *const *ys)       \
+    { tile_bf(MR, NP, xb, pairs, W, p0, ys); }
+TILE_BF(1, 1) TILE_BF(2, 1) TILE_BF(3, 1) TILE_BF(4, 1) TILE_BF(5, 1) TILE_BF(6, 1)
+TILE_BF(7, 1) TILE_BF(8, 1) TILE_BF(9, 1) TILE_BF(10, 1) TILE_BF(11, 1) TILE_BF(12, 1)
+TILE_BF(1, 4) TILE_BF(2, 2) TILE_BF(3, 2) TILE_BF(4, 2)
+static const tile_bf_fn one_panel_bf[13] = {
+    NULL, tile_bf_1x1, tile_bf_2x1, tile_bf_3x1, tile_bf_4x1, tile_bf_5x1, tile_bf_6x1,
+    tile_bf_7x1, tile_bf_8x1, tile_bf_9x1, tile_bf_10x1, tile_bf_11x1, tile_bf_12x1};
+
+/* gemm_acc with W packed by wn_pack_bf16: each chunk of rows is rounded to bf16 pairs once
+ * (on the stack: 12 x (I+1)/2 x 4 bytes), then multiplied panel by panel. */
+static void gemm_acc_bf16(int64_t M, const float *const *xs, int64_t I, const void *Wv,
+                          int64_t O, float *const *ys)
+{
+    const uint16_t *W = Wv;
+    const int64_t panels = O / 32, pairs = (I + 1) / 2;
+    const int64_t chunks = (M + 11) / 12;
+    uint32_t xb_rows[12 * pairs];
+    const uint32_t *xb[12];
+    for (int64_t c = 0, m = 0; c < chunks; c++) {
+        const int64_t mr = (M - m) / (chunks - c);
+        rows_to_bf16(mr, xs + m, I, xb_rows);
+        for (int64_t r = 0; r < mr; r++) xb[r] = xb_rows + r * pairs;
+        float *const *y = ys + m;
+        int64_t p = 0;
+        if (mr == 1)
+            for (; p + 4 <= panels; p += 4) tile_bf_1x4(xb, pairs, W, p, y);
+        else if (mr == 2)
+            for (; p + 2 <= panels; p += 2) tile_bf_2x2(xb, pairs, W, p, y);
+        else if (mr == 3)
+            for (; p + 2 <= panels; p += 2) tile_bf_3x2(xb, pairs, W, p, y);
+        else if (mr == 4)
+            for (; p + 2 <= panels; p += 2) tile_bf_4x2(xb, pairs, W, p, y);
+        for (; p < panels; p++) one_panel_bf[mr](xb, pairs, W, p, y);
+        m += mr;
+    }
+    if (O % 32) gemm_tail(M, xs, I, (const float *)(W + panels * pairs * 64), O, ys);
+}
+#endif
+
+/* The model's products: float32, or bf16 when the weights were packed by wn_pack_bf16. */
+static inline void product(int bf16, int64_t M, const float *const *xs, int64_t I,
+                           const float *W, int64_t O, float *const *ys)
+{
+#if defined(__AVX512BF16__)
+    if (bf16) {
+        gemm_acc_bf16(M, xs, I, W, O, ys);
+        return;
+    }
+#endif
+    (void)bf16;
+    gemm_acc(M, xs, I, W, O, ys);
+}
+
+/* The product on its own, for tests: Y (M, O) += X (M, I) @ W, W packed by wn_pack (bf16 = 0)
+ * or wn_pack_bf16 (bf16 = 1, only where wn_has_bf16()), at most 64 rows per call. */
+void wn_gemm(int64_t M, const float *X, int64_t I, const float *W, int64_t O, float *Y,
+             int64_t bf16)
 {
     const float *xs[64];
     float *ys[64];
@@ -254,7 +413,7 @@ void wn_gemm(int64_t M, const float *X, int64_t I, const float *W, int64_t O, fl
         xs[m] = X + m * I;
         ys[m] = Y + m * O;
     }
-    gemm_acc(M < 64 ? M : 64, xs, I, W, O, ys);
+    product((int)bf16, M < 64 ? M : 64, xs, I, W, O, ys);
 }
 
 /* exp(x) to a few ulp for x in [-87, 88], branch-free so that loops over it vectorise (with
@@ -312,12 +471,12 @@ static void fill_past(const wn_model *m, int64_t l, int64_t t, int64_t j, int64_
             ys[q * B + b] = y;
             xs[q * B + b] = cond + ((j + q) * B + b) * m->n_cond;
         }
-    gemm_acc(rows * B, xs, m->n_cond, m->w_cond + l * m->n_cond * G, G, ys);
+    product((int)m->bf16, rows * B, xs, m->n_cond, m->w_cond + l * m->n_cond * G, G, ys);
     for (int64_t c = 0; c + 1 < K; c++) {
         for (int64_t q = 0; q < rows; q++)
             for (int64_t b = 0; b < B; b++)
                 xs[q * B + b] = ring_row(m, l, t + q - (K - 1 - c) * d, b);
-        gemm_acc(rows * B, xs, R, w + c * R * G, G, ys);
+        product((int)m->bf16, rows * B, xs, R, w + c * R * G, G, ys);
     }
 }
 
@@ -383,7 +542,7 @@ int wn_run(const wn_model *m, int64_t t0, int64_t n, const float *cond, const fl
                 xs[b] = ring_row(m, l, t, b);
                 ys[b] = gate + b * G;
             }
-            gemm_acc(B, xs, R, w_now, G, ys);
+            product((int)m->bf16, B, xs, R, w_now, G, ys);
             for (int64_t b = 0; b < B; b++)
                 gated(H, gate + b * G, gate + b * G + H, m->z + (b * L + l) * H);
             if (l + 1 == L) break; /* the last layer's residual output is never used */
@@ -395,7 +554,7 @@ int wn_run(const wn_model *m, int64_t t0, int64_t n, const float *cond, const fl
                 xs[b] = m->z + (b * L + l) * H;
                 ys[b] = y;
             }
-            gemm_acc(B, xs, H, m->w_res + l * H * R, R, ys);
+            product((int)m->bf16, B, xs, H, m->w_res + l * H * R, R, ys);
         }
         /* Head: every layer's skip 1x1 conv as one product, ReLU, 1x1, ReLU, 1x1. */
         for (int64_t b = 0; b < B; b++) {
@@ -403,21 +562,21 @@ int wn_run(const wn_model *m, int64_t t0, int64_t n, const float *cond, const fl
             xs[b] = m->z + b * L * H;
             ys[b] = m->hidden + b * S;
         }
-        gemm_acc(B, xs, L * H, m->w_skip, S, ys);
+        product((int)m->bf16, B, xs, L * H, m->w_skip, S, ys);
         for (int64_t i = 0; i < B * S; i++) m->hidden[i] = m->hidden[i] > 0 ? m->hidden[i] : 0;
         for (int64_t b = 0; b < B; b++) {
             memcpy(m->hidden2 + b * S, m->b_h1, S * sizeof(float));
             xs[b] = m->hidden + b * S;
             ys[b] = m->hidden2 + b * S;
         }
-        gemm_acc(B, xs, S, m->w_h1, S, ys);
+        product((int)m->bf16, B, xs, S, m->w_h1, S, ys);
         for (int64_t i = 0; i < B * S; i++) m->hidden2[i] = m->hidden2[i] > 0 ? m->hidden2[i] : 0;
         for (int64_t b = 0; b < B; b++) {
             memcpy(out + b * m->n_out, m->b_h2, m->n_out * sizeof(float));
             xs[b] = m->hidden2 + b * S;
             ys[b] = out + b * m->n_out;
         }
-        gemm_acc(B, xs, S, m->w_h2, m->n_out, ys);
+        product((int)m->bf16, B, xs, S, m->w_h2, m->n_out, ys);
         for (int64_t b = 0; b < B; b++) {
             const float *o = out + b * m->n_out;
             float value = choose(m, o, gumbel + (j * B + b) * m->n_noise, logistic[j * B + b]);
