@@ -121,10 +121,12 @@ class WaveNetVocoder:
     def __init__(self, path: str | Path, audio: AudioConfig, device: torch.device,
                  temperature: float = 1.0, fold: FoldConfig = UNFOLDED, precision: str = "fp32"):
         if precision == "bf16" and not (device.type == "cpu" and cpu_kernel.has_bf16()):
+            why = (f"generation runs on {device.type}" if device.type != "cpu" else
+                   "the C kernel is disabled or could not be built" if cpu_kernel.load() is None
+                   else "this CPU lacks AVX512-BF16")
             raise VocoderError(
                 "vocoder.precision=bf16 runs in the CPU kernel on CPUs with AVX512-BF16 (AMD "
-                f"Zen 4, Intel Sapphire Rapids and later); not available on {device.type} here: "
-                "use vocoder.precision=fp32")
+                f"Zen 4, Intel Sapphire Rapids and later), and {why}: use vocoder.precision=fp32")
         self.model, cfg, payload, file = load_trained(path, "wavenet", device)
         voc_audio = to_schema(payload["audio"], AudioConfig)
         if voc_audio != audio:
