@@ -136,16 +136,38 @@ tile(const int MR, const int NP, const float *const *xs, int64_t I, const float 
         }
 }
 
-typedef void (*tile_fn)(const float *const *, int64_t, const float *, int64_t, float *const *);
+/* Every tile of one kind of product behind one signature: x the row operands (float rows,
+ * or bf16-pair rows), n their length (inputs, or input pairs), W the packed weights. */
+typedef void (*tile_fn)(const void *const *x, int64_t n, const void *W, int64_t p0,
+                        float *const *ys);
+typedef struct {
+    tile_fn one[13];                   /* [mr]: mr rows x 1 panel */
+    tile_fn wide1, wide2, wide3, wide4;  /* 1 x 4, 2 x 2, 3 x 2 and 4 x 2 panels */
+} tile_set;
+
+/* One chunk of mr <= 12 rows over every panel: few rows take several panels per tile (more
+ * independent accumulators), then single panels for what is left. */
+static void run_tiles(const tile_set *t, int64_t mr, const void *const *x, int64_t n,
+                      const void *W, int64_t panels, float *const *y)
+{
+    const tile_fn wide[5] = {NULL, t->wide1, t->wide2, t->wide3, t->wide4};
+    const int64_t step = mr == 1 ? 4 : 2;
+    int64_t p = 0;
+    if (mr <= 4)
+        for (; p + step <= panels; p += step) wide[mr](x, n, W, p, y);
+    for (; p < panels; p++) t->one[mr](x, n, W, p, y);
+}
+
 #define TILE(MR, NP)                                                                       \
-    static void tile_##MR##x##NP(const float *const *xs, int64_t I, const float *W,        \
+    static void tile_##MR##x##NP(const void *const *x, int64_t I, const void *W,           \
                                  int64_t p0, float *const *ys)                             \
-    { tile(MR, NP, xs, I, W, p0, ys); }
+    { tile(MR, NP, (const float *const *)x, I, W, p0, ys); }
 TILE(1, 1) TILE(2, 1) TILE(3, 1) TILE(4, 1) TILE(5, 1) TILE(6, 1) TILE(7, 1) TILE(8, 1)
 TILE(9, 1) TILE(10, 1) TILE(11, 1) TILE(12, 1) TILE(1, 4) TILE(2, 2) TILE(3, 2) TILE(4, 2)
-static const tile_fn one_panel[13] = {
-    NULL, tile_1x1, tile_2x1, tile_3x1, tile_4x1, tile_5x1, tile_6x1, tile_7x1, tile_8x1,
-    tile_9x1, tile_10x1, tile_11x1, tile_12x1};
+static const tile_set f32_tiles = {
+    {NULL, tile_1x1, tile_2x1, tile_3x1, tile_4x1, tile_5x1, tile_6x1, tile_7x1, tile_8x1,
+     tile_9x1, tile_10x1, tile_11x1, tile_12x1},
+    tile_1x4, tile_2x2, tile_3x2, tile_4x2};
 
 /* ys[m][0:O] += sum_i xs[m][i] * W[i][0:O] for m < M, W packed by wn_pack (row pointers:
  * rows need not be evenly spaced). Rows go in balanced chunks of at most 12 (16 rows: two of
@@ -157,18 +179,7 @@ static void gemm_acc(int64_t M, const float *const *xs, int64_t I, const float *
     const int64_t chunks = (M + 11) / 12;
     for (int64_t c = 0, m = 0; c < chunks; c++) {
         const int64_t mr = (M - m) / (chunks - c);  /* balanced: sizes differ by at most 1 */
-        const float *const *x = xs + m;
-        float *const *y = ys + m;
-        int64_t p = 0;
-        if (mr == 1)
-            for (; p + 4 <= panels; p += 4) tile_1x4(x, I, W, p, y);
-        else if (mr == 2)
-            for (; p + 2 <= panels; p += 2) tile_2x2(x, I, W, p, y);
-        else if (mr == 3)
-            for (; p + 2 <= panels; p += 2) tile_3x2(x, I, W, p, y);
-        else if (mr == 4)
-            for (; p + 2 <= panels; p += 2) tile_4x2(x, I, W, p, y);
-        for (; p < panels; p++) one_panel[mr](x, I, W, p, y);
+        run_tiles(&f32_tiles, mr, (const void *const *)(xs + m), I, W, panels, ys + m);
         m += mr;
     }
     if (O % 32) gemm_tail(M, xs, I, W + panels * 32 * I, O, ys);
@@ -344,18 +355,17 @@ tile_bf(const int MR, const int NP, const uint32_t *const *xb, int64_t pairs, co
         }
 }
 
-typedef void (*tile_bf_fn)(const uint32_t *const *, int64_t, const uint16_t *, int64_t,
-                           float *const *);
 #define TILE_BF(MR, NP)                                                                    \
-    static void tile_bf_##MR##x##NP(const uint32_t *const *xb, int64_t pairs,              \
-                                    const uint16_t *W, int64_t p0, float *const *ys)       \
-    { tile_bf(MR, NP, xb, pairs, W, p0, ys); }
+    static void tile_bf_##MR##x##NP(const void *const *x, int64_t pairs, const void *W,    \
+                                    int64_t p0, float *const *ys)                          \
+    { tile_bf(MR, NP, (const uint32_t *const *)x, pairs, W, p0, ys); }
 TILE_BF(1, 1) TILE_BF(2, 1) TILE_BF(3, 1) TILE_BF(4, 1) TILE_BF(5, 1) TILE_BF(6, 1)
 TILE_BF(7, 1) TILE_BF(8, 1) TILE_BF(9, 1) TILE_BF(10, 1) TILE_BF(11, 1) TILE_BF(12, 1)
 TILE_BF(1, 4) TILE_BF(2, 2) TILE_BF(3, 2) TILE_BF(4, 2)
-static const tile_bf_fn one_panel_bf[13] = {
-    NULL, tile_bf_1x1, tile_bf_2x1, tile_bf_3x1, tile_bf_4x1, tile_bf_5x1, tile_bf_6x1,
-    tile_bf_7x1, tile_bf_8x1, tile_bf_9x1, tile_bf_10x1, tile_bf_11x1, tile_bf_12x1};
+static const tile_set bf16_tiles = {
+    {NULL, tile_bf_1x1, tile_bf_2x1, tile_bf_3x1, tile_bf_4x1, tile_bf_5x1, tile_bf_6x1,
+     tile_bf_7x1, tile_bf_8x1, tile_bf_9x1, tile_bf_10x1, tile_bf_11x1, tile_bf_12x1},
+    tile_bf_1x4, tile_bf_2x2, tile_bf_3x2, tile_bf_4x2};
 
 /* gemm_acc with W packed by wn_pack_bf16: each chunk of rows is rounded to bf16 pairs once
  * (on the stack: 12 x (I+1)/2 x 4 bytes), then multiplied panel by panel. */
@@ -371,17 +381,7 @@ static void gemm_acc_bf16(int64_t M, const float *const *xs, int64_t I, const vo
         const int64_t mr = (M - m) / (chunks - c);
         rows_to_bf16(mr, xs + m, I, xb_rows);
         for (int64_t r = 0; r < mr; r++) xb[r] = xb_rows + r * pairs;
-        float *const *y = ys + m;
-        int64_t p = 0;
-        if (mr == 1)
-            for (; p + 4 <= panels; p += 4) tile_bf_1x4(xb, pairs, W, p, y);
-        else if (mr == 2)
-            for (; p + 2 <= panels; p += 2) tile_bf_2x2(xb, pairs, W, p, y);
-        else if (mr == 3)
-            for (; p + 2 <= panels; p += 2) tile_bf_3x2(xb, pairs, W, p, y);
-        else if (mr == 4)
-            for (; p + 2 <= panels; p += 2) tile_bf_4x2(xb, pairs, W, p, y);
-        for (; p < panels; p++) one_panel_bf[mr](xb, pairs, W, p, y);
+        run_tiles(&bf16_tiles, mr, (const void *const *)xb, pairs, W, panels, ys + m);
         m += mr;
     }
     if (O % 32) gemm_tail(M, xs, I, (const float *)(W + panels * pairs * 64), O, ys);
