@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +14,13 @@ import torch
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLE = SHARED / "data" / "ljspeech-sample" / "LJSpeech-1.1"
 TEXTS = SHARED / "data" / "ljspeech-texts"
+
+# A shell without job control starts a background job (`cmd &`, nohup ... &) with SIGINT
+# ignored, and an ignored signal stays ignored in every process started from there: Python
+# then installs no KeyboardInterrupt handler, and the Ctrl-C tests (in this process and in
+# the CLI processes they start) would see their SIGINT vanish. Take it back for the suite.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 requires_sample = pytest.mark.skipif(
     not (SAMPLE / "metadata.csv").is_file(), reason=f"LJSpeech sample not found at {SAMPLE}"
