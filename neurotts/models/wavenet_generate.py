@@ -215,7 +215,7 @@ def generate(
     count, at most one per utterance); the audio does not depend on it. ``precision``:
     "fp32", or "bf16" (the C kernel only, on CPUs with AVX512-BF16: weights and the rows
     they multiply rounded to bfloat16, sums and everything between the products in
-    float32; about 1.4x faster, and the samples drawn differ from fp32's).
+    float32; about 1.7x faster, and the samples drawn differ from fp32's).
     """
     mode, lib = _backend(model, mels, mode, precision)
     if mels.device.type != "cpu":
