@@ -29,14 +29,6 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.text import Text
 
 from neurotts.audit.config import AuditConfig
@@ -45,7 +37,13 @@ from neurotts.audit.report import AuditSummary, write_report
 from neurotts.audit.scoring import Record, add_corpus_measures, score_clips
 from neurotts.config import ConfigError, to_dict
 from neurotts.data.ljspeech import Reject, Row, read_metadata
-from neurotts.data.prepare import JOURNAL, end_journal_line, read_journal, resolve_root
+from neurotts.data.prepare import (
+    JOURNAL,
+    clip_progress,
+    end_journal_line,
+    read_journal,
+    resolve_root,
+)
 from neurotts.evaluation.asr import import_optional, normalize_text, to_asr_pcm
 from neurotts.files import atomic_write_text
 from neurotts.text.frontend import TextError, TextFrontend, TextWarning
@@ -124,14 +122,6 @@ def _recognise(item: tuple[str, str, str]) -> tuple[str, Record]:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _progress(label: str) -> Progress:
-    return Progress(
-        TextColumn(f"[bold]audit: {label}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-        TimeRemainingColumn(),
-    )
-
-
 @contextmanager
 def _pool(cfg: AuditConfig, n_items: int) -> Iterator[Callable[..., Iterator[Any]]]:
     """``imap_unordered`` over one worker per core (or in this process for one worker)."""
@@ -187,7 +177,7 @@ def _run_stage(label: str, fn: Callable[[Any], Any], items: list[Any], cfg: Audi
     """Map ``fn`` over ``items`` in the pool with a progress bar; ``on_result`` journals a
     result and returns the seconds of audio it covered (for the rate shown)."""
     t0, seconds = time.perf_counter(), 0.0
-    with _progress(label) as bar, _pool(cfg, len(items)) as imap:
+    with clip_progress(f"audit: {label}") as bar, _pool(cfg, len(items)) as imap:
         task = bar.add_task(label, total=len(items), rate="")
         for result in imap(fn, items):
             seconds += on_result(result)
@@ -247,7 +237,7 @@ def _acoustic_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal, consol
     if not todo:
         return
     t0, seconds = time.perf_counter(), 0.0
-    with _progress("acoustic") as bar:
+    with clip_progress("audit: acoustic") as bar:
         task = bar.add_task("acoustic", total=len(todo), rate="")
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]

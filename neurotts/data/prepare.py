@@ -193,9 +193,11 @@ def _encode_texts(rows: list[Row], fe: TextFrontend, metadata: str
     return encoded, rejects, tally
 
 
-def _progress() -> Progress:
+def clip_progress(label: str) -> Progress:
+    """The bar of a pass over a corpus's clips (prepare, audit): ``label`` in bold, count,
+    the task's ``rate`` field (e.g. "120x real time"), elapsed time and ETA."""
     return Progress(
-        TextColumn("prepare", style="bold"), BarColumn(), MofNCompleteColumn(),
+        TextColumn(label, style="bold"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
         TimeRemainingColumn(),
     )
@@ -212,7 +214,7 @@ def _run_audio(todo: list[Row], cfg: PrepareConfig, out: Path, done: dict[str, d
     items = [(r.id, str(r.wav)) for r in todo]
     init_args = (cfg.audio, str(out), cfg.save_audio)
     t0, audio_s = time.perf_counter(), 0.0
-    with _progress() as bar, open(out / JOURNAL, "a+", encoding="utf-8") as journal:
+    with clip_progress("prepare") as bar, open(out / JOURNAL, "a+", encoding="utf-8") as journal:
         end_journal_line(journal)
         task = bar.add_task("prepare", total=len(items), rate="")
         if workers == 1:
