@@ -37,8 +37,9 @@ from neurotts.models.wavenet import WaveNet, dilations, draw_noise, pick_sample,
 from neurotts.models.wavenet_kernel import KernelGroup
 from neurotts.models.wavenet_steps import CachedStep, GraphedStep, run_block
 
-# Upper bound on the floats in one block of precomputed conditioning (128 MiB in fp32).
-_COND_BLOCK_FLOATS = 32 * 2**20
+# Upper bound on the floats one block of per-step inputs holds: the conditioning as the step
+# reads it and the sampling noise (128 MiB in fp32).
+_BLOCK_FLOATS = 32 * 2**20
 
 
 @dataclass
@@ -150,9 +151,11 @@ def generate_naive(
 
 
 def _block_size(batch: int, width: int, steps: int, multiple: int) -> int:
-    """Steps per block of precomputed conditioning, bounded in memory, and a multiple of the
-    largest dilation when there are enough steps (so no amortised window straddles blocks)."""
-    block = max(1, min(steps, 2048, max(64, _COND_BLOCK_FLOATS // (batch * width))))
+    """Steps per block of per-step inputs (``width`` floats per step and utterance), bounded
+    in memory, and a multiple of the largest dilation when there are enough steps (so no
+    amortised window straddles blocks). The audio does not depend on it: the noise is one
+    stream however it is cut."""
+    block = max(1, min(steps, 2048, max(64, _BLOCK_FLOATS // (batch * width))))
     return block if block < multiple else block // multiple * multiple
 
 
@@ -224,8 +227,12 @@ def generate(
         lengths, steps = _lengths(model, mels, mel_lengths, max_samples)
         cond = model.upsample(mels, mel_lengths)[..., :steps]  # (B, C_cond, steps)
         batch = mels.shape[0]
-        block = _block_size(batch, model.cfg.layers * model.cfg.gate_channels, steps,
-                            max(dilations(model.cfg)))
+        # Per step and utterance: the kernel reads the upsampled conditioning (it projects it
+        # itself), the torch steps every layer's projection; both read the noise.
+        cfg = model.cfg
+        cond_width = cfg.cond_channels if mode == "kernel" else cfg.layers * cfg.gate_channels
+        noise_width = (cfg.mu_law_channels if cfg.output == "mulaw" else cfg.n_mixtures) + 1
+        block = _block_size(batch, cond_width + noise_width, steps, max(dilations(cfg)))
         if mode == "kernel":
             threads = max(1, min(batch, kernel_threads or torch.get_num_threads()))
             cache = KernelGroup(lib, model, batch, max(steps, 1), block, record, threads,
