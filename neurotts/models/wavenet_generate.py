@@ -181,7 +181,7 @@ def _backend(model: WaveNet, mels: torch.Tensor, mode: str, precision: str
     if mode == "kernel" and lib is None:
         raise ValueError("mode='kernel': the CPU kernel could not be built or is disabled "
                          "(see the warning above, or NEUROTTS_CPU_KERNEL)")
-    if precision == "bf16" and (mode != "kernel" or not lib.wn_has_bf16()):
+    if precision == "bf16" and (mode != "kernel" or not cpu_kernel.has_bf16()):
         raise ValueError(f"precision='bf16' runs in the C kernel on CPUs with AVX512-BF16; "
                          f"this generation runs mode={mode!r}"
                          + (" on a CPU without it" if mode == "kernel" else ""))
