@@ -21,11 +21,13 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from neurotts.errors import UserError
+
 if TYPE_CHECKING:
     from neurotts.config import AudioConfig
 
 
-class AudioError(ValueError):
+class AudioError(UserError, ValueError):
     """An audio file that cannot be used; the message names the file."""
 
 

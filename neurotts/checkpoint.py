@@ -44,6 +44,7 @@ from typing import Any
 import torch
 
 from neurotts.config import AudioConfig, to_schema
+from neurotts.errors import UserError
 from neurotts.files import atomic_write_bytes, fsync_dir
 from neurotts.models.registry import DataSpec, build_model, model_config
 
@@ -52,7 +53,7 @@ VERSION = 1
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that cannot be used; the message names the file."""
 
 

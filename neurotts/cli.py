@@ -37,6 +37,7 @@ from neurotts.config import (
     to_yaml,
     value_choices,
 )
+from neurotts.errors import UserError
 
 app = typer.Typer(
     name="neurotts",
@@ -198,12 +199,19 @@ def warn(message: str) -> None:
 
 
 @contextmanager
-def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
-    """Turn the expected error types into a one-line message and exit code 2."""
+def user_errors() -> Iterator[None]:
+    """Turn a :class:`UserError` into its one line and its exit code. Under torchrun an error
+    raised alike on every rank (``every_rank``) is printed by rank 0 alone."""
     try:
         yield
-    except (ConfigError, *kinds) as exc:
-        raise fail(str(exc)) from None
+    except UserError as exc:
+        # (on_every_rank: the training loop's run-time mark, to become class metadata)
+        if (exc.every_rank or getattr(exc, "on_every_rank", False)) and os.environ.get("RANK", "0") != "0":
+            raise typer.Exit(exc.exit_code) from None
+        if exc.label is None:
+            err.print(str(exc), soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        raise fail(str(exc), exc.exit_code) from None
 
 
 def load(name: str, schema: type[T], overrides: list[str] | None, config_dir: Path | None,
@@ -224,24 +232,19 @@ def load(name: str, schema: type[T], overrides: list[str] | None, config_dir: Pa
 def prepare(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: ConfigDir = None) -> None:
     """Turn an LJSpeech-layout corpus into a feature store (mels, audio, manifest, splits)."""
     from neurotts.data import prepare as prep
-    from neurotts.data.ljspeech import DatasetError
 
     config = load("prepare", PrepareConfig, overrides, config_dir, cfg)
-    try:
+    with user_errors():
         prep.run(config, err)
-    except (ConfigError, DatasetError) as exc:
-        raise fail(str(exc)) from None
-    except prep.PrepareError as exc:
-        raise fail(str(exc), code=1) from None
 
 
 @app.command(cls=HelpCommand)
 def download(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: ConfigDir = None) -> None:
     """Fetch LJSpeech-1.1 into data.download_dir (checksum-verified, resumable, safe extract)."""
-    from neurotts.data.ljspeech import DatasetError, download_ljspeech
+    from neurotts.data.ljspeech import download_ljspeech
 
     config = load("prepare", PrepareConfig, [*(overrides or []), "out=-"], config_dir, cfg)
-    with user_errors(DatasetError):
+    with user_errors():
         root = download_ljspeech(config.data.url, config.data.sha256,
                                  Path(config.data.download_dir).expanduser())
     err.print(f"LJSpeech is in {root}")
@@ -268,11 +271,11 @@ def text(
     config_dir: ConfigDir = None,
 ) -> None:
     """Show what the text frontend makes of SENTENCE: normalised text, symbols, ids."""
-    from neurotts.text.frontend import TextError, TextFrontend, TextReport, dropped_message
+    from neurotts.text.frontend import TextFrontend, TextReport, dropped_message
 
     config = load("prepare", PrepareConfig, [*(overrides or []), "out=-"], config_dir, cfg)
     report = TextReport()
-    with user_errors(TextError):
+    with user_errors():
         normalized, symbols, ids = TextFrontend(config.text).encode(sentence, report)
     typer.echo(normalized)
     # Symbols are shown space-separated, so the space symbol itself is shown as "|".
@@ -290,11 +293,8 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
 
     Under `torchrun --nproc_per_node=N` the same command trains with DDP.
     """
-    from neurotts.checkpoint import CheckpointError
-    from neurotts.data.store import StoreError
     from neurotts.training.config import load_train_config, show_train_config
     from neurotts.training.loop import train as run_training
-    from neurotts.training.state import TrainingError, TrainingInterrupted
 
     if cfg:
         with user_errors():
@@ -305,17 +305,8 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
         raise typer.Exit(0)
     with user_errors():
         config = load_train_config(overrides or [], config_dir)
-    try:
+    with user_errors():
         run_training(config, err)
-    except (ConfigError, StoreError, CheckpointError, TrainingError) as exc:
-        code = 1 if isinstance(exc, TrainingError) else 2
-        if getattr(exc, "on_every_rank", False) and os.environ.get("RANK", "0") != "0":
-            raise typer.Exit(code) from None  # under torchrun: rank 0 prints it, once
-        raise fail(str(exc), code) from None
-    except TrainingInterrupted as exc:
-        if os.environ.get("RANK", "0") == "0":  # under torchrun, one message
-            err.print(str(exc), soft_wrap=True)
-        raise typer.Exit(128 + exc.signal_number) from None
 
 
 @app.command(cls=HelpCommand)
@@ -332,10 +323,8 @@ def synth(
     config_dir: ConfigDir = None,
 ) -> None:
     """Speak TEXT (or each line of --input) with a trained acoustic model and a vocoder."""
-    from neurotts.checkpoint import CheckpointError
-    from neurotts.synthesis import SynthConfig, SynthesisError, SynthesisIncomplete
+    from neurotts.synthesis import SynthConfig
     from neurotts.synthesis import run as run_synth
-    from neurotts.vocoders import VocoderError
 
     if input_file is not None and sentence is not None:
         # With --input every positional argument is an override (`--input f.txt max_chars=80`).
@@ -347,10 +336,8 @@ def synth(
     config = load("synth", SynthConfig, [*(overrides or []), *extra], config_dir, cfg,
                   how={"acoustic": "--acoustic RUN"})
     try:
-        with user_errors(SynthesisError, CheckpointError, VocoderError):
+        with user_errors():
             run_synth(config, err)
-    except SynthesisIncomplete as exc:
-        raise fail(str(exc), code=1) from None
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -366,20 +353,14 @@ def evaluate(
     config_dir: ConfigDir = None,
 ) -> None:
     """Synthesise a split (or texts=long|FILE) and report MCD, F0, attention health, WER/CER, RTF."""
-    from neurotts.checkpoint import CheckpointError
-    from neurotts.data.store import StoreError
-    from neurotts.evaluation.asr import MissingDependencyError
-    from neurotts.evaluation.run import EvalConfig, EvalError
+    from neurotts.evaluation.run import EvalConfig
     from neurotts.evaluation.run import run as run_eval
-    from neurotts.synthesis import SynthesisError
-    from neurotts.vocoders import VocoderError
 
     extra = [f"acoustic=[{','.join(hydra_quote(a) for a in acoustic)}]"] if acoustic else []
     extra += [f"vocoder.path={hydra_quote(vocoder)}"] if vocoder else []
     config = load("eval", EvalConfig, [*(overrides or []), *extra], config_dir, cfg,
                   how={"acoustic": "--acoustic RUN", "out": "out=DIR"})
-    with user_errors(SynthesisError, EvalError, StoreError, MissingDependencyError,
-                     CheckpointError, VocoderError):
+    with user_errors():
         run_eval(config, err)
 
 
@@ -394,21 +375,13 @@ def audit(
 ) -> None:
     """Find the clips of data.root that would hurt training: audit.tsv, exclude.txt, audit.md in out=DIR."""
     from neurotts.audit.config import AuditConfig
-    from neurotts.audit.run import AuditError
     from neurotts.audit.run import run as run_audit
-    from neurotts.checkpoint import CheckpointError
-    from neurotts.data.ljspeech import DatasetError
-    from neurotts.evaluation.asr import MissingDependencyError
-    from neurotts.synthesis import SynthesisError
 
     extra = [f"acoustic={hydra_quote(acoustic)}"] if acoustic else []
     config = load("audit", AuditConfig, [*(overrides or []), *extra], config_dir, cfg,
                   how={"data.root": "data.root=DIR", "out": "out=DIR"})
-    try:
-        with user_errors(DatasetError, SynthesisError, MissingDependencyError, CheckpointError):
-            run_audit(config, err)
-    except AuditError as exc:
-        raise fail(str(exc), code=1) from None
+    with user_errors():
+        run_audit(config, err)
 
 
 def main(argv: list[str] | None = None) -> None:

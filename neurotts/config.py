@@ -35,6 +35,7 @@ from omegaconf.errors import (
     OmegaConfBaseException,
 )
 
+from neurotts.errors import UserError
 from neurotts.text.frontend import TextConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -42,7 +43,7 @@ CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem the user can fix; the message is one line."""
 
 

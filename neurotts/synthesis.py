@@ -29,6 +29,7 @@ from rich.text import Text
 from neurotts.audio import MelNorm, save_wav
 from neurotts.checkpoint import load_trained
 from neurotts.config import AudioConfig, ConfigError, constrained, to_schema
+from neurotts.errors import IncompleteError, UserError
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, decoder_lengths
 from neurotts.text.chunking import split_text
 from neurotts.text.frontend import TextConfig, TextError, TextFrontend, TextReport, dropped_message
@@ -52,11 +53,11 @@ class SynthConfig:
     batch_size: int = constrained(ge=1)
 
 
-class SynthesisError(ValueError):
+class SynthesisError(UserError, ValueError):
     """A problem the user can fix (wrong checkpoint kind, mismatched settings, no text)."""
 
 
-class SynthesisIncomplete(RuntimeError):
+class SynthesisIncomplete(IncompleteError, RuntimeError):
     """Some inputs could not be synthesised or written; every other input's file was written.
     The message lists the failed lines."""
 

@@ -24,6 +24,7 @@ from omegaconf import MISSING
 from neurotts.audio import MelNorm, mel_filterbank
 from neurotts.checkpoint import load_trained
 from neurotts.config import AudioConfig, constrained, did_you_mean, to_schema
+from neurotts.errors import UserError
 from neurotts.models import cpu_kernel
 from neurotts.models.fold_config import PRECISIONS, UNFOLDED, FoldConfig
 from neurotts.models.wavenet_fold import generate_configured
@@ -83,7 +84,7 @@ class GriffinLimVocoder(torch.nn.Module):
         return wav * torch.clamp(0.95 / peak, max=1.0)
 
 
-class VocoderError(ValueError):
+class VocoderError(UserError, ValueError):
     """A vocoder that cannot be used with this acoustic model; the message says why."""
 
 

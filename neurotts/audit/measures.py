@@ -23,11 +23,12 @@ import numpy as np
 import soundfile as sf
 
 from neurotts.config import constrained
+from neurotts.errors import UserError
 
 DIGITAL_SILENCE_DB = -120.0  # the level given to an all-zero frame (log of 0 is not a number)
 
 
-class ClipError(ValueError):
+class ClipError(UserError, ValueError):
     """A file that cannot be read as audio; the message names it."""
 
 

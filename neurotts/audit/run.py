@@ -44,6 +44,7 @@ from neurotts.data.prepare import (
     read_journal,
     resolve_root,
 )
+from neurotts.errors import IncompleteError
 from neurotts.evaluation.asr import import_optional, normalize_text, to_asr_pcm
 from neurotts.files import atomic_write_text
 from neurotts.text.frontend import TextError, TextFrontend, TextWarning
@@ -53,7 +54,7 @@ from neurotts.text.symbols import LETTERS, is_phone_symbol
 MEASURES_VERSION = 2
 
 
-class AuditError(RuntimeError):
+class AuditError(IncompleteError, RuntimeError):
     """The corpus cannot be audited at all (no rows, no readable clip)."""
 
 

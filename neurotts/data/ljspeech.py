@@ -25,8 +25,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from neurotts.errors import UserError
 
-class DatasetError(RuntimeError):
+
+class DatasetError(UserError, RuntimeError):
     """A corpus that cannot be used at all (missing folder, failed download, bad archive)."""
 
 

@@ -47,6 +47,7 @@ from neurotts.data.splits import (
     split_sizes,
 )
 from neurotts.data.store import SPLITS, Utterance, describe, utterance_record
+from neurotts.errors import IncompleteError
 from neurotts.files import atomic_save_npy, atomic_write_text
 from neurotts.text.frontend import TextError, TextFrontend, TextReport, dropped_message
 
@@ -54,7 +55,7 @@ JOURNAL = ".progress.jsonl"
 T = TypeVar("T")
 
 
-class PrepareError(RuntimeError):
+class PrepareError(IncompleteError, RuntimeError):
     """The run cannot produce a usable store (nothing kept, or strict mode saw rejects)."""
 
 

