@@ -26,8 +26,9 @@ import soundfile as sf
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from neurotts.audio import fit_to_hop, load_wav, log_mel, trim_silence
-from neurotts.config import AudioConfig, PrepareConfig, load_config
+from neurotts.audio import AudioConfig, fit_to_hop, load_wav, log_mel, trim_silence
+from neurotts.config import load_config
+from neurotts.data.config import PrepareConfig
 from neurotts.models.alignment import AlignmentMetrics, AlignmentThresholds, alignment_metrics
 from neurotts.models.registry import ALIGNMENT_PROBE_TACOTRON2, shipped_model_config
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, tacotron2_loss

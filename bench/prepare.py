@@ -68,8 +68,9 @@ def main() -> int:
         print(f"error: {args.corpus}: no LJSpeech corpus there", file=sys.stderr)
         return 1
 
-    from neurotts.config import PrepareConfig, load_config
+    from neurotts.config import load_config
     from neurotts.data import prepare
+    from neurotts.data.config import PrepareConfig
 
     seconds = corpus_seconds(args.corpus, args.limit)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,6 @@
 """Audio frontend: wav/flac I/O, mono mix, resampling, silence trimming, log-mel and mu-law.
 
-One :class:`~neurotts.config.AudioConfig` drives all of it. Log-mels are computed with
+One :class:`AudioConfig` drives all of it (the store's, a checkpoint's, a vocoder's). Log-mels are computed with
 torchaudio transforms (Slaney mel scale and norm, magnitude spectrogram, clamp before log), so
 the CPU and GPU paths are the same code and match ``librosa.feature.melspectrogram`` with
 ``power=1, htk=False, norm="slaney", center=True, pad_mode="reflect"``.
@@ -13,18 +13,34 @@ extra frame for the sample at ``n_samples``, which belongs to the next hop; it i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.functional as AF
+from omegaconf import MISSING
 
+from neurotts.config import constrained
 from neurotts.errors import UserError
 
-if TYPE_CHECKING:
-    from neurotts.config import AudioConfig
+
+@dataclass
+class AudioConfig:
+    """Signal-processing settings. Values come only from ``configs/audio/*.yaml``."""
+
+    sample_rate: int = constrained(ge=1)
+    n_fft: int = constrained(ge=1)
+    hop_length: int = constrained(ge=1)
+    win_length: int = constrained(ge=1)
+    n_mels: int = constrained(ge=1)
+    fmin: float = constrained(ge=0)
+    fmax: float | None = constrained(gt=0)
+    log_floor: float = constrained(gt=0)
+    trim_silence: bool = MISSING
+    trim_top_db: float = constrained(gt=0)
+    max_duration: float = constrained(gt=0)
 
 
 class AudioError(UserError, ValueError):

@@ -43,7 +43,8 @@ from typing import Any
 
 import torch
 
-from neurotts.config import AudioConfig, to_schema
+from neurotts.audio import AudioConfig
+from neurotts.config import to_schema
 from neurotts.errors import UserError
 from neurotts.files import atomic_write_bytes, fsync_dir
 from neurotts.models.registry import DataSpec, build_model, model_config

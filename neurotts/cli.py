@@ -29,7 +29,6 @@ from typer.core import TyperCommand
 from neurotts.config import (
     ConfigError,
     MissingValueError,
-    PrepareConfig,
     config_groups,
     hydra_quote,
     load_config,
@@ -37,6 +36,7 @@ from neurotts.config import (
     to_yaml,
     value_choices,
 )
+from neurotts.data.config import PrepareConfig
 from neurotts.errors import UserError
 
 app = typer.Typer(

@@ -20,7 +20,7 @@ import difflib
 import re
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import field, fields, is_dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
@@ -36,7 +36,6 @@ from omegaconf.errors import (
 )
 
 from neurotts.errors import UserError
-from neurotts.text.frontend import TextConfig
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
@@ -141,71 +140,6 @@ def value_choices(schema: type, prefix: str = "") -> list[tuple[str, tuple[str, 
         elif "choices" in f.metadata:
             out.append((f"{prefix}{f.name}", f.metadata["choices"]))
     return out
-
-
-SPLIT_METHODS = ("hash", "standard", "lists")
-
-
-@dataclass
-class AudioConfig:
-    """Signal-processing settings. Values come only from ``configs/audio/*.yaml``."""
-
-    sample_rate: int = constrained(ge=1)
-    n_fft: int = constrained(ge=1)
-    hop_length: int = constrained(ge=1)
-    win_length: int = constrained(ge=1)
-    n_mels: int = constrained(ge=1)
-    fmin: float = constrained(ge=0)
-    fmax: float | None = constrained(gt=0)
-    log_floor: float = constrained(gt=0)
-    trim_silence: bool = MISSING
-    trim_top_db: float = constrained(gt=0)
-    max_duration: float = constrained(gt=0)
-
-
-@dataclass
-class SplitAutoConfig:
-    """How val/test sizes left unset (null) scale with the number of usable utterances."""
-
-    val_max: int = constrained(ge=0)
-    test_max: int = constrained(ge=0)
-    val_fraction: float = constrained(ge=0, lt=1)
-    test_fraction: float = constrained(ge=0, lt=1)
-
-
-@dataclass
-class SplitConfig:
-    method: str = constrained(choices=SPLIT_METHODS)
-    val_size: int | None = constrained(ge=0)  # method=hash; None: scaled by ``auto``
-    test_size: int | None = constrained(ge=0)
-    auto: SplitAutoConfig = field(default_factory=SplitAutoConfig)
-    train_list: str | None = None
-    val_list: str | None = None
-    test_list: str | None = None
-
-
-@dataclass
-class DataConfig:
-    name: str = MISSING
-    root: str | None = None
-    download: bool = False
-    download_dir: str = MISSING
-    url: str = MISSING
-    sha256: str = MISSING
-    metadata: str = MISSING
-    exclude: str | None = None  # file of ids to leave out (one a line, # comments)
-    split: SplitConfig = field(default_factory=SplitConfig)
-
-
-@dataclass
-class PrepareConfig:
-    audio: AudioConfig = field(default_factory=AudioConfig)
-    text: TextConfig = field(default_factory=TextConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    out: str = MISSING
-    num_workers: int = constrained(ge=0)  # 0: one per CPU core
-    strict: bool = MISSING
-    save_audio: bool = MISSING
 
 
 def hydra_quote(value: str) -> str:

@@ -26,9 +26,9 @@ from omegaconf import MISSING
 from rich.console import Console
 from rich.text import Text
 
-from neurotts.audio import MelNorm, save_wav
+from neurotts.audio import AudioConfig, MelNorm, save_wav
 from neurotts.checkpoint import load_trained
-from neurotts.config import AudioConfig, ConfigError, constrained, to_schema
+from neurotts.config import ConfigError, constrained, to_schema
 from neurotts.errors import IncompleteError, UserError
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, decoder_lengths
 from neurotts.text.chunking import split_text

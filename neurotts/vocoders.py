@@ -21,9 +21,9 @@ import torch
 import torchaudio.functional as AF
 from omegaconf import MISSING
 
-from neurotts.audio import MelNorm, mel_filterbank
+from neurotts.audio import AudioConfig, MelNorm, mel_filterbank
 from neurotts.checkpoint import load_trained
-from neurotts.config import AudioConfig, constrained, did_you_mean, to_schema
+from neurotts.config import constrained, did_you_mean, to_schema
 from neurotts.errors import UserError
 from neurotts.models import cpu_kernel
 from neurotts.models.fold_config import PRECISIONS, UNFOLDED, FoldConfig

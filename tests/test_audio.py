@@ -21,7 +21,8 @@ from neurotts.audio import (
     save_wav,
     trim_silence,
 )
-from neurotts.config import PrepareConfig, load_config
+from neurotts.config import load_config
+from neurotts.data.config import PrepareConfig
 from tests.conftest import speechlike
 
 

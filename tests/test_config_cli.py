@@ -14,14 +14,8 @@ from omegaconf import OmegaConf
 from typer.testing import CliRunner
 
 from neurotts.cli import app
-from neurotts.config import (
-    CONFIG_DIR,
-    ConfigError,
-    PrepareConfig,
-    constrained,
-    load_config,
-    to_schema,
-)
+from neurotts.config import CONFIG_DIR, ConfigError, constrained, load_config, to_schema
+from neurotts.data.config import PrepareConfig
 
 runner = CliRunner()
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from neurotts.config import PrepareConfig, load_config
+from neurotts.config import load_config
 from neurotts.data import prepare
+from neurotts.data.config import PrepareConfig
 from neurotts.data.ljspeech import DatasetError, download_ljspeech
 
 

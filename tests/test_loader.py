@@ -14,8 +14,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from neurotts.audio import float_to_int16, log_mel
-from neurotts.config import AudioConfig, compose_config, to_schema
+from neurotts.audio import AudioConfig, float_to_int16, log_mel
+from neurotts.config import compose_config, to_schema
 from neurotts.data.loader import (
     AudioWindowDataset,
     BucketBatchSampler,

@@ -15,8 +15,9 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from neurotts.cli import app
-from neurotts.config import ConfigError, PrepareConfig, SplitAutoConfig, SplitConfig, load_config
+from neurotts.config import ConfigError, load_config
 from neurotts.data import prepare
+from neurotts.data.config import PrepareConfig, SplitAutoConfig, SplitConfig
 from neurotts.data.splits import assign_splits, split_note, split_sizes
 from neurotts.data.store import FeatureStore
 from tests.conftest import SAMPLE, speechlike

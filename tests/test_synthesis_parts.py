@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from neurotts.audio import fit_to_hop, log_mel
-from neurotts.config import PrepareConfig, load_config
+from neurotts.config import load_config
+from neurotts.data.config import PrepareConfig
 from neurotts.text.chunking import split_text
 from neurotts.vocoders import GriffinLimVocoder
 from tests.conftest import speechlike

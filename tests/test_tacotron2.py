@@ -536,7 +536,8 @@ def sample_batch():
     import soundfile as sf
 
     from neurotts.audio import fit_to_hop, load_wav, log_mel, trim_silence
-    from neurotts.config import PrepareConfig, load_config
+    from neurotts.config import load_config
+    from neurotts.data.config import PrepareConfig
 
     audio = load_config("prepare", PrepareConfig, ["out=unused"]).audio
     rows = [line.rstrip("\n").split("|") for line in (SAMPLE / "metadata.csv").open()]

@@ -583,7 +583,8 @@ def test_tiny_wavenet_overfits_a_real_clip(one_thread: None) -> None:
     mels can do). Measured here: ~130 Adam steps, 15-30 s on 2 shared cores.
     """
     from neurotts.audio import fit_to_hop, load_wav, log_mel
-    from neurotts.config import PrepareConfig, load_config
+    from neurotts.config import load_config
+    from neurotts.data.config import PrepareConfig
 
     audio_cfg = load_config("prepare", PrepareConfig, ["out=x"]).audio
     wav = fit_to_hop(load_wav(CLIP, audio_cfg.sample_rate), audio_cfg.hop_length)

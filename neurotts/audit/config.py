@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
+from neurotts.audio import AudioConfig
 from neurotts.audit.measures import LevelConfig
-from neurotts.config import AudioConfig, DataConfig, constrained
+from neurotts.config import constrained
+from neurotts.data.config import DataConfig
 from neurotts.text.frontend import TextConfig
 
 

@@ -35,8 +35,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from neurotts.audio import AudioError, LogMel, int16_to_float, load_clip
-from neurotts.config import AudioConfig, ConfigError, PrepareConfig, to_dict
+from neurotts.audio import AudioConfig, AudioError, LogMel, int16_to_float, load_clip
+from neurotts.config import ConfigError, to_dict
+from neurotts.data.config import PrepareConfig
 from neurotts.data.ljspeech import Reject, Row, download_ljspeech, read_metadata
 from neurotts.data.splits import (
     assign_splits,

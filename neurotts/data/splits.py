@@ -20,7 +20,8 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
-from neurotts.config import SPLIT_METHODS, ConfigError, SplitConfig
+from neurotts.config import ConfigError
+from neurotts.data.config import SPLIT_METHODS, SplitConfig
 
 STANDARD_SPLIT_FILE = Path(__file__).with_name("ljspeech_split.txt")
 METHODS = SPLIT_METHODS  # the schema's choices for data.split.method

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from neurotts.audio import MelNorm, int16_to_float
-from neurotts.config import AudioConfig, to_schema
+from neurotts.audio import AudioConfig, MelNorm, int16_to_float
+from neurotts.config import to_schema
 from neurotts.errors import UserError
 from neurotts.text.frontend import TextConfig
 

@@ -22,7 +22,8 @@ from typing import Any
 from omegaconf import OmegaConf
 from torch import nn
 
-from neurotts.config import CONFIG_DIR, AudioConfig, ConfigError, to_schema
+from neurotts.audio import AudioConfig
+from neurotts.config import CONFIG_DIR, ConfigError, to_schema
 
 
 @dataclass(frozen=True)

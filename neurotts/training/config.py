@@ -24,8 +24,8 @@ from typing import Any
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from neurotts.audio import AudioConfig
 from neurotts.config import (
-    AudioConfig,
     ConfigError,
     MissingValueError,
     compose_config,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from neurotts.config import AudioConfig
+from neurotts.audio import AudioConfig
 from neurotts.plots import figure_to_image, plot_alignments, plot_mel_comparison
 from neurotts.vocoders import GriffinLimVocoder
 
