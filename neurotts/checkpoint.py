@@ -38,19 +38,51 @@ import io
 import pickle
 import re
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from neurotts.audio import AudioConfig
+from neurotts.audio import AudioConfig, MelNorm
 from neurotts.config import to_schema
 from neurotts.errors import UserError
 from neurotts.files import atomic_write_bytes, fsync_dir
 from neurotts.models.registry import DataSpec, build_model, model_config
+from neurotts.text.frontend import TextConfig
 
 FORMAT = "neurotts-checkpoint"
 VERSION = 1
+
+
+class Key:
+    """The payload's keys (see the module docstring), spelled here once: training writes a
+    payload under these names and every reader reads it through them."""
+
+    FORMAT = "format"
+    VERSION = "version"
+    MODEL_NAME = "model_name"
+    MODEL = "model"
+    EMA = "ema"
+    CONFIG = "config"
+    SYMBOLS = "symbols"
+    TEXT = "text"
+    AUDIO = "audio"
+    MEL_NORM = "mel_norm"
+    STEP = "step"
+    EPOCH = "epoch"
+    BATCH_IN_EPOCH = "batch_in_epoch"
+    WORLD_SIZE = "world_size"
+    OPTIMIZER = "optimizer"
+    SCHEDULER = "scheduler"
+    SCALER = "scaler"
+    RNG = "rng"
+    BEST_VAL_LOSS = "best_val_loss"
+    VAL_LOSS = "val_loss"
+    NONFINITE_STEPS = "nonfinite_steps"
+    BEST_STEP = "best_step"
+    BEST_ID = "best_id"
+
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 
 
@@ -101,10 +133,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
     except (RuntimeError, EOFError, OSError, ValueError, KeyError) as exc:
         reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
         raise CheckpointError(f"{path}: unreadable checkpoint ({reason})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    if not isinstance(payload, dict) or payload.get(Key.FORMAT) != FORMAT:
         raise CheckpointError(f"{path}: not a neurotts checkpoint")
-    if payload["version"] != VERSION:
-        raise CheckpointError(f"{path}: checkpoint version {payload['version']}, expected {VERSION}")
+    if payload[Key.VERSION] != VERSION:
+        raise CheckpointError(f"{path}: checkpoint version {payload[Key.VERSION]}, expected {VERSION}")
     return payload
 
 
@@ -154,7 +186,7 @@ class CheckpointManager:
         None when it cannot be read."""
         if match := _STEP_FILE.match(path.name):
             return int(match.group(1))
-        return self.peek(path).get("step")
+        return self.peek(path).get(Key.STEP)
 
     @staticmethod
     def peek(path: Path) -> dict[str, Any]:
@@ -172,10 +204,10 @@ class CheckpointManager:
 
     def save(self, payload: dict[str, Any]) -> Path:
         """Write ``step_N.pt``, then drop periodic checkpoints beyond ``keep_last``."""
-        if not all_finite(payload["model"]):
+        if not all_finite(payload[Key.MODEL]):
             # Non-finite steps are skipped, so this means a bug: never persist it.
-            raise CheckpointError(f"step {payload['step']}: model weights are not finite; not saved")
-        path = self.folder / f"step_{payload['step']:08d}.pt"
+            raise CheckpointError(f"step {payload[Key.STEP]}: model weights are not finite; not saved")
+        path = self.folder / f"step_{payload[Key.STEP]:08d}.pt"
         save_checkpoint(path, payload)
         for old in self.periodic()[: -self.keep_last]:
             old.unlink()
@@ -203,20 +235,38 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise CheckpointError(f"{path}: no such checkpoint or run folder")
 
 
-def load_trained(path: str | Path, kind: str, device: torch.device | str = "cpu"
-                 ) -> tuple[torch.nn.Module, Any, dict[str, Any], Path]:
+@dataclass
+class TrainedModel:
+    """A checkpoint read once for inference: the built model and the settings it was trained
+    with, typed, so that no caller re-parses the payload."""
+
+    model: torch.nn.Module  # in eval mode, on the requested device, EMA weights when kept
+    kind: str  # "tacotron2" | "wavenet"
+    config: Any  # the model's typed config (Tacotron2Config, WaveNetConfig)
+    symbols: list[str]  # the store's symbol table: id i is symbols[i]
+    text: TextConfig  # the store's text settings
+    audio: AudioConfig  # the store's audio settings
+    mel_norm: MelNorm  # how model-space mels map to log-mels
+    step: int
+    path: Path  # the checkpoint file (a run folder resolved)
+
+
+def load_trained(path: str | Path, kind: str, device: torch.device | str = "cpu") -> TrainedModel:
     """A trained ``kind`` model ("tacotron2", "wavenet") from a checkpoint or run folder, for
     inference: built through the model registry from the checkpoint's own config, symbol
     count and audio settings, with the EMA weights when training kept them, on ``device``,
-    in eval mode. Returns the model, its typed config, the checkpoint dict and its file."""
+    in eval mode, with the settings it was trained with."""
     file = resolve_checkpoint(path)
     payload = load_checkpoint(file, map_location="cpu")
-    if payload["model_name"] != kind:
+    if payload[Key.MODEL_NAME] != kind:
         raise CheckpointError(
-            f"{file}: is a {payload['model_name']} checkpoint, but a {kind} checkpoint is needed here")
-    cfg = model_config(payload["config"]["model"])
-    data = DataSpec(len(payload["symbols"]), to_schema(payload["audio"], AudioConfig))
-    model = build_model(cfg, data)
-    weights = payload["ema"] if payload.get("ema") is not None else payload["model"]
+            f"{file}: is a {payload[Key.MODEL_NAME]} checkpoint, but a {kind} checkpoint is needed here")
+    cfg = model_config(payload[Key.CONFIG]["model"])
+    symbols = list(payload[Key.SYMBOLS])
+    audio = to_schema(payload[Key.AUDIO], AudioConfig)
+    model = build_model(cfg, DataSpec(len(symbols), audio))
+    weights = payload[Key.EMA] if payload.get(Key.EMA) is not None else payload[Key.MODEL]
     model.load_state_dict(weights)
-    return model.to(device).eval(), cfg, payload, file
+    return TrainedModel(model.to(device).eval(), kind, cfg, symbols,
+                        to_schema(payload[Key.TEXT], TextConfig), audio,
+                        MelNorm.from_state(payload[Key.MEL_NORM]), int(payload[Key.STEP]), file)

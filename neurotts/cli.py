@@ -122,11 +122,11 @@ def _help_schemas(name: str) -> tuple[str | None, list[tuple[str, type, str]]]:
         return "train", [("", TrainConfig, ""),
                          *(("model.", model_schema(m), f"  (model={m})") for m in MODELS)]
     if name == "synth":
-        from neurotts.synthesis import SynthConfig
+        from neurotts.synthesis.config import SynthConfig
 
         return "synth", [("", SynthConfig, "")]
     if name == "eval":
-        from neurotts.evaluation.run import EvalConfig
+        from neurotts.evaluation.config import EvalConfig
 
         return "eval", [("", EvalConfig, "")]
     if name == "audit":
@@ -323,8 +323,8 @@ def synth(
     config_dir: ConfigDir = None,
 ) -> None:
     """Speak TEXT (or each line of --input) with a trained acoustic model and a vocoder."""
-    from neurotts.synthesis import SynthConfig
-    from neurotts.synthesis import run as run_synth
+    from neurotts.synthesis.config import SynthConfig
+    from neurotts.synthesis.run import run as run_synth
 
     if input_file is not None and sentence is not None:
         # With --input every positional argument is an override (`--input f.txt max_chars=80`).
@@ -353,7 +353,7 @@ def evaluate(
     config_dir: ConfigDir = None,
 ) -> None:
     """Synthesise a split (or texts=long|FILE) and report MCD, F0, attention health, WER/CER, RTF."""
-    from neurotts.evaluation.run import EvalConfig
+    from neurotts.evaluation.config import EvalConfig
     from neurotts.evaluation.run import run as run_eval
 
     extra = [f"acoustic=[{','.join(hydra_quote(a) for a in acoustic)}]"] if acoustic else []

@@ -21,9 +21,9 @@ import torch
 import torchaudio.functional as AF
 from omegaconf import MISSING
 
-from neurotts.audio import AudioConfig, MelNorm, mel_filterbank
+from neurotts.audio import AudioConfig, mel_filterbank
 from neurotts.checkpoint import load_trained
-from neurotts.config import constrained, did_you_mean, to_schema
+from neurotts.config import constrained, did_you_mean
 from neurotts.errors import UserError
 from neurotts.models import cpu_kernel
 from neurotts.models.fold_config import PRECISIONS, UNFOLDED, FoldConfig
@@ -128,15 +128,15 @@ class WaveNetVocoder:
             raise VocoderError(
                 "vocoder.precision=bf16 runs in the CPU kernel on CPUs with AVX512-BF16 (AMD "
                 f"Zen 4, Intel Sapphire Rapids and later), and {why}: use vocoder.precision=fp32")
-        self.model, cfg, payload, file = load_trained(path, "wavenet", device)
-        voc_audio = to_schema(payload["audio"], AudioConfig)
+        trained = load_trained(path, "wavenet", device)
+        self.model, cfg, file, voc_audio = trained.model, trained.config, trained.path, trained.audio
         if voc_audio != audio:
             diff = [k for k in vars(audio) if getattr(audio, k) != getattr(voc_audio, k)]
             raise VocoderError(
                 f"{file}: vocoder was trained on other audio settings than the acoustic model "
                 f"({', '.join(f'{k}: {getattr(voc_audio, k)} vs {getattr(audio, k)}' for k in diff)})"
             )
-        self.norm = MelNorm.from_state(payload["mel_norm"])
+        self.norm = trained.mel_norm
         self.temperature, self.fold, self.precision = temperature, fold, precision
         self.hop_length, self.sample_rate = cfg.hop_length, audio.sample_rate
         self.name = str(file)

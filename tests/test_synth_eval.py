@@ -391,7 +391,7 @@ def test_synth_seed_gives_the_same_audio(runs, tmp_path):
 def test_chunk_batches_are_bounded(runs):
     """However long an input, the models never see more than batch_size pieces at once, and an
     input is handed back as soon as its last piece is done."""
-    from neurotts.synthesis import AcousticModel, encode, synthesize
+    from neurotts.synthesis.engine import AcousticModel, encode, synthesize
     from neurotts.vocoders import load_vocoder
 
     device = torch.device("cpu")

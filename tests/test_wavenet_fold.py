@@ -239,8 +239,8 @@ def test_fold_settings_are_checked_when_the_config_loads(command: str) -> None:
     """synth and eval share the vocoder section: path (--vocoder), the fold settings and the
     precision."""
     from neurotts.config import load_config
-    from neurotts.evaluation.run import EvalConfig
-    from neurotts.synthesis import SynthConfig
+    from neurotts.evaluation.config import EvalConfig
+    from neurotts.synthesis.config import SynthConfig
 
     schema = SynthConfig if command == "synth" else EvalConfig
     base = ["acoustic=run", "out=o"] if command == "eval" else ["acoustic=run"]

@@ -1,6 +1,6 @@
 """``--acoustic RUN``: how a trained Tacotron 2 copes with each clip, teacher-forced.
 
-The model is loaded the way synthesis loads it (:meth:`neurotts.synthesis.AcousticModel.load`),
+The model is loaded the way synthesis loads it (:meth:`neurotts.synthesis.engine.AcousticModel.load`),
 so its own symbol table, text settings, audio settings and mel normalisation are used. Each
 clip is read as ``prepare`` reads it (:func:`neurotts.audio.load_clip` at the model's audio
 settings, then the log-mel), then one teacher-forced pass gives per clip:
@@ -29,7 +29,7 @@ from neurotts.data.loader import TextMelItem, collate_text_mel
 from neurotts.models.alignment import alignment_metrics
 from neurotts.models.layers import sequence_mask
 from neurotts.models.tacotron2 import decoder_lengths
-from neurotts.synthesis import AcousticModel, pick_device
+from neurotts.synthesis.engine import AcousticModel, pick_device
 from neurotts.text.frontend import TextError, TextWarning
 
 

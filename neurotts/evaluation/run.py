@@ -3,74 +3,53 @@
 Per utterance: MCD with DTW, log-F0 RMSE, V/UV error and duration ratio against the recorded
 audio (when there is one); attention health and failure flags from the model's alignments;
 word/character error rates of an offline recogniser on the synthesis and, as the reference,
-on the recording. Aggregates go to ``report.json`` and ``report.md``, plots to PNG files.
+on the recording. Aggregating and writing the report (``report.json``, ``report.md``, plots)
+are :mod:`neurotts.evaluation.report`'s; the schema is :mod:`neurotts.evaluation.config`'s.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from omegaconf import MISSING
 from rich.console import Console
 from rich.text import Text
 
-from neurotts import plots
 from neurotts.audio import save_wav
-from neurotts.config import constrained
-from neurotts.data.store import SPLITS, FeatureStore
+from neurotts.data.store import FeatureStore
 from neurotts.errors import UserError
 from neurotts.evaluation import metrics
+from neurotts.evaluation.config import EvalConfig
 from neurotts.evaluation.passages import LONG_PASSAGES, passage_ids
-from neurotts.files import atomic_write_text
+from neurotts.evaluation.report import (
+    aggregate,
+    compare,
+    print_comparison,
+    print_report,
+    write_comparison,
+    write_report,
+)
 from neurotts.models import alignment as health
-from neurotts.synthesis import (
+from neurotts.synthesis.engine import (
     AcousticModel,
     Encoded,
     SynthesisError,
+    Synthesized,
     Timing,
-    Utterance,
     encode,
     pick_device,
     seed_rng,
     synthesize,
 )
-from neurotts.vocoders import Vocoder, VocoderConfig, load_vocoder
+from neurotts.vocoders import load_vocoder
 
 if TYPE_CHECKING:
     from rich.progress import Progress
-
-
-@dataclass
-class EvalDataConfig:
-    features: str | None = None
-
-
-@dataclass
-class EvalConfig:
-    # A run folder or checkpoint of an acoustic model, or a list of them: with several, each is
-    # evaluated on the same texts and a comparison table is written (e.g. location vs dca vs
-    # multihead). Typed Any because OmegaConf has no str-or-list type; see acoustic_paths().
-    acoustic: Any = MISSING
-    vocoder: VocoderConfig = field(default_factory=VocoderConfig)  # path (--vocoder), folding
-    data: EvalDataConfig = field(default_factory=EvalDataConfig)
-    out: str = MISSING
-    split: str = constrained(choices=SPLITS)
-    limit: int | None = constrained(None, ge=1)  # null: the whole split
-    texts: str | None = None  # null: the split; "long": built-in passages; else a text file
-    seed: int | None = constrained(ge=0, lt=2**63)  # random draws; null: different every run
-    asr: bool = MISSING
-    device: str = MISSING
-    batch_size: int = constrained(ge=1)
-    skip_run: int = constrained(ge=1)  # this many consecutive never-attended symbols count as a skip
-    repeat_jump: int = constrained(ge=1)  # the peak moving back this many symbols counts as a repeat
-    plots: int = constrained(ge=0)  # how many utterances get alignment/mel plots
 
 
 class EvalError(UserError, ValueError):
@@ -174,11 +153,6 @@ def acoustic_metrics(ref: np.ndarray, syn: np.ndarray, sr: int) -> dict[str, Any
     return row
 
 
-def _mean(values: list[float]) -> float | None:
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(finite)) if finite else None
-
-
 class Recognition:
     """Collects ASR transcripts; corpus WER/CER sum edits over all words."""
 
@@ -225,7 +199,7 @@ class Recognition:
         return out
 
 
-def _measure(item: Item, res: Utterance, ref: np.ndarray | None, acoustic: AcousticModel,
+def _measure(item: Item, res: Synthesized, ref: np.ndarray | None, acoustic: AcousticModel,
              cfg: EvalConfig, asr: Recognition, out: Path) -> dict[str, Any]:
     """One row of measures for a synthesised item; writes its wav."""
     sr = acoustic.audio.sample_rate
@@ -311,9 +285,9 @@ def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
         name = f"{i:02d}-{Path(path).expanduser().resolve().name}"
         console.print(Text.assemble((f"eval {name}", "bold"), f" ({path})"), soft_wrap=True)
         reports.append((name, evaluate_model(cfg, path, out / name, console, store, items)))
-    comparison = _compare(reports)
-    _write_comparison(out, comparison)
-    _print_comparison(console, comparison)
+    comparison = compare(reports)
+    write_comparison(out, comparison)
+    print_comparison(console, comparison)
     return comparison
 
 
@@ -344,174 +318,9 @@ def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Cons
                     ref_mel = None if store is None else store.mel(it.id)
                     figures.append((it.id, res.alignments[0], res.mels[0], ref_mel))
             progress.update(len(rows))
-    report = _aggregate(cfg, rows, timing, asr, acoustic, vocoder)
-    _write(out, report, rows, figures)
-    _print_table(console, report)
+    report = aggregate(cfg, rows, timing, asr.summary(), asr.seconds, acoustic, vocoder)
+    write_report(out, report, rows, figures)
+    print_report(console, report)
     return report
 
 
-_COMPARED = ("focus", "monotonicity", "coverage", "wer_synth", "mcd_db")
-_FAILURES = ("max_steps", "early_stop", "skip", "repeat")
-
-
-def _compare(reports: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
-    return {"models": [
-        {"name": name, "acoustic": r["acoustic"], "attention": r["attention"], "step": r["acoustic_step"],
-         "n_utterances": r["n_utterances"], "failures": r["failures"],
-         "failed_utterances": r["failed_utterances"], **{k: r["mean"][k] for k in _COMPARED}}
-        for name, r in reports
-    ]}
-
-
-def _write_comparison(out: Path, comparison: dict[str, Any]) -> None:
-    atomic_write_text(out / "comparison.json", json.dumps(comparison, indent=1))
-    head = ["model", "attention", "step", "n", *_FAILURES, "failed", *_COMPARED]
-    lines = ["# neurotts eval: comparison on the same texts", "",
-             "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for m in comparison["models"]:
-        cells = [m["name"], m["attention"], str(m["step"]), str(m["n_utterances"]),
-                 *(str(m["failures"][k]) for k in _FAILURES), str(m["failed_utterances"]),
-                 *(_fmt(m[k]) for k in _COMPARED)]
-        lines.append("| " + " | ".join(cells) + " |")
-    atomic_write_text(out / "comparison.md", "\n".join(lines) + "\n")
-
-
-def _print_comparison(console: Console, comparison: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    table = Table(title="attention comparison (same texts)")
-    for col in ("model", "attention", *_FAILURES, "failed", "focus", "coverage"):
-        table.add_column(col)
-    for m in comparison["models"]:
-        cells = [m["name"], m["attention"], *(str(m["failures"][k]) for k in _FAILURES),
-                 str(m["failed_utterances"]), _fmt(m["focus"]), _fmt(m["coverage"])]
-        table.add_row(*(Text(c) for c in cells))  # Text: a model's folder name is shown as is
-    console.print(table)
-
-
-# Each measure's label; every one is a mean over utterances, and the four ASR rates are also
-# given as corpus rates (all edits over all reference words or characters).
-_LABELS = {
-    "mcd_db": "MCD (dB)",
-    "log_f0_rmse_cents": "log-F0 RMSE (cents)",
-    "vuv_error": "V/UV error",
-    "duration_ratio": "duration ratio (synth/rec)",
-    "focus": "attention focus",
-    "monotonicity": "attention monotonicity",
-    "coverage": "attention coverage",
-    "wer_synth": "ASR WER synthesis",
-    "cer_synth": "ASR CER synthesis",
-    "wer_reference": "ASR WER recording",
-    "cer_reference": "ASR CER recording",
-}
-_NEEDS_REFERENCE = ("mcd_db", "log_f0_rmse_cents", "vuv_error", "duration_ratio",
-                    "wer_reference", "cer_reference")
-_ASR = ("wer_synth", "cer_synth", "wer_reference", "cer_reference")
-
-
-def _not_available(cfg: EvalConfig, rows: list[dict[str, Any]], mean: dict[str, Any]) -> dict[str, str]:
-    """Why each measure without a value has none."""
-    reasons: dict[str, str] = {}
-    for key in (k for k, v in mean.items() if v is None):
-        if key in _ASR and not cfg.asr:
-            reasons[key] = "asr=false"
-        elif key in _NEEDS_REFERENCE and cfg.texts is not None:
-            reasons[key] = f"no reference audio with texts={cfg.texts}"
-        else:
-            notes = [r["metrics_note"] for r in rows if r.get("metrics_note")]
-            reasons[key] = notes[0] if notes else "not computable for any utterance"
-    return reasons
-
-
-def _corpus_rate(report: dict[str, Any], key: str) -> float | None:
-    """The corpus WER/CER matching a mean-per-utterance key such as ``wer_synth``."""
-    if key not in _ASR:
-        return None
-    rate, who = key.split("_")
-    rates = report["asr"].get("synth" if who == "synth" else "reference")
-    return None if rates is None else rates[rate]
-
-
-def _aggregate(cfg: EvalConfig, rows: list[dict[str, Any]], timing: Timing,
-               asr: Recognition, acoustic: AcousticModel, vocoder: Vocoder) -> dict[str, Any]:
-    audio_s = max(timing.audio_s, 1e-9)
-    mean = {k: _mean([r.get(k) for r in rows]) for k in _LABELS}
-    return {
-        "acoustic": str(acoustic.path), "acoustic_step": acoustic.step, "vocoder": vocoder.name,
-        "split": cfg.split if cfg.texts is None else None, "texts": cfg.texts,
-        "attention": acoustic.cfg.attention.type, "n_utterances": len(rows), "seed": cfg.seed,
-        "mean": mean,
-        "not_available": _not_available(cfg, rows, mean),
-        "failures": {k: int(sum(r[k] for r in rows)) for k in _FAILURES},
-        "failed_utterances": int(sum(any(r[k] for k in _FAILURES) for r in rows)),
-        "asr": asr.summary(),
-        "rtf": {"acoustic": timing.acoustic_s / audio_s, "vocoder": timing.vocoder_s / audio_s,
-                "total": timing.rtf, "asr": asr.seconds / audio_s},
-        "audio_seconds": timing.audio_s,
-    }
-
-
-def _fmt(v: Any, reason: str | None = None) -> str:
-    if v is None:
-        return f"n/a ({reason})" if reason else "n/a"
-    return f"{v:.3f}" if isinstance(v, float) else str(v)
-
-
-def _measure_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(label, mean per utterance, corpus rate) for each measure, n/a with its reason."""
-    rows = []
-    for key, label in _LABELS.items():
-        reason = report["not_available"].get(key)
-        corpus = _corpus_rate(report, key)
-        corpus_cell = "" if key not in _ASR else _fmt(corpus)
-        rows.append((label, _fmt(report["mean"][key], reason), corpus_cell))
-    return rows
-
-
-def _write(out: Path, report: dict[str, Any], rows: list[dict[str, Any]],
-           figures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]]) -> None:
-    atomic_write_text(out / "report.json", json.dumps({"summary": report, "utterances": rows}, indent=1))
-    lines = [f"# neurotts eval: {report['n_utterances']} utterances", "",
-             f"acoustic `{report['acoustic']}` (step {report['acoustic_step']}, "
-             f"{report['attention']} attention), vocoder `{report['vocoder']}`", "",
-             "| measure | mean per utterance | corpus rate (all edits / all words or characters) |",
-             "| --- | --- | --- |"]
-    lines += [f"| {label} | {mean} | {corpus} |" for label, mean, corpus in _measure_rows(report)]
-    lines += ["", "| failure | utterances |", "| --- | --- |"]
-    lines += [f"| {k} | {v} |" for k, v in report["failures"].items()]
-    lines += [f"| any | {report['failed_utterances']} |"]
-    lines += ["", "| stage | real-time factor |", "| --- | --- |"]
-    lines += [f"| {k} | {v:.3f} |" for k, v in report["rtf"].items()]
-    lines += ["", "| id | s | MCD dB | F0 cents | focus | WER | flags |", "| --- | --- | --- | --- | --- | --- | --- |"]
-    for r in rows:
-        flags = ",".join(k for k in _FAILURES if r[k]) or "-"
-        lines.append(f"| {r['id']} | {r['seconds']:.2f} | {_fmt(r.get('mcd_db'))} | "
-                     f"{_fmt(r.get('log_f0_rmse_cents'))} | {r['focus']:.3f} | {_fmt(r.get('wer_synth'))} | {flags} |")
-    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
-    if figures:
-        fig = plots.plot_alignments([f[1] for f in figures], titles=[f[0] for f in figures])
-        plots.save_figure(fig, out / "alignments.png")
-        for uid, _, mel, ref in figures:
-            if ref is not None:
-                plots.save_figure(plots.plot_mel_comparison(mel, ref, title=uid), out / f"mel_{uid}.png")
-
-
-def _print_table(console: Console, report: dict[str, Any]) -> None:
-    """The measures (mean per utterance and, for WER/CER, the corpus rate; every cell is Text,
-    so nothing in it is read as markup), then a line of failure counts and one of real-time
-    factors."""
-    from rich.table import Table
-
-    table = Table(title=f"neurotts eval ({report['n_utterances']} utterances)",
-                  caption="corpus rate: all ASR edits over all words (characters) of the texts")
-    table.add_column("measure")
-    table.add_column("mean per utterance", justify="right")
-    table.add_column("corpus rate", justify="right")
-    for label, mean, corpus in _measure_rows(report):
-        table.add_row(Text(label), Text(mean), Text(corpus))
-    console.print(table)
-    failures = ", ".join(f"{k} {v}" for k, v in report["failures"].items())
-    console.print(f"failures (utterances): {failures}; any {report['failed_utterances']}",
-                  markup=False, highlight=False, soft_wrap=True)
-    rtf = ", ".join(f"{k} {v:.3f}" for k, v in report["rtf"].items())
-    console.print(f"real-time factor: {rtf}", markup=False, highlight=False, soft_wrap=True)

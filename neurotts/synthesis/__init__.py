@@ -1,0 +1,1 @@
+"""Synthesis: the engine (text -> waveform, in batches of pieces) and the ``synth`` command."""
