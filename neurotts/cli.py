@@ -12,12 +12,14 @@ emoji codes, so a path such as ``runs/[x]`` or ``runs/a[/x]b`` prints as written
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any
 
 import click
 import typer
@@ -36,7 +38,6 @@ from neurotts.config import (
     to_yaml,
     value_choices,
 )
-from neurotts.data.config import PrepareConfig
 from neurotts.errors import UserError
 
 app = typer.Typer(
@@ -49,7 +50,6 @@ app = typer.Typer(
 )
 # Messages carry user text (paths, ids, transcripts): never read it as markup or emoji codes.
 err = Console(stderr=True, markup=False, emoji=False, highlight=False)
-T = TypeVar("T")
 
 Overrides = Annotated[
     list[str] | None,
@@ -108,32 +108,60 @@ EXAMPLES: dict[str, list[str]] = {
 }
 
 
+@dataclass(frozen=True)
+class Command:
+    """What a command composes and runs. Named by dotted ``module:attribute`` strings that are
+    imported when used, so ``neurotts --help`` imports no domain module."""
+
+    config: str | None  # configs/NAME.yaml it composes; None: its options are all it takes
+    schema: str  # the dataclass its config is validated as
+    run: str  # its run(cfg, console, ...) function
+    help_groups: tuple[str, ...] | None = None  # config groups its help lists (None: all)
+    help_choices: bool = True  # whether its help lists the schema's value choices
+
+
+_PREPARE = "neurotts.data.config:PrepareConfig"
+COMMANDS: dict[str, Command] = {
+    "prepare": Command("prepare", _PREPARE, "neurotts.data.prepare:run"),
+    # download and text compose the prepare config: its data section says where LJSpeech
+    # comes from, its text group how a sentence is read.
+    "download": Command("prepare", _PREPARE, "neurotts.data.ljspeech:run", help_groups=(),
+                        help_choices=False),
+    "toy-corpus": Command(None, "neurotts.data.toy:ToyConfig", "neurotts.data.toy:run"),
+    "text": Command("prepare", _PREPARE, "neurotts.text.run:run", help_groups=("text",),
+                    help_choices=False),
+    "train": Command("train", "neurotts.training.config:TrainConfig", "neurotts.training.loop:train"),
+    "synth": Command("synth", "neurotts.synthesis.config:SynthConfig", "neurotts.synthesis.run:run"),
+    "eval": Command("eval", "neurotts.evaluation.config:EvalConfig", "neurotts.evaluation.run:run"),
+    "audit": Command("audit", "neurotts.audit.config:AuditConfig", "neurotts.audit.run:run"),
+}
+
+
+def resolve(dotted: str) -> Any:
+    """The attribute a ``module:attribute`` name of :data:`COMMANDS` stands for."""
+    module, _, attribute = dotted.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
 def _help_schemas(name: str) -> tuple[str | None, list[tuple[str, type, str]]]:
     """The top-level config whose groups a command's help lists and the schemas whose value
     choices it lists, as ``(key prefix, schema, note)``: train's model section once per model."""
-    if name == "prepare":
-        return "prepare", [("", PrepareConfig, "")]
-    if name == "text":  # composes the prepare config, of which only the text group matters
-        return "prepare", []
-    if name == "train":
+    command = COMMANDS.get(name)
+    if command is None or command.config is None:
+        return None, []
+    if not command.help_choices:
+        return command.config, []
+    schemas = [("", resolve(command.schema), "")]
+    if name == "train":  # the model section's schema is chosen by model=...
         from neurotts.models.registry import MODELS, model_schema
-        from neurotts.training.config import TrainConfig
 
-        return "train", [("", TrainConfig, ""),
-                         *(("model.", model_schema(m), f"  (model={m})") for m in MODELS)]
-    if name == "synth":
-        from neurotts.synthesis.config import SynthConfig
+        schemas += [("model.", model_schema(m), f"  (model={m})") for m in MODELS]
+    return command.config, schemas
 
-        return "synth", [("", SynthConfig, "")]
-    if name == "eval":
-        from neurotts.evaluation.config import EvalConfig
 
-        return "eval", [("", EvalConfig, "")]
-    if name == "audit":
-        from neurotts.audit.config import AuditConfig
-
-        return "audit", [("", AuditConfig, "")]
-    return None, []
+def _lists_group(name: str, group: str) -> bool:
+    shown = COMMANDS[name].help_groups
+    return shown is None or group in shown
 
 
 def command_epilog(name: str) -> str:
@@ -144,7 +172,7 @@ def command_epilog(name: str) -> str:
     config, schemas = _help_schemas(name)
     if config is not None:
         groups = [f"  {g}={'|'.join(opts)}" + (f"  (default: {d or 'none'})" if len(opts) > 1 else "")
-                  for g, d, opts in config_groups(config) if name != "text" or g == "text"]
+                  for g, d, opts in config_groups(config) if _lists_group(name, g)]
         if groups:
             parts.append("Config groups (GROUP=OPTION):\n" + "\n".join(groups))
         choices = [f"  {key}={'|'.join(values)}{note}" for prefix, schema, note in schemas
@@ -194,10 +222,6 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def warn(message: str) -> None:
-    err.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
-
-
 @contextmanager
 def user_errors() -> Iterator[None]:
     """Turn a :class:`UserError` into its one line and its exit code. Under torchrun an error
@@ -214,10 +238,14 @@ def user_errors() -> Iterator[None]:
         raise fail(str(exc), exc.exit_code) from None
 
 
-def load(name: str, schema: type[T], overrides: list[str] | None, config_dir: Path | None,
-         print_cfg: bool, how: Mapping[str, str] | None = None) -> T:
-    """``name`` composed with ``overrides`` as ``schema``; with ``--cfg`` print it and exit.
-    ``how`` says how to set a key that a command option fills (``acoustic``: ``--acoustic RUN``)."""
+def load(command: str, overrides: list[str] | None, config_dir: Path | None, print_cfg: bool,
+         how: Mapping[str, str] | None = None) -> Any:
+    """The config of ``command`` (its yaml and schema in :data:`COMMANDS`) composed with
+    ``overrides``; with ``--cfg`` print it and exit. ``how`` says how to set a key that a
+    command option fills (``acoustic``: ``--acoustic RUN``)."""
+    entry = COMMANDS[command]
+    assert entry.config is not None, f"{command} composes no config"
+    name, schema = entry.config, resolve(entry.schema)
     with user_errors():
         if print_cfg:
             typer.echo(to_yaml(show_config(name, schema, overrides or [], config_dir)), nl=False)
@@ -231,23 +259,17 @@ def load(name: str, schema: type[T], overrides: list[str] | None, config_dir: Pa
 @app.command(cls=HelpCommand)
 def prepare(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: ConfigDir = None) -> None:
     """Turn an LJSpeech-layout corpus into a feature store (mels, audio, manifest, splits)."""
-    from neurotts.data import prepare as prep
-
-    config = load("prepare", PrepareConfig, overrides, config_dir, cfg)
+    config = load("prepare", overrides, config_dir, cfg)
     with user_errors():
-        prep.run(config, err)
+        resolve(COMMANDS["prepare"].run)(config, err)
 
 
 @app.command(cls=HelpCommand)
 def download(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: ConfigDir = None) -> None:
     """Fetch LJSpeech-1.1 into data.download_dir (checksum-verified, resumable, safe extract)."""
-    from neurotts.data.ljspeech import download_ljspeech
-
-    config = load("prepare", PrepareConfig, [*(overrides or []), "out=-"], config_dir, cfg)
+    config = load("download", [*(overrides or []), "out=-"], config_dir, cfg)
     with user_errors():
-        root = download_ljspeech(config.data.url, config.data.sha256,
-                                 Path(config.data.download_dir).expanduser())
-    err.print(f"LJSpeech is in {root}")
+        resolve(COMMANDS["download"].run)(config, err)
 
 
 @app.command(name="toy-corpus", cls=HelpCommand)
@@ -257,10 +279,9 @@ def toy_corpus(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Write a small synthetic corpus (no download) for demos and smoke tests."""
-    from neurotts.data.toy import make_toy_corpus
-
-    root = make_toy_corpus(out, utterances, seed=seed)
-    err.print(f"wrote {utterances} clips to {root}")
+    command = COMMANDS["toy-corpus"]
+    with user_errors():
+        resolve(command.run)(resolve(command.schema)(out, utterances, seed), err)
 
 
 @app.command(cls=HelpCommand)
@@ -271,20 +292,9 @@ def text(
     config_dir: ConfigDir = None,
 ) -> None:
     """Show what the text frontend makes of SENTENCE: normalised text, symbols, ids."""
-    from neurotts.text.frontend import TextFrontend, TextReport, dropped_message
-
-    config = load("prepare", PrepareConfig, [*(overrides or []), "out=-"], config_dir, cfg)
-    report = TextReport()
+    config = load("text", [*(overrides or []), "out=-"], config_dir, cfg)
     with user_errors():
-        normalized, symbols, ids = TextFrontend(config.text).encode(sentence, report)
-    typer.echo(normalized)
-    # Symbols are shown space-separated, so the space symbol itself is shown as "|".
-    typer.echo(" ".join("|" if s == " " else s for s in symbols))
-    typer.echo(" ".join(str(i) for i in ids))
-    if report.dropped:
-        warn(dropped_message(report.dropped, config.text.symbol_set))
-    if report.oov:
-        err.print(f"not in CMUdict, spelled as letters: {' '.join(sorted(report.oov))}")
+        resolve(COMMANDS["text"].run)(config, err, sentence)
 
 
 @app.command(cls=HelpCommand)
@@ -294,7 +304,6 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
     Under `torchrun --nproc_per_node=N` the same command trains with DDP.
     """
     from neurotts.training.config import load_train_config, show_train_config
-    from neurotts.training.loop import train as run_training
 
     if cfg:
         with user_errors():
@@ -306,7 +315,7 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
     with user_errors():
         config = load_train_config(overrides or [], config_dir)
     with user_errors():
-        run_training(config, err)
+        resolve(COMMANDS["train"].run)(config, err)
 
 
 @app.command(cls=HelpCommand)
@@ -323,9 +332,6 @@ def synth(
     config_dir: ConfigDir = None,
 ) -> None:
     """Speak TEXT (or each line of --input) with a trained acoustic model and a vocoder."""
-    from neurotts.synthesis.config import SynthConfig
-    from neurotts.synthesis.run import run as run_synth
-
     if input_file is not None and sentence is not None:
         # With --input every positional argument is an override (`--input f.txt max_chars=80`).
         overrides, sentence = [sentence, *(overrides or [])], None
@@ -333,11 +339,11 @@ def synth(
                "output": output, "device": device}
     extra = [f"{key}={hydra_quote(str(value))}" for key, value in options.items() if value is not None]
     extra += [f"seed={seed}"] if seed is not None else []
-    config = load("synth", SynthConfig, [*(overrides or []), *extra], config_dir, cfg,
+    config = load("synth", [*(overrides or []), *extra], config_dir, cfg,
                   how={"acoustic": "--acoustic RUN"})
     try:
         with user_errors():
-            run_synth(config, err)
+            resolve(COMMANDS["synth"].run)(config, err)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
 
@@ -353,15 +359,12 @@ def evaluate(
     config_dir: ConfigDir = None,
 ) -> None:
     """Synthesise a split (or texts=long|FILE) and report MCD, F0, attention health, WER/CER, RTF."""
-    from neurotts.evaluation.config import EvalConfig
-    from neurotts.evaluation.run import run as run_eval
-
     extra = [f"acoustic=[{','.join(hydra_quote(a) for a in acoustic)}]"] if acoustic else []
     extra += [f"vocoder.path={hydra_quote(vocoder)}"] if vocoder else []
-    config = load("eval", EvalConfig, [*(overrides or []), *extra], config_dir, cfg,
+    config = load("eval", [*(overrides or []), *extra], config_dir, cfg,
                   how={"acoustic": "--acoustic RUN", "out": "out=DIR"})
     with user_errors():
-        run_eval(config, err)
+        resolve(COMMANDS["eval"].run)(config, err)
 
 
 @app.command(cls=HelpCommand)
@@ -374,14 +377,11 @@ def audit(
     config_dir: ConfigDir = None,
 ) -> None:
     """Find the clips of data.root that would hurt training: audit.tsv, exclude.txt, audit.md in out=DIR."""
-    from neurotts.audit.config import AuditConfig
-    from neurotts.audit.run import run as run_audit
-
     extra = [f"acoustic={hydra_quote(acoustic)}"] if acoustic else []
-    config = load("audit", AuditConfig, [*(overrides or []), *extra], config_dir, cfg,
+    config = load("audit", [*(overrides or []), *extra], config_dir, cfg,
                   how={"data.root": "data.root=DIR", "out": "out=DIR"})
     with user_errors():
-        run_audit(config, err)
+        resolve(COMMANDS["audit"].run)(config, err)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -25,6 +26,7 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from neurotts.data.config import PrepareConfig
 from neurotts.errors import UserError
 
 
@@ -194,3 +196,11 @@ def download_ljspeech(url: str, sha256: str, download_dir: Path) -> Path:
     if not (corpus / "metadata.csv").is_file():
         raise DatasetError(f"{archive}: archive did not contain LJSpeech-1.1/metadata.csv")
     return corpus
+
+
+def run(cfg: PrepareConfig, console: Console) -> Path:
+    """``neurotts download``: LJSpeech-1.1 into ``data.download_dir`` (the prepare config's
+    data section says where from and its checksum); returns the corpus folder."""
+    root = download_ljspeech(cfg.data.url, cfg.data.sha256, Path(cfg.data.download_dir).expanduser())
+    console.print(f"LJSpeech is in {root}")
+    return root

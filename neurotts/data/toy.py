@@ -10,10 +10,12 @@ is downloaded or taken from elsewhere.
 from __future__ import annotations
 
 import string
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from rich.console import Console
 from scipy.signal import lfilter
 
 # Two formant frequencies (Hz) per vowel, roughly those of English vowels.
@@ -89,4 +91,20 @@ def make_toy_corpus(root: str | Path, n_utterances: int = 200, sample_rate: int 
                  subtype="PCM_16")
         rows.append(f"{uid}|{text}|{text}")
     (root / "metadata.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return root
+
+
+@dataclass
+class ToyConfig:
+    """What ``neurotts toy-corpus`` takes (its options; no config file)."""
+
+    out: Path  # folder to write, in the LJSpeech layout
+    utterances: int = 200
+    seed: int = 0
+
+
+def run(cfg: ToyConfig, console: Console) -> Path:
+    """``neurotts toy-corpus``: write the corpus; returns its folder."""
+    root = make_toy_corpus(cfg.out, cfg.utterances, seed=cfg.seed)
+    console.print(f"wrote {cfg.utterances} clips to {root}")
     return root
