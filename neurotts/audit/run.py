@@ -37,13 +37,8 @@ from neurotts.audit.report import AuditSummary, write_report
 from neurotts.audit.scoring import Record, add_corpus_measures, score_clips
 from neurotts.config import ConfigError, to_dict
 from neurotts.data.ljspeech import Reject, Row, read_metadata
-from neurotts.data.prepare import (
-    JOURNAL,
-    clip_progress,
-    end_journal_line,
-    read_journal,
-    resolve_root,
-)
+from neurotts.data.prepare import clip_progress, end_journal_line, read_journal, resolve_root
+from neurotts.data.store import JOURNAL, StoreLayout
 from neurotts.errors import IncompleteError
 from neurotts.evaluation.asr import import_optional, normalize_text, to_asr_pcm
 from neurotts.files import atomic_write_text
@@ -252,7 +247,7 @@ def _acoustic_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal, consol
 
 def _check_out(out: Path) -> None:
     # prepare journals into the same file name: sharing a folder would mix the two.
-    if (out / "manifest.jsonl").exists():
+    if StoreLayout(out).manifest.exists():
         raise ConfigError(f"out={out} is a feature store; choose another folder for the audit")
 
 

@@ -107,21 +107,13 @@ class TextMelDataset(Dataset):
     def check_files(self) -> None:
         """Every mel this dataset will read exists and is complete (see the module doc)."""
         n_mels = self.store.audio.n_mels
-        check_feature_files([(mel_path(self.store, u.id), u.n_frames * n_mels * 4)
+        check_feature_files([(self.store.layout.mel(u.id), u.n_frames * n_mels * 4)
                              for u in self.utterances])
 
     def __getitem__(self, index: int) -> TextMelItem:
         u = self.utterances[index]
-        mel = self.norm(load_feature(mel_path(self.store, u.id)))
+        mel = self.norm(load_feature(self.store.layout.mel(u.id)))
         return TextMelItem(torch.tensor(u.ids, dtype=torch.long), torch.from_numpy(mel))
-
-
-def mel_path(store: FeatureStore, uid: str) -> Path:
-    return store.root / "mels" / f"{uid}.npy"
-
-
-def audio_path(store: FeatureStore, uid: str) -> Path:
-    return store.root / "audio" / f"{uid}.npy"
 
 
 def collate_text_mel(items: Sequence[TextMelItem]) -> TextMelBatch:
@@ -175,21 +167,21 @@ class AudioWindowDataset(Dataset):
 
     def check_files(self) -> None:
         """Every mel and waveform this dataset will read exists and is complete."""
-        if not (self.store.root / "audio").is_dir():
+        if not self.store.layout.audio.is_dir():
             raise StoreError(f"{self.store.root}: no audio in this store (a vocoder needs it: "
                              "prepare with save_audio=true)")
         n_mels = self.store.audio.n_mels
         check_feature_files([(path, nbytes) for u in self.utterances for path, nbytes in (
-            (mel_path(self.store, u.id), u.n_frames * n_mels * 4),
-            (audio_path(self.store, u.id), u.n_samples * 2))])
+            (self.store.layout.mel(u.id), u.n_frames * n_mels * 4),
+            (self.store.layout.wav(u.id), u.n_samples * 2))])
 
     def __getitem__(self, index: int) -> AudioWindowBatch:
         u = self.utterances[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         start = int(rng.integers(0, max(u.n_frames - self.window, 0) + 1))  # window's first frame
         first, stop = start - self.context, start + self.window + self.context
-        mel = load_feature(mel_path(self.store, u.id))
-        wav = int16_to_float(load_feature(audio_path(self.store, u.id)))
+        mel = load_feature(self.store.layout.mel(u.id))
+        wav = int16_to_float(load_feature(self.store.layout.wav(u.id)))
         frames = np.full((stop - first, mel.shape[1]), self.silence, dtype=np.float32)
         samples = np.zeros((stop - first) * self.hop, dtype=np.float32)
         lo, hi = max(first, 0), min(stop, u.n_frames)  # in-utterance part of [first, stop)

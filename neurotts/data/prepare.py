@@ -47,12 +47,11 @@ from neurotts.data.splits import (
     split_note,
     split_sizes,
 )
-from neurotts.data.store import SPLITS, Utterance, describe, utterance_record
+from neurotts.data.store import SPLITS, StoreLayout, Utterance, describe, utterance_record
 from neurotts.errors import IncompleteError
 from neurotts.files import atomic_save_npy, atomic_write_text
 from neurotts.text.frontend import TextError, TextFrontend, TextReport, dropped_message
 
-JOURNAL = ".progress.jsonl"
 T = TypeVar("T")
 
 
@@ -99,14 +98,14 @@ _worker: dict[str, Any] = {}
 def _init_worker(audio: AudioConfig, out: str, save_audio: bool) -> None:
     # One thread per process: the pool already uses every core.
     torch.set_num_threads(1)
-    _worker.update(audio=audio, out=Path(out), save_audio=save_audio, logmel=LogMel(audio))
+    _worker.update(audio=audio, out=StoreLayout(out), save_audio=save_audio, logmel=LogMel(audio))
 
 
 def _process(item: tuple[str, str]) -> dict[str, Any]:
     """Audio work for one utterance; returns a journal record (ok or reject)."""
     uid, wav_path = item
     cfg: AudioConfig = _worker["audio"]
-    out: Path = _worker["out"]
+    out: StoreLayout = _worker["out"]
     try:
         pcm = load_clip(wav_path, cfg)  # a vocoder learns mel -> audio from these samples
     except AudioError as exc:
@@ -118,9 +117,9 @@ def _process(item: tuple[str, str]) -> dict[str, Any]:
                 "reason": f"{wav_path}: {seconds:.2f} s is over audio.max_duration={cfg.max_duration}"}
     with torch.no_grad():
         mel = _worker["logmel"](torch.from_numpy(int16_to_float(pcm))).numpy()  # (n_frames, n_mels)
-    atomic_save_npy(out / "mels" / f"{uid}.npy", mel)
+    atomic_save_npy(out.mel(uid), mel)
     if _worker["save_audio"]:
-        atomic_save_npy(out / "audio" / f"{uid}.npy", pcm)
+        atomic_save_npy(out.wav(uid), pcm)
     m64 = mel.astype(np.float64)
     return {
         "id": uid, "ok": True, "n_frames": int(mel.shape[0]), "n_samples": int(pcm.size),
@@ -134,7 +133,7 @@ def _process(item: tuple[str, str]) -> dict[str, Any]:
 def read_journal(out: Path) -> dict[str, dict[str, Any]]:
     """Finished items from earlier runs; a torn last line (crash mid-write) is ignored."""
     done: dict[str, dict[str, Any]] = {}
-    path = out / JOURNAL
+    path = StoreLayout(out).journal
     if not path.exists():
         return done
     with open(path, encoding="utf-8") as f:
@@ -149,7 +148,7 @@ def read_journal(out: Path) -> dict[str, dict[str, Any]]:
 
 def _check_settings(out: Path, cfg: PrepareConfig) -> None:
     """Refuse to resume into a store made with different audio/text settings."""
-    old_path = out / "config.yaml"
+    old_path = StoreLayout(out).config
     if not old_path.exists():
         return
     old = describe(OmegaConf.to_container(OmegaConf.load(old_path)))
@@ -216,7 +215,7 @@ def _run_audio(todo: list[Row], cfg: PrepareConfig, out: Path, done: dict[str, d
     items = [(r.id, str(r.wav)) for r in todo]
     init_args = (cfg.audio, str(out), cfg.save_audio)
     t0, audio_s = time.perf_counter(), 0.0
-    with clip_progress("prepare") as bar, open(out / JOURNAL, "a+", encoding="utf-8") as journal:
+    with clip_progress("prepare") as bar, open(StoreLayout(out).journal, "a+", encoding="utf-8") as journal:
         end_journal_line(journal)
         task = bar.add_task("prepare", total=len(items), rate="")
         if workers == 1:
@@ -269,22 +268,23 @@ def _mel_stats(kept: list[Utterance], done: dict[str, dict[str, Any]], n_mels: i
 def _write_outputs(out: Path, kept: list[Utterance], rejects: list[Reject],
                    done: dict[str, dict[str, Any]], cfg: PrepareConfig, fe: TextFrontend,
                    tally: TextTally) -> None:
-    atomic_write_text(out / "manifest.jsonl", "".join(utterance_record(u) + "\n" for u in kept))
+    layout = StoreLayout(out)
+    atomic_write_text(layout.manifest, "".join(utterance_record(u) + "\n" for u in kept))
     _write_rejects(out, rejects)
     if kept:
         stats = _mel_stats(kept, done, cfg.audio.n_mels)
-        atomic_write_text(out / "stats.json", json.dumps(stats, indent=1))
-    atomic_write_text(out / "symbols.json", json.dumps(
+        atomic_write_text(layout.stats, json.dumps(stats, indent=1))
+    atomic_write_text(layout.symbols, json.dumps(
         {"symbol_set": cfg.text.symbol_set, "symbols": fe.symbols.to_list()}, indent=1))
     if cfg.text.symbol_set == "arpabet":
         # Words CMUdict lacks, most frequent first: the model spells them letter by letter.
         words = sorted(tally.oov, key=lambda w: (-tally.oov[w], w))
-        atomic_write_text(out / "oov.tsv", "word\tcount\texample_id\n" + "".join(
+        atomic_write_text(layout.oov, "word\tcount\texample_id\n" + "".join(
             f"{w}\t{tally.oov[w]}\t{tally.oov_example[w]}\n" for w in words))
 
 
 def _write_rejects(out: Path, rejects: list[Reject]) -> None:
-    atomic_write_text(out / "rejects.tsv", "id\treason\n" + "".join(
+    atomic_write_text(StoreLayout(out).rejects, "id\treason\n" + "".join(
         f"{r.id}\t{r.reason}\n" for r in rejects))
 
 
@@ -292,9 +292,10 @@ def _open_store(cfg: PrepareConfig) -> Path:
     out = Path(cfg.out).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, cfg)
-    for sub in ("mels", "audio") if cfg.save_audio else ("mels",):
-        (out / sub).mkdir(exist_ok=True)
-    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    layout = StoreLayout(out)
+    for folder in (layout.mels, layout.audio) if cfg.save_audio else (layout.mels,):
+        folder.mkdir(exist_ok=True)
+    atomic_write_text(layout.config, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     return out
 
 
@@ -358,7 +359,7 @@ def _nothing_usable(root: Path, cfg: PrepareConfig, sel: Selection, rejects: lis
     first = rejects[0]
     return (f"no usable utterances in {where}: {len(rejects)} rejected"
             f"{f', {sel.excluded} excluded' if sel.excluded else ''}; the first: {first.id or '?'}: "
-            f"{first.reason} (all in {Path(cfg.out).expanduser() / 'rejects.tsv'})")
+            f"{first.reason} (all in {StoreLayout(Path(cfg.out).expanduser()).rejects})")
 
 
 def run(cfg: PrepareConfig, console: Console | None = None) -> Summary:
@@ -398,16 +399,17 @@ def run(cfg: PrepareConfig, console: Console | None = None) -> Summary:
                       time.perf_counter() - t0, out, sel.excluded, len(tally.oov), notes)
     _print_summary(console, summary, kept, rejects)
     if cfg.strict and rejects:
-        raise PrepareError(f"strict=true and {len(rejects)} utterance(s) were rejected; see {out / 'rejects.tsv'}")
+        raise PrepareError(f"strict=true and {len(rejects)} utterance(s) were rejected; see {StoreLayout(out).rejects}")
     return summary
 
 
 def _is_done(out: Path, rec: dict[str, Any] | None, save_audio: bool) -> bool:
     if rec is None or not rec["ok"]:
         return False
-    if not (out / "mels" / f"{rec['id']}.npy").exists():
+    layout = StoreLayout(out)
+    if not layout.mel(rec["id"]).exists():
         return False
-    return not save_audio or (out / "audio" / f"{rec['id']}.npy").exists()
+    return not save_audio or layout.wav(rec["id"]).exists()
 
 
 def _text_notes(tally: TextTally, cfg: PrepareConfig, out: Path) -> list[str]:
@@ -436,6 +438,6 @@ def _print_summary(console: Console, s: Summary, kept: list[Utterance], rejects:
     lines += [Text.assemble(("  rejected", "yellow"), f" {r.id or '?'}: {r.reason}")
               for r in rejects[:10]]
     if len(rejects) > 10:
-        lines.append(Text(f"  ... and {len(rejects) - 10} more in {s.out / 'rejects.tsv'}"))
+        lines.append(Text(f"  ... and {len(rejects) - 10} more in {StoreLayout(s.out).rejects}"))
     for line in lines:
         console.print(line, soft_wrap=True, highlight=False)

@@ -9,6 +9,11 @@ Layout of a store folder::
     rejects.tsv       id <TAB> reason, one line per skipped utterance
     mels/ID.npy       float32 (n_frames, n_mels) log-mel
     audio/ID.npy      int16 (n_samples,), n_samples == n_frames * hop_length
+    oov.tsv           words CMUdict lacks (symbol_set=arpabet)
+    .progress.jsonl   prepare's journal of finished audio work (a rerun resumes from it)
+
+:class:`StoreLayout` is the one place these names are spelled: ``prepare`` writes through it,
+:class:`FeatureStore` and the loaders read through it.
 
 Downstream code takes audio settings and the symbol table from here (and later from
 checkpoints), never from its own config, so nothing re-derives what ``prepare`` decided.
@@ -30,6 +35,7 @@ from neurotts.errors import UserError
 from neurotts.text.frontend import TextConfig
 
 SPLITS = ("train", "val", "test")
+JOURNAL = ".progress.jsonl"
 
 
 class StoreError(UserError, RuntimeError):
@@ -47,22 +53,46 @@ class Utterance:
     n_samples: int
 
 
+class StoreLayout:
+    """Where each file of a store folder lives (see the module docstring); the folder need not
+    exist yet (``prepare`` writes through this)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.config = self.root / "config.yaml"
+        self.symbols = self.root / "symbols.json"
+        self.manifest = self.root / "manifest.jsonl"
+        self.stats = self.root / "stats.json"
+        self.rejects = self.root / "rejects.tsv"
+        self.oov = self.root / "oov.tsv"
+        self.journal = self.root / JOURNAL
+        self.mels = self.root / "mels"
+        self.audio = self.root / "audio"
+
+    def mel(self, uid: str) -> Path:
+        return self.mels / f"{uid}.npy"
+
+    def wav(self, uid: str) -> Path:
+        return self.audio / f"{uid}.npy"
+
+
 class FeatureStore:
     """Read access to a prepared store: manifest, arrays, statistics, settings."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        manifest = self.root / "manifest.jsonl"
+        self.layout = StoreLayout(self.root)
+        manifest = self.layout.manifest
         if not manifest.is_file():
             raise StoreError(
-                f"{self.root}: not a feature store (no manifest.jsonl); run `neurotts prepare` first"
+                f"{self.root}: not a feature store (no {manifest.name}); run `neurotts prepare` first"
             )
-        cfg = OmegaConf.load(self.root / "config.yaml")
+        cfg = OmegaConf.load(self.layout.config)
         self.audio: AudioConfig = to_schema(cfg.audio, AudioConfig)
         self.text: TextConfig = to_schema(cfg.text, TextConfig)
-        sym = json.loads((self.root / "symbols.json").read_text())
+        sym = json.loads(self.layout.symbols.read_text())
         self.symbols: list[str] = sym["symbols"]
-        stats = json.loads((self.root / "stats.json").read_text())
+        stats = json.loads(self.layout.stats.read_text())
         self.mel_mean = np.asarray(stats["mel_mean"], dtype=np.float32)
         self.mel_std = np.asarray(stats["mel_std"], dtype=np.float32)
         with open(manifest, encoding="utf-8") as f:
@@ -83,11 +113,11 @@ class FeatureStore:
 
     def mel(self, uid: str) -> np.ndarray:
         """float32 (n_frames, n_mels) log-mel."""
-        return np.load(self.root / "mels" / f"{uid}.npy")
+        return np.load(self.layout.mel(uid))
 
     def audio_float(self, uid: str) -> np.ndarray:
         """float32 (n_samples,) waveform in [-1, 1]."""
-        path = self.root / "audio" / f"{uid}.npy"
+        path = self.layout.wav(uid)
         if not path.is_file():
             raise StoreError(f"{path}: no audio in this store (prepare with save_audio=true)")
         return int16_to_float(np.load(path))
