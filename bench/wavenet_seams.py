@@ -9,7 +9,7 @@ the same model differ anyway), and folded into ``--fold`` segments per utterance
   vocoded audio is sample-aligned with the recording: same mels, same length);
 * ``mcd_db``: DTW mel-cepstral distortion (neurotts.evaluation.metrics);
 
-and at the joins (neurotts.evaluation.seams):
+and at the joins (bench/seams.py):
 
 * the correlation of the two segments over each overlap (how in phase they are);
 * ``fade_level_db``: the level of each cross-fade's output relative to its two inputs (over
@@ -42,10 +42,10 @@ import time
 
 import numpy as np
 import torch
+from seams import fade_report, seam_report  # bench/seams.py: a script's folder is on sys.path
 
 from neurotts.data.store import FeatureStore
 from neurotts.evaluation.metrics import log_mel_spectrogram, mcd_dtw
-from neurotts.evaluation.seams import fade_report, seam_report
 from neurotts.models.fold_config import FADES, PRECISIONS
 from neurotts.models.wavenet_fold import (
     crossfade,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from neurotts.evaluation.seams import fade_report, seam_report
+from bench.seams import fade_report, seam_report
 from neurotts.models import cpu_kernel
 from neurotts.models.fold_config import FoldConfig, parse_fold
 from neurotts.models.wavenet import WaveNet, context_frames
