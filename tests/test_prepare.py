@@ -19,7 +19,7 @@ from neurotts.config import ConfigError, load_config
 from neurotts.data import prepare
 from neurotts.data.config import PrepareConfig, SplitAutoConfig, SplitConfig
 from neurotts.data.splits import assign_splits, split_note, split_sizes
-from neurotts.data.store import FeatureStore
+from neurotts.data.store import JOURNAL, FeatureStore
 from tests.conftest import SAMPLE, speechlike
 from tests.conftest import TEXTS as SHARED_TEXTS
 
@@ -190,7 +190,7 @@ def test_rerun_is_a_noop_and_resume_after_interrupt(make_corpus, tmp_path, monke
         prepare.run(cfg)
     assert not (out / "manifest.jsonl").exists()
     # A torn journal line (crash mid-write) and a stray temp file must not break the resume.
-    with open(out / prepare.JOURNAL, "a") as f:
+    with open(out / JOURNAL, "a") as f:
         f.write('{"id": "T0')
     (out / "mels" / "T011.npy.part").write_bytes(b"half")
     monkeypatch.setattr(prepare, "_process", real)
