@@ -677,6 +677,21 @@ def test_paths_with_brackets_print_literally_and_resume(store: Path, tmp_path: P
     assert f"error: {run_dir}/checkpoints/step_00000003.pt: these settings differ" in result.output
 
 
+def test_an_error_every_rank_hits_is_raised_as_such_off_rank_0() -> None:
+    """A check every rank makes alike raising another layer's error: rank 0 raises it as
+    it is (the CLI prints it), another rank as SharedError (every_rank: not printed again),
+    with the same message and exit code."""
+    from neurotts.data.store import StoreError
+    from neurotts.training.distributed import DistEnv, raised_alike
+    from neurotts.training.errors import SharedError
+
+    for rank, expected in ((0, StoreError), (1, SharedError)):
+        with pytest.raises(expected) as err, raised_alike(DistEnv(rank, rank, 2, torch.device("cpu"))):
+            raise StoreError("features/x.npy: missing")
+        assert str(err.value) == "features/x.npy: missing" and err.value.exit_code == 2
+    assert SharedError("m", 2).every_rank and not StoreError.every_rank
+
+
 def test_cpu_warning_and_loader_workers_capped_at_the_cores() -> None:
     from types import SimpleNamespace
 

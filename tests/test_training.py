@@ -305,6 +305,19 @@ def test_resume_with_a_changed_model_names_what_changed(store: Path, tmp_path: P
     assert "state_dict" not in str(err.value)
 
 
+def test_what_a_resume_may_change_is_declared_by_the_schema() -> None:
+    """A field's ``resume`` metadata decides; a section's covers all its keys; a key
+    without one (the seed, the model) must keep the checkpoint's value."""
+    from neurotts.training.config import MAY_CHANGE, NEXT_EPOCH, QUIET, resume_policy
+
+    assert resume_policy("trainer.optimizer.lr") == MAY_CHANGE
+    assert resume_policy("trainer.media.vocoder_fold.overlap_ms") == MAY_CHANGE
+    assert resume_policy("trainer.batch_size") == NEXT_EPOCH
+    assert resume_policy("run.dir") == QUIET and resume_policy("trainer.resume") == QUIET
+    assert resume_policy("trainer.seed") is None and resume_policy("model.n_mels") is None
+    assert resume_policy("audio.sample_rate") is None
+
+
 def test_resume_never_refuses_a_used_run_dir(store: Path, tmp_path: Path) -> None:
     run(config(store, tmp_path / "run", "trainer.max_steps=1", "trainer.val_every=1"))
     with pytest.raises(TrainingError, match="already has checkpoints"):
