@@ -144,6 +144,8 @@ def take_run_dir(lock: RunLock) -> list[str]:
 def _train(cfg: TrainConfig, env: DistEnv, console: Console,
            make_task: Callable[[TrainConfig, FeatureStore], Task], stop: StopRequest,
            notes: list[str]) -> TrainSummary:
+    """Build the run (every rank alike), resume it, then step; the summary line is printed
+    however the run ends. ``notes``: what taking the run folder found (rank 0)."""
     tc = cfg.trainer
     started = time.monotonic()
     if tc.cpu_threads > 0:
