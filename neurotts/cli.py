@@ -229,8 +229,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except UserError as exc:
-        # (on_every_rank: the training loop's run-time mark, to become class metadata)
-        if (exc.every_rank or getattr(exc, "on_every_rank", False)) and os.environ.get("RANK", "0") != "0":
+        if exc.every_rank and os.environ.get("RANK", "0") != "0":
             raise typer.Exit(exc.exit_code) from None
         if exc.label is None:
             err.print(str(exc), soft_wrap=True)

@@ -31,9 +31,10 @@ from typer.testing import CliRunner
 
 from neurotts import checkpoint as ckpt
 from neurotts.cli import app
+from neurotts.training.errors import TrainingError
 from neurotts.training.logging import read_train_log
-from neurotts.training.loop import StopRequest, cpu_warning, loader_workers, train
-from neurotts.training.state import TrainingError
+from neurotts.training.loop import cpu_warning, loader_workers, train
+from neurotts.training.stopping import StopRequest
 from tests.test_loader import write_store
 from tests.test_training import assert_runs_equal, config, run, torchrun
 
@@ -198,7 +199,7 @@ def test_loader_workers_ignore_group_signals_but_not_their_parent(tmp_path: Path
     for a worker left running, which would otherwise wait forever."""
     from torch.utils.data import DataLoader
 
-    from neurotts.training.loop import worker_init
+    from neurotts.training.stopping import worker_init
 
     loader = DataLoader(list(range(64)), batch_size=1, num_workers=1, worker_init_fn=worker_init)
     batches = iter(loader)
@@ -217,7 +218,7 @@ def test_loader_workers_ignore_group_signals_but_not_their_parent(tmp_path: Path
 WORKERS_STARTING = """
 import signal, sys, time
 from torch.utils.data import DataLoader
-from neurotts.training.loop import start_workers, worker_init
+from neurotts.training.stopping import start_workers, worker_init
 got = []
 signal.signal(signal.SIGTERM, lambda sig, frame: got.append(sig))
 def slow_init(worker_id):
@@ -676,6 +677,21 @@ def test_paths_with_brackets_print_literally_and_resume(store: Path, tmp_path: P
     assert f"error: {run_dir}/checkpoints/step_00000003.pt: these settings differ" in result.output
 
 
+def test_an_error_every_rank_hits_is_raised_as_such_off_rank_0() -> None:
+    """A check every rank makes alike raising another layer's error: rank 0 raises it as
+    it is (the CLI prints it), another rank as SharedError (every_rank: not printed again),
+    with the same message and exit code."""
+    from neurotts.data.store import StoreError
+    from neurotts.training.distributed import DistEnv, raised_alike
+    from neurotts.training.errors import SharedError
+
+    for rank, expected in ((0, StoreError), (1, SharedError)):
+        with pytest.raises(expected) as err, raised_alike(DistEnv(rank, rank, 2, torch.device("cpu"))):
+            raise StoreError("features/x.npy: missing")
+        assert str(err.value) == "features/x.npy: missing" and err.value.exit_code == 2
+    assert SharedError("m", 2).every_rank and not StoreError.every_rank
+
+
 def test_cpu_warning_and_loader_workers_capped_at_the_cores() -> None:
     from types import SimpleNamespace
 
@@ -686,7 +702,7 @@ def test_cpu_warning_and_loader_workers_capped_at_the_cores() -> None:
     small = SimpleNamespace(model=torch.nn.Linear(10, 10))
     assert "experiment=tiny" in cpu_warning(big, cpu)[0] and cpu_warning(small, cpu) == []
     cores = len(os.sched_getaffinity(0))
-    notes: list[str] = []
-    assert loader_workers(cores, cpu, notes) == cores and notes == []
-    assert loader_workers(cores + 3, cpu, notes) == cores
+    assert loader_workers(cores, cpu) == (cores, [])
+    workers, notes = loader_workers(cores + 3, cpu)
+    assert workers == cores
     assert notes == [f"data.num_workers={cores + 3} lowered to {cores}: the {cores} CPU cores available"]

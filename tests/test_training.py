@@ -27,9 +27,10 @@ from neurotts.data.loader import BucketBatchSampler
 from neurotts.data.store import FeatureStore
 from neurotts.models.registry import model_config
 from neurotts.training.config import TrainConfig, load_train_config
+from neurotts.training.errors import TrainingError, TrainingInterrupted
 from neurotts.training.logging import read_train_log
 from neurotts.training.loop import TrainSummary, train
-from neurotts.training.state import TrainingError, TrainingInterrupted
+from neurotts.training.stopping import StopRequest
 from neurotts.training.tacotron2_task import Tacotron2Task
 from neurotts.training.tasks import build_task
 from tests.test_loader import write_store
@@ -193,7 +194,7 @@ def signal_self_after(steps: dict[int, int], monkeypatch: pytest.MonkeyPatch) ->
         result = real(model, parts, task, batch, precision, clip, step, device)
         for i in range(steps.get(step, 0)):
             if i:
-                time.sleep(loop.StopRequest.REPEAT_S + 0.1)  # a repeat, not a duplicate
+                time.sleep(StopRequest.REPEAT_S + 0.1)  # a repeat, not a duplicate
             os.kill(os.getpid(), signal.SIGINT)
         return result
 
@@ -225,9 +226,8 @@ def test_second_ctrl_c_stops_at_once_without_a_checkpoint(
         store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A second Ctrl-C a moment later aborts; one delivered twice at once (a terminal's and
     torchrun's copy) is the same request and still ends with a checkpoint."""
-    from neurotts.training import loop
 
-    stop = loop.StopRequest(announce=False)
+    stop = StopRequest(announce=False)
     with stop:
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)
@@ -303,6 +303,19 @@ def test_resume_with_a_changed_model_names_what_changed(store: Path, tmp_path: P
                    model="wavenet"))
     assert "model.output: 'mol' -> 'mulaw'" in str(err.value) and "run.dir" in str(err.value)
     assert "state_dict" not in str(err.value)
+
+
+def test_what_a_resume_may_change_is_declared_by_the_schema() -> None:
+    """A field's ``resume`` metadata decides; a section's covers all its keys; a key
+    without one (the seed, the model) must keep the checkpoint's value."""
+    from neurotts.training.config import MAY_CHANGE, NEXT_EPOCH, QUIET, resume_policy
+
+    assert resume_policy("trainer.optimizer.lr") == MAY_CHANGE
+    assert resume_policy("trainer.media.vocoder_fold.overlap_ms") == MAY_CHANGE
+    assert resume_policy("trainer.batch_size") == NEXT_EPOCH
+    assert resume_policy("run.dir") == QUIET and resume_policy("trainer.resume") == QUIET
+    assert resume_policy("trainer.seed") is None and resume_policy("model.n_mels") is None
+    assert resume_policy("audio.sample_rate") is None
 
 
 def test_resume_never_refuses_a_used_run_dir(store: Path, tmp_path: Path) -> None:

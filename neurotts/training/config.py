@@ -12,13 +12,17 @@ checked against the store.
 
 Value ranges and choices are field metadata (:func:`neurotts.config.constrained`), checked by
 :func:`neurotts.config.to_schema` with the key's full name (``trainer.max_steps=0: must be at
-least 1``).
+least 1``). So is what a resumed run may change (:func:`resumable`): a setting without a
+resume policy must keep the checkpoint's value (README "Train").
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +45,26 @@ from neurotts.models.registry import DataSpec, check_data, model_config, model_s
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 DECAYS = ("constant", "exponential", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+
+# Resume policies, the ``resume`` metadata of a schema field (on a section: all its keys).
+MAY_CHANGE = "may_change"  # a resumed run may use another value; the change is printed
+QUIET = "quiet"  # may change, not printed: where the run and its data are, how it resumes
+NEXT_EPOCH = "next_epoch"  # changes which utterances make up each batch: the new batches
+# start with the next epoch (the rest of the current one is skipped)
+
+
+def resumable(spec: Any = MISSING, policy: str = MAY_CHANGE) -> Any:
+    """A schema field (``spec``: a default value or a field made by ``constrained`` or
+    ``field``) that a resumed run may change, as ``policy`` says."""
+    if not isinstance(spec, dataclasses.Field):
+        spec = field(default=spec)
+    return field(default=spec.default, default_factory=spec.default_factory,
+                 metadata={**spec.metadata, "resume": policy})
+
+
+def section(schema: type, policy: str = MAY_CHANGE) -> Any:
+    """A sub-config field whose every key a resumed run may change, as ``policy`` says."""
+    return field(default_factory=schema, metadata={"resume": policy})
 
 
 @dataclass
@@ -77,43 +101,43 @@ class CudaGraphsConfig:
 
 @dataclass
 class TrainerConfig:
-    max_steps: int = constrained(ge=1)
-    batch_size: int = constrained(ge=1)
-    grad_accum: int = constrained(ge=1)  # batches whose gradients make one update
-    max_batch_frames: int = constrained(ge=0)  # 0 = no cap
-    bucket_size: int = constrained(ge=1)  # in units of batch_size
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    grad_clip: float = constrained(gt=0)
-    precision: str = constrained(choices=PRECISIONS)
-    tf32: bool = MISSING  # fp32 on CUDA uses TF32 tensor cores
-    cuda_graphs: CudaGraphsConfig = field(default_factory=CudaGraphsConfig)
-    device: str = constrained(choices=DEVICES)
-    cpu_threads: int = constrained(ge=0)  # torch intra-op threads per process; 0 = torch's default
+    max_steps: int = resumable(constrained(ge=1))
+    batch_size: int = resumable(constrained(ge=1), NEXT_EPOCH)
+    grad_accum: int = resumable(constrained(ge=1))  # batches whose gradients make one update
+    max_batch_frames: int = resumable(constrained(ge=0), NEXT_EPOCH)  # 0 = no cap
+    bucket_size: int = resumable(constrained(ge=1), NEXT_EPOCH)  # in units of batch_size
+    optimizer: OptimizerConfig = section(OptimizerConfig)
+    schedule: ScheduleConfig = section(ScheduleConfig)
+    grad_clip: float = resumable(constrained(gt=0))
+    precision: str = resumable(constrained(choices=PRECISIONS))
+    tf32: bool = resumable()  # fp32 on CUDA uses TF32 tensor cores
+    cuda_graphs: CudaGraphsConfig = section(CudaGraphsConfig)  # speed only
+    device: str = resumable(constrained(choices=DEVICES))
+    cpu_threads: int = resumable(constrained(ge=0))  # torch intra-op threads per process; 0 = torch's default
     seed: int = MISSING
-    ema_decay: float = constrained(ge=0, lt=1)  # 0 disables
-    log_every: int = constrained(ge=1)
-    val_every: int = constrained(ge=1)
-    val_batches: int = constrained(ge=0)  # 0 = whole val split
-    media: MediaConfig = field(default_factory=MediaConfig)
-    checkpoint_every: int = constrained(ge=1)
-    checkpoint_every_minutes: float = constrained(ge=0)  # also save when this much time passed; 0 = off
-    keep_last: int = constrained(ge=1)
-    resume: str = MISSING  # auto | never | path to a checkpoint
-    max_nonfinite: int = constrained(ge=1)
+    ema_decay: float = resumable(constrained(ge=0, lt=1))  # 0 disables
+    log_every: int = resumable(constrained(ge=1))
+    val_every: int = resumable(constrained(ge=1))
+    val_batches: int = resumable(constrained(ge=0))  # 0 = whole val split
+    media: MediaConfig = section(MediaConfig)
+    checkpoint_every: int = resumable(constrained(ge=1))
+    checkpoint_every_minutes: float = resumable(constrained(ge=0))  # also save when this much time passed; 0 = off
+    keep_last: int = resumable(constrained(ge=1))
+    resume: str = resumable(MISSING, QUIET)  # auto | never | path to a checkpoint
+    max_nonfinite: int = resumable(constrained(ge=1))
 
 
 @dataclass
 class TrainDataConfig:
-    features: str = MISSING
+    features: str = resumable(MISSING, QUIET)
     normalize_mels: bool = MISSING
-    num_workers: int = constrained(ge=0)
+    num_workers: int = resumable(constrained(ge=0))
     window_frames: int = constrained(ge=1)  # vocoder training windows, in mel frames
 
 
 @dataclass
 class RunConfig:
-    dir: str = MISSING
+    dir: str = resumable(MISSING, QUIET)
 
 
 @dataclass
@@ -128,21 +152,35 @@ class TrainConfig:
     audio: AudioConfig = field(default_factory=AudioConfig)
 
 
-# Settings a resumed run may change; every other difference from the checkpoint's config is
-# refused before anything is written (README "Train"). Keys are dotted prefixes.
-RESUME_MAY_CHANGE = (
-    "trainer.max_steps", "trainer.optimizer.", "trainer.schedule.", "trainer.grad_clip",
-    "trainer.grad_accum", "trainer.precision", "trainer.device", "trainer.cpu_threads",
-    "trainer.tf32", "trainer.cuda_graphs.",  # speed only (keys on main since this branch)
-    "trainer.ema_decay", "trainer.log_every", "trainer.val_every", "trainer.val_batches",
-    "trainer.media.", "trainer.checkpoint_every", "trainer.checkpoint_every_minutes",
-    "trainer.keep_last", "trainer.resume", "trainer.max_nonfinite",
-    "data.num_workers", "data.features", "run.dir",
-    # These change which utterances make up each batch: the new batches start with the
-    # next epoch (the rest of the current one is skipped).
-    "trainer.batch_size", "trainer.bucket_size", "trainer.max_batch_frames",
-)
-RESUME_NEXT_EPOCH = ("trainer.batch_size", "trainer.bucket_size", "trainer.max_batch_frames")
+def resume_policies(schema: type = TrainConfig, prefix: str = "") -> dict[str, str]:
+    """Dotted key -> resume policy of every field of ``schema`` that declares one (a section
+    that declares one covers all its keys); a key not covered must not change on resume."""
+    out = {}
+    types = typing.get_type_hints(schema)
+    for f in dataclasses.fields(schema):
+        name = f"{prefix}{f.name}"
+        if "resume" in f.metadata:
+            out[name] = f.metadata["resume"]
+        elif dataclasses.is_dataclass(types[f.name]):
+            out.update(resume_policies(types[f.name], f"{name}."))
+    return out
+
+
+@cache
+def _train_policies() -> dict[str, str]:
+    return resume_policies(TrainConfig)
+
+
+def resume_policy(key: str) -> str | None:
+    """The resume policy of a dotted train-config key (``trainer.optimizer.lr``), or None
+    when a resumed run must keep the checkpoint's value."""
+    policies = _train_policies()
+    parts = key.split(".")
+    for n in range(len(parts), 0, -1):  # the key itself, then the sections holding it
+        policy = policies.get(".".join(parts[:n]))
+        if policy is not None:
+            return policy
+    return None
 
 
 def check_trainer(cfg: TrainerConfig) -> None:

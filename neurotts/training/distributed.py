@@ -1,22 +1,36 @@
-"""Process group set-up for ``torchrun``, and the few collectives the engine needs.
+"""Process group set-up for ``torchrun``, the few collectives the engine needs, and how an
+error reaches every rank.
 
 Without ``torchrun`` (no ``WORLD_SIZE`` in the environment, or 1) everything here is a no-op
 on a single process. Under ``torchrun --nproc_per_node=N`` each process joins a group (nccl
 when training on CUDA, gloo on CPU) and takes the GPU of its ``LOCAL_RANK``.
+
+Errors: a rank that gives up while the others wait in a collective hangs the job, so an
+error raised on one rank must be raised on all. Decisions only rank 0 takes (the lock, the
+checkpoint to resume, every write) run through :func:`on_main`, which raises rank 0's error
+on every rank; checks every rank makes alike run inside :func:`raised_alike`. In both, rank
+0 raises the original error (and the CLI prints it) and the others a
+:class:`~neurotts.training.errors.SharedError` that the CLI does not print.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
 
 from neurotts.config import ConfigError
+from neurotts.errors import UserError
+from neurotts.training.errors import SharedError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -40,7 +54,8 @@ def _env_int(name: str, default: int) -> int:
     return default if value is None else int(value)
 
 
-def pick_device(choice: str, local_rank: int) -> torch.device:
+def rank_device(choice: str, local_rank: int) -> torch.device:
+    """This process's device: the GPU of its ``LOCAL_RANK`` when CUDA is chosen or available."""
     if choice == "cuda" or (choice == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise ConfigError("trainer.device=cuda but no CUDA GPU is visible")
@@ -53,7 +68,7 @@ def setup(device_choice: str) -> DistEnv:
     """Join the process group if launched by torchrun; pick this process's device."""
     world_size = _env_int("WORLD_SIZE", 1)
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
-    device = pick_device(device_choice, local_rank)
+    device = rank_device(device_choice, local_rank)
     if world_size > 1 and "TORCHELASTIC_RUN_ID" in os.environ:
         # torchrun starts each worker in a session of its own, so a signal to torchrun's
         # process group reaches torchrun only, and torchrun dies at once of one it does not
@@ -100,11 +115,6 @@ def gather_objects(obj: Any, env: DistEnv) -> list[Any]:
     return out
 
 
-def any_rank(flag: bool, env: DistEnv) -> bool:
-    """True on every rank when ``flag`` is true on any rank (one scalar all-reduce)."""
-    return max_over_ranks([int(flag)], env)[0] > 0
-
-
 def max_over_ranks(values: list[int], env: DistEnv) -> list[int]:
     """Element-wise maximum of small non-negative integers over all ranks (one all-reduce),
     so that every rank takes the same decision (stop, save) from per-rank observations."""
@@ -124,6 +134,40 @@ def from_main(obj: Any, env: DistEnv) -> Any:
     return box[0]
 
 
-def barrier(env: DistEnv) -> None:
-    if env.distributed:
-        dist.barrier()
+def on_main(fn: Callable[[], T], env: DistEnv, default: T | None = None) -> T | None:
+    """Run ``fn`` on rank 0 only; its result there, ``default`` elsewhere. An error it raises
+    that a user can act on (a :class:`UserError`, or a failed write) is raised on every rank
+    (the original on rank 0, a :class:`SharedError` elsewhere), so that no rank waits in a
+    collective for a rank that gave up."""
+    result, error = default, None
+    if env.is_main:
+        try:
+            result = fn()
+        except (UserError, OSError) as exc:
+            error = exc
+    # (message, exit code): what the other ranks need to exit alike, whatever rank 0 raised.
+    shared = from_main(None if error is None else (str(error), exit_code(error)), env)
+    if error is not None:
+        raise error
+    if shared is not None:
+        raise SharedError(*shared)
+    return result
+
+
+def exit_code(exc: Exception) -> int:
+    """The exit code the CLI gives ``exc``: its class's for a user error, 1 otherwise."""
+    return exc.exit_code if isinstance(exc, UserError) else 1
+
+
+@contextlib.contextmanager
+def raised_alike(env: DistEnv) -> Iterator[None]:
+    """Around checks every rank makes on the same data (feature files, the checkpoint to
+    resume): an error raised inside is raised alike on every rank, so rank 0 raises it as it
+    is and the others as a :class:`SharedError`, which the CLI does not print; under torchrun
+    the message appears once. Errors whose class declares ``every_rank`` pass unchanged."""
+    try:
+        yield
+    except UserError as exc:
+        if env.is_main or exc.every_rank:
+            raise
+        raise SharedError(str(exc), exc.exit_code) from exc

@@ -1,5 +1,9 @@
 """The training loop. :func:`train` reads top to bottom like a script; model-specific work is
-the task's (see :mod:`neurotts.training.tasks`), bookkeeping lives in named helpers.
+the task's (see :mod:`neurotts.training.tasks`), bookkeeping lives in named helpers and in
+the modules beside this one: what a checkpoint holds and when one is written
+(:mod:`~neurotts.training.state`), which one a run continues from
+(:mod:`~neurotts.training.resume`), stopping on a signal (:mod:`~neurotts.training.stopping`),
+errors across ranks (:mod:`~neurotts.training.distributed`).
 
 Exact resume: the sampler's batches are a function of (seed, epoch) and the checkpoint holds
 the position in the epoch; every RNG (python, numpy, torch, CUDA; one set per rank) is saved
@@ -8,20 +12,16 @@ own, and validation runs inside ``torch.random.fork_rng``, so neither perturbs t
 that dropout and the prenet draw from. On CPU a resumed run repeats the uninterrupted run's
 per-step losses to float rounding (tests/test_training.py checks 1e-6).
 
-Stopping: SIGTERM, SIGINT (Ctrl-C) or SIGUSR1, to this process or its whole group, asks
-the run to stop after the current step (:class:`StopRequest`); every rank agrees on the step
-(one small all-reduce per step, which also carries the time-based checkpoint decision), a
-checkpoint of that step is written, and
-:class:`~neurotts.training.state.TrainingInterrupted` is raised (the CLI exits 128 + signal).
+Stopping: a stop signal asks the run to stop after the current step; every rank agrees on the
+step (one small all-reduce per step, which also carries the time-based checkpoint decision),
+a checkpoint of that step is written, and
+:class:`~neurotts.training.errors.TrainingInterrupted` is raised (the CLI exits 128 + signal).
 Running the same command again resumes exactly there. A second Ctrl-C stops at once.
 
 Start: rank 0 creates and locks the run folder (:mod:`neurotts.training.rundir`), chooses the
-checkpoint to continue from (the newest usable one, see
-:func:`~neurotts.training.state.choose_resume`), every rank loads it and checks which settings
-changed; only once that is accepted does rank 0 write anything (config.yaml, set-aside
-files), so a refused resume leaves the folder as it was. Decisions only rank 0 can take, and
-its failed writes (disk full), reach every rank through :func:`on_main`, so no rank is left
-waiting in a collective.
+checkpoint to continue from, every rank loads it and checks which settings changed; only once
+that is accepted does rank 0 write anything (config.yaml, set-aside files), so a refused
+resume leaves the folder as it was.
 
 Non-finite steps: when the loss or the (all-reduced, hence identical on every rank) gradient
 norm is not finite, the optimizer step is skipped on every rank, the step is counted and
@@ -33,15 +33,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import signal
-import sys
-import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -49,35 +45,20 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from neurotts import checkpoint as ckpt
-from neurotts.checkpoint import CheckpointError, CheckpointManager
-from neurotts.config import ConfigError, to_yaml
+from neurotts.checkpoint import CheckpointManager
 from neurotts.data.loader import BucketBatchSampler
-from neurotts.data.store import FeatureStore, StoreError
-from neurotts.files import atomic_write_text, disk_full
+from neurotts.data.store import FeatureStore
 from neurotts.training import distributed
 from neurotts.training.config import TrainConfig, TrainerConfig
-from neurotts.training.distributed import DistEnv
+from neurotts.training.distributed import DistEnv, on_main
+from neurotts.training.errors import TrainingError, TrainingInterrupted
 from neurotts.training.logging import TrainLogger, format_duration
 from neurotts.training.optim import autocast, resolve_precision, set_tf32
+from neurotts.training.resume import resume_run, write_run_files
 from neurotts.training.rundir import RunLock, make_run_dir
-from neurotts.training.state import (
-    ResumePlan,
-    Trainables,
-    TrainingError,
-    TrainingInterrupted,
-    TrainState,
-    apply_hyperparameters,
-    check_resume_config,
-    choose_resume,
-    improved,
-    payload,
-    restore,
-    start_next_epoch,
-)
+from neurotts.training.state import Checkpoints, Trainables, TrainState, payload
+from neurotts.training.stopping import StopRequest, start_workers, worker_init
 from neurotts.training.tasks import Task, TrainDataset, build_task, to_device
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -163,6 +144,8 @@ def take_run_dir(lock: RunLock) -> list[str]:
 def _train(cfg: TrainConfig, env: DistEnv, console: Console,
            make_task: Callable[[TrainConfig, FeatureStore], Task], stop: StopRequest,
            notes: list[str]) -> TrainSummary:
+    """Build the run (every rank alike), resume it, then step; the summary line is printed
+    however the run ends. ``notes``: what taking the run folder found (rank 0)."""
     tc = cfg.trainer
     started = time.monotonic()
     if tc.cpu_threads > 0:
@@ -176,15 +159,19 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
     train_set, val_set = task.dataset("train", tc.seed), task.dataset("val", tc.seed)
     manager = CheckpointManager(Path(cfg.run.dir) / "checkpoints", tc.keep_last)
     state = TrainState()
-    with on_every_rank():
+    with distributed.raised_alike(env):
         train_set.check_files()
         val_set.check_files()
-        plan = resume_state(cfg, task, store, parts, state, env, manager)  # writes nothing
-    checkpoints = Checkpoints(manager, env, tc.checkpoint_every_minutes, plan.path, state.step)
-    notes = notes + plan.messages + on_main(lambda: write_run_files(cfg, checkpoints, plan,
-                                                                     state), env, default=[])
+        plan = resume_run(cfg, task, store, parts, state, env, manager)  # writes nothing
+    written, replace_best = on_main(lambda: write_run_files(cfg, manager, plan, state), env,
+                                    default=([], True))
+    checkpoints = Checkpoints(
+        manager, env, tc.checkpoint_every_minutes,
+        lambda val_loss: payload(cfg, task, store, parts, state, env, val_loss), state,
+        newest=plan.path, replace_best=distributed.from_main(replace_best, env))
     run = Run(cfg, env, store, task, parts, precision, state, checkpoints)
-    workers = loader_workers(cfg.data.num_workers, env, notes)
+    workers, lowered = loader_workers(cfg.data.num_workers, env)
+    notes = [*notes, *plan.messages, *written, *lowered, *cpu_warning(parts, env)]
     sampler, loader = make_loader(train_set, task, tc, workers, env, train=True)
     _, val_loader = make_loader(val_set, task, tc, workers, env, train=False)
     log = on_main(lambda: open_logger(cfg, console, checkpoints), env,
@@ -192,7 +179,7 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
     resumed_from = state.step if plan.path is not None else None
     try:
         log.info(describe_start(task, parts, precision, env, len(train_set), len(val_set)))
-        for note in notes + cpu_warning(parts, env):
+        for note in notes:
             log.info(note)
         if state.step >= tc.max_steps:
             log.info(f"already at step {state.step} >= trainer.max_steps={tc.max_steps}; nothing to do")
@@ -227,8 +214,7 @@ def run_steps(run: Run, model: nn.Module, stream: Iterator[Any], val_loader: Dat
         if result.updated:  # the schedule counts updates, not skipped steps
             parts.scheduler.step()
         meter.add(result, sum(run.task.frames(batch) for batch in batches))
-        with on_every_rank():  # the gradient norm is all-reduced: every rank sees it
-            check_finite(result, state, tc, log)
+        check_step_finite(result, state, tc, log)  # the gradient norm is the same on every rank
         last = state.step >= tc.max_steps
         log.advance(state.step, result.loss)
         if state.step % tc.log_every == 0 or last:
@@ -236,10 +222,10 @@ def run_steps(run: Run, model: nn.Module, stream: Iterator[Any], val_loader: Dat
             last_logged = state.step
         val_loss = None
         if state.step % tc.val_every == 0 or last:
-            values = validate_and_log(model, parts, run.task, val_loader, run.precision, tc,
-                                      env, log, state.step)
+            values = validate_and_log(parts, run.task, val_loader, run.precision, tc, env, log,
+                                      state.step)
             val_loss = values.get("loss", math.nan)
-            log.val_line(state.step, values, run.checkpoints.save_best(run, val_loss, log))
+            log.val_line(state.step, values, run.checkpoints.save_best(val_loss, log))
         # A stop request (signal), a due time-based checkpoint or a failed log write on any
         # rank: every rank acts on it here, at a step boundary.
         signum, timed, log_failed = distributed.max_over_ranks(
@@ -249,12 +235,13 @@ def run_steps(run: Run, model: nn.Module, stream: Iterator[Any], val_loader: Dat
         stopping = signum and not last
         saved = None
         if state.step % tc.checkpoint_every == 0 or last or stopping or timed:
-            saved = run.checkpoints.save_periodic(run, val_loss)
+            saved = run.checkpoints.save_periodic(val_loss)
         if stopping:
             raise stop.interrupted(state.step, saved, signum)
 
 
 def open_logger(cfg: TrainConfig, console: Console, checkpoints: Checkpoints) -> TrainLogger:
+    """The run's log (rank 0); a log folder that cannot be written stops with one line."""
     try:
         return TrainLogger(Path(cfg.run.dir), console, cfg.trainer.max_steps, enabled=True)
     except OSError as exc:
@@ -273,205 +260,6 @@ def summary(run: Run, started: float, resumed_from: int | None) -> str:
     files = [str(p) for p in (newest, run.checkpoints.manager.best) if p is not None and p.is_file()]
     return (f"summary: {steps}; {best}; checkpoints: {', '.join(files) or 'none'}; wall time "
             f"{format_duration(time.monotonic() - started)}")
-
-
-def on_main(fn: Callable[[], T], env: DistEnv, default: T | None = None) -> T | None:
-    """Run ``fn`` on rank 0 only; its result there, ``default`` elsewhere. An error it raises
-    that a user can act on (config, lock, checkpoint, store, a failed write) is raised on
-    every rank, so that no rank waits in a collective for a rank that gave up."""
-    result, error = default, None
-    if env.is_main:
-        try:
-            result = fn()
-        except (*SHARED_ERRORS, OSError) as exc:
-            error = exc
-    error = distributed.from_main(error, env)
-    if error is not None:
-        error.on_every_rank = True
-        raise error
-    return result
-
-
-SHARED_ERRORS = (ConfigError, TrainingError, CheckpointError, StoreError)
-
-
-@contextlib.contextmanager
-def on_every_rank() -> Iterator[None]:
-    """Marks the errors raised inside as raised alike on every rank (checks every rank makes
-    on the same data), so that under torchrun the CLI prints them once (rank 0)."""
-    try:
-        yield
-    except SHARED_ERRORS as exc:
-        exc.on_every_rank = True
-        raise
-
-
-# ------------------------------------------------------------------------------ checkpoints
-
-
-class Checkpoints:
-    """Saving during a run: ``step_N.pt`` every ``checkpoint_every`` steps or ``minutes``,
-    ``best.pt`` (only over a best.pt this run descends from), and the newest checkpoint
-    written or resumed from (for messages). Writes happen on rank 0; a failed write stops
-    every rank with one line."""
-
-    def __init__(self, manager: CheckpointManager, env: DistEnv, minutes: float,
-                 newest: Path | None, step: int):
-        self.manager, self.env, self.minutes = manager, env, minutes
-        self.newest, self.newest_step = newest, step
-        self.last_save = time.monotonic()
-        self.may_replace_best = True  # decided by write_run_files (rank 0)
-
-    def time_due(self) -> bool:
-        return self.minutes > 0 and time.monotonic() - self.last_save >= 60 * self.minutes
-
-    def write_failed(self, exc: OSError) -> str:
-        """One line for a failed write: what, and where training can continue from."""
-        where = (f"the newest intact checkpoint is step {self.newest_step} ({self.newest})"
-                 if self.newest is not None else "no checkpoint was written yet")
-        what = (f"disk full while writing {exc.filename}" if disk_full(exc)
-                else f"cannot write {exc.filename} ({exc.strerror})")
-        return f"{what}; {where}; run the same command again to resume once it is fixed"
-
-    def raise_write_failed(self, exc: OSError) -> None:
-        raise TrainingError(self.write_failed(exc))
-
-    def _write(self, write: Callable[[], Path]) -> Path | None:
-        def guarded() -> Path:
-            try:
-                return write()
-            except OSError as exc:
-                raise TrainingError(self.write_failed(exc)) from None
-
-        return on_main(guarded, self.env)
-
-    def save_periodic(self, run: Run, val_loss: float | None) -> Path | None:
-        """``step_N.pt`` (collective under DDP); its path on the main rank, else None."""
-        data = payload(run.cfg, run.task, run.store, run.parts, run.state, self.env, val_loss)
-        path = self._write(lambda: self.manager.save(data))
-        self.newest, self.newest_step, self.last_save = path, run.state.step, time.monotonic()
-        return path
-
-    def save_best(self, run: Run, val_loss: float, log: TrainLogger) -> bool:
-        """Write best.pt if ``val_loss`` is the lowest so far; whether it is."""
-        state = run.state
-        if not improved(val_loss, state.best_val_loss):
-            return False
-        state.best_val_loss, state.best_step = val_loss, state.step
-        if not self.may_replace_best:
-            log.info(f"step {state.step}: {self.manager.best} is kept (not from this run's history)")
-            return True
-        state.best_id = uuid.uuid4().hex  # os.urandom: leaves the training RNG streams alone
-        data = payload(run.cfg, run.task, run.store, run.parts, state, self.env, val_loss)
-        self._write(lambda: self.manager.save_best(data))
-        self.newest, self.newest_step = self.manager.best, state.step
-        return True
-
-
-def resume_state(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Trainables,
-                 state: TrainState, env: DistEnv, manager: CheckpointManager) -> ResumePlan:
-    """Choose (rank 0) and load the checkpoint to continue from, check what changed, and
-    restore it. Writes nothing, so a refused resume leaves the run folder as it was."""
-    loaded: dict[str, Any] = {}
-    plan = on_main(lambda: choose_resume(cfg.trainer.resume, manager, loaded), env)
-    path = distributed.from_main(None if plan is None or plan.path is None else str(plan.path), env)
-    plan = plan or ResumePlan(None if path is None else Path(path))
-    if plan.path is None:
-        return plan
-    saved = loaded.get("payload") or ckpt.load_checkpoint(plan.path)
-    changes, new_batches = check_resume_config(plan.path, saved, cfg, store, task, env.world_size)
-    restore(plan.path, saved, task, parts, state, env)
-    apply_hyperparameters(parts, cfg.trainer)
-    plan.messages += [f"skipped {why}" for _, why in plan.damaged]
-    plan.messages.append(f"resumed from step {state.step} ({plan.path})")
-    plan.messages += changes
-    if new_batches and (moved := start_next_epoch(state)):
-        plan.messages.append(moved)
-    return plan
-
-
-def write_run_files(cfg: TrainConfig, checkpoints: Checkpoints, plan: ResumePlan,
-                    state: TrainState) -> list[str]:
-    """Rank 0, once the resume is accepted: remove half-written files of a killed run, set
-    aside damaged checkpoints (and, when an older checkpoint was chosen explicitly, the newer
-    ones it abandons), decide whether best.pt may be replaced, and write config.yaml.
-    Returns what to print."""
-    manager, notes = checkpoints.manager, []
-    try:
-        manager.folder.mkdir(parents=True, exist_ok=True)
-        for stale in [*manager.folder.glob("*.part"), *Path(cfg.run.dir).glob("*.part")]:
-            stale.unlink()  # left by a writer that was killed (we hold the lock: none is now)
-        for path, _ in plan.damaged:
-            notes.append(f"{path} set aside as {manager.set_aside(path, 'damaged').name}")
-        if plan.path is not None:
-            for path in manager.existing():
-                step = manager.step_of(path)
-                if path != plan.path and step is not None and step > state.step:
-                    notes.append(f"{path} (step {step}) is newer than the chosen checkpoint: set "
-                                 f"aside as {manager.set_aside(path, 'superseded').name}")
-        atomic_write_text(Path(cfg.run.dir) / "config.yaml", to_yaml(cfg))
-    except OSError as exc:
-        raise TrainingError(checkpoints.write_failed(exc)) from None
-    if manager.best.is_file() and manager.peek(manager.best).get("best_id") != state.best_id:
-        checkpoints.may_replace_best = False
-        notes.append(f"{manager.best} is not from this run's history (its state was not an "
-                     "ancestor of the one resumed): it is kept and this run will not replace it")
-    return notes
-
-
-# ------------------------------------------------------------------------------ stopping
-
-
-class StopRequest:
-    """SIGTERM (a scheduler's pre-emption or time limit, ``timeout``, torchrun shutting
-    down), SIGINT (Ctrl-C) and SIGUSR1 (Slurm's ``--signal=USR1@secs`` warning) become a
-    request to stop after the current step with a checkpoint, whether they reach this process
-    alone or its whole process group (loader workers ignore them, see :func:`worker_init`).
-    Copies of one event count once: a repeated SIGTERM or SIGUSR1 changes nothing, and a
-    SIGINT within ``REPEAT_S`` of the first is the same Ctrl-C (under torchrun a terminal's
-    Ctrl-C reaches a worker twice); a later Ctrl-C aborts at once, without a checkpoint.
-    Handlers are installed only in the main thread and restored on exit."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
-    REPEAT_S = 1.0  # a second SIGINT sooner than this is the same request delivered twice
-
-    def __init__(self, announce: bool):
-        self.signal: signal.Signals | None = None
-        self._when = 0.0
-        self.announce = announce
-        self._previous: dict[signal.Signals, Any] = {}
-
-    @property
-    def number(self) -> int:
-        """The signal received, 0 for none (what the ranks all-reduce)."""
-        return 0 if self.signal is None else int(self.signal)
-
-    def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-        self._previous.clear()
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.signal is not None:
-            if signum == signal.SIGINT and time.monotonic() - self._when > self.REPEAT_S:
-                raise KeyboardInterrupt
-            return
-        self.signal, self._when = signal.Signals(signum), time.monotonic()
-        if self.announce:
-            sys.stderr.write(f"\n{self.signal.name}: stopping after this step and saving a "
-                             "checkpoint (Ctrl-C again stops at once, without one)\n")
-
-    @staticmethod
-    def interrupted(step: int, checkpoint: Path | None, signum: int) -> TrainingInterrupted:
-        """The exception that ends the run; ``signum`` is the one all ranks agreed on."""
-        sig = signal.Signals(signum)
-        return TrainingInterrupted(sig.name, int(sig), step, checkpoint)
 
 
 # ------------------------------------------------------------------------------ set-up helpers
@@ -510,63 +298,17 @@ def make_loader(dataset: TrainDataset, task: Task, tc: TrainerConfig, num_worker
     return sampler, loader
 
 
-def worker_init(worker_id: int) -> None:
-    """Loader workers leave stop signals to the main process, which stops at a step boundary
-    and then shuts them down: a worker that died of a signal sent to the whole process group
-    (a terminal's Ctrl-C, ``timeout``, ``kill -- -PGID``, Slurm's scancel) would fail the
-    batch the main process waits for. SIGINT and SIGUSR1 are ignored. SIGTERM still ends a
-    worker when its parent sends it (the loader's and multiprocessing's fallback for a worker
-    that does not quit), as torch's own worker handler does, and is ignored from anyone else.
-    A worker is also killed by the kernel when the main process dies (Linux)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
-    if hasattr(signal, "pthread_sigmask"):  # held while the worker started (start_workers)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGUSR1})
-    if hasattr(signal, "sigwaitinfo"):
-        # Block SIGTERM (threads started later inherit the mask) and take it in a thread
-        # that can see who sent it; a handler cannot.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        threading.Thread(target=_sigterm_from_parent_only, args=(os.getppid(),), daemon=True,
-                         name="sigterm").start()
-    else:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    distributed.signal_on_parent_death(signal.SIGKILL)
-
-
-STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
-
-
-def start_workers(loader: DataLoader) -> Iterator[Any]:
-    """``iter(loader)`` with the stop signals held while its workers start: a new worker
-    inherits the blocked mask, so a signal to the process group that arrives before
-    :func:`worker_init` has run waits instead of killing it (torch's own worker handler ends
-    a worker on any SIGTERM). This process takes the held signal as soon as they are up."""
-    if loader.num_workers == 0 or not hasattr(signal, "pthread_sigmask"):
-        return iter(loader)
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        return iter(loader)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def _sigterm_from_parent_only(parent: int) -> None:
-    while True:
-        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
-            os._exit(0)  # torch's worker handler exits the same way
-
-
-def loader_workers(asked: int, env: DistEnv, notes: list[str]) -> int:
+def loader_workers(asked: int, env: DistEnv) -> tuple[int, list[str]]:
     """``data.num_workers`` capped at this process's share of the CPU cores it may use
-    (more only compete with training for them; torch warns about it)."""
+    (more only compete with training for them; torch warns about it), and what to print
+    when it was lowered."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     per_process = max(cores // distributed.local_world_size(), 0)
     if asked <= per_process:
-        return asked
+        return asked, []
     share = f"this process's share of the {cores} CPU cores" if env.distributed else \
         f"the {cores} CPU cores available"
-    notes.append(f"data.num_workers={asked} lowered to {per_process}: {share}")
-    return per_process
+    return per_process, [f"data.num_workers={asked} lowered to {per_process}: {share}"]
 
 
 PAPER_SIZE_PARAMS = 1_000_000  # experiment=tiny models have ~0.02-0.2M
@@ -653,7 +395,10 @@ def restore_buffers(model: nn.Module, saved: dict[str, torch.Tensor]) -> None:
             buffer.copy_(saved[name])
 
 
-def check_finite(result: StepResult, state: TrainState, tc: TrainerConfig, log: TrainLogger) -> None:
+def check_step_finite(result: StepResult, state: TrainState, tc: TrainerConfig,
+                      log: TrainLogger) -> None:
+    """Count a skipped (non-finite) step and log it; too many in a row stop the run, since
+    training that only skips makes no progress."""
     if result.updated:
         state.nonfinite_streak = 0
         return
@@ -684,7 +429,7 @@ def log_train(log: TrainLogger, meter: Meter, parts: Trainables, state: TrainSta
 
 
 @torch.no_grad()
-def validate(model: nn.Module, task: Task, loader: DataLoader, precision: str, max_batches: int,
+def validation_loss(model: nn.Module, task: Task, loader: DataLoader, precision: str, max_batches: int,
              env: DistEnv, step: int) -> tuple[dict[str, float], Any]:
     """Mean loss terms per batch over (at most ``max_batches`` per rank of) the val split,
     all ranks together; returns them and this rank's first batch (for media, or None)."""
@@ -712,16 +457,17 @@ def validate(model: nn.Module, task: Task, loader: DataLoader, precision: str, m
     return {name: value / total for name, value in merged.items()}, first
 
 
-def validate_and_log(model: nn.Module, parts: Trainables, task: Task, loader: DataLoader,
-                     precision: str, tc: TrainerConfig, env: DistEnv, log: TrainLogger,
+def validate_and_log(parts: Trainables, task: Task, loader: DataLoader, precision: str,
+                     tc: TrainerConfig, env: DistEnv, log: TrainLogger,
                      step: int) -> dict[str, float]:
-    """Validation loss terms (logged) and media, without disturbing the training RNG stream."""
+    """Validation loss terms (logged) and media, without disturbing the training RNG stream.
+    Runs the plain model, not the DDP wrapper: no gradient is synchronised in validation."""
     plain = parts.model
     devices = [env.device] if env.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         plain.eval()
         try:
-            values, first = validate(plain, task, loader, precision, tc.val_batches, env, step)
+            values, first = validation_loss(plain, task, loader, precision, tc.val_batches, env, step)
             if env.is_main and first is not None:
                 task.log_media(parts.synthesis_model(), first, log, step)
         finally:

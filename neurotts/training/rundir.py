@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 from neurotts.config import ConfigError
-from neurotts.training.state import TrainingError
+from neurotts.training.errors import TrainingError
 
 LOCK_NAME = "train.lock"
 

@@ -1,12 +1,17 @@
-"""What a checkpoint saves and restores: the trainable parts, the loop's counters and every
-RNG. The file format itself lives in :mod:`neurotts.checkpoint`."""
+"""What a checkpoint saves and restores (the trainable parts, the loop's counters and every
+RNG), and when the loop writes one (:class:`Checkpoints`). The file format itself lives in
+:mod:`neurotts.checkpoint`; which checkpoint a run continues from, in
+:mod:`neurotts.training.resume`."""
 
 from __future__ import annotations
 
 import copy
 import math
 import random
-from dataclasses import dataclass, field
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,39 +20,16 @@ import torch
 from torch import nn
 
 from neurotts import checkpoint as ckpt
+from neurotts.checkpoint import CheckpointManager
 from neurotts.config import to_dict
 from neurotts.data.store import FeatureStore
-from neurotts.errors import IncompleteError, UserError
-from neurotts.training.config import (
-    RESUME_MAY_CHANGE,
-    RESUME_NEXT_EPOCH,
-    TrainConfig,
-    TrainerConfig,
-)
-from neurotts.training.distributed import DistEnv, gather_objects
+from neurotts.files import disk_full
+from neurotts.training.config import TrainConfig, TrainerConfig
+from neurotts.training.distributed import DistEnv, gather_objects, on_main
+from neurotts.training.errors import TrainingError
+from neurotts.training.logging import TrainLogger
 from neurotts.training.optim import EMA, build_optimizer, build_scaler, build_scheduler
 from neurotts.training.tasks import Task
-
-
-class TrainingError(IncompleteError, RuntimeError):
-    """Training cannot go on (e.g. only non-finite steps); the message says why."""
-
-
-class TrainingInterrupted(UserError):
-    """A stop was requested by a signal (Ctrl-C, SIGTERM); a checkpoint of the last complete
-    step was written, and running the same command again resumes from it. Every rank stops
-    alike (the stop is agreed between ranks); rank 0 says so, as a plain line."""
-
-    every_rank = True
-    label = None
-
-    def __init__(self, signal_name: str, signal_number: int, step: int, checkpoint: Path | None):
-        self.signal_name, self.signal_number = signal_name, signal_number
-        self.exit_code = 128 + signal_number
-        self.step, self.checkpoint = step, checkpoint
-        where = f"; checkpoint {checkpoint}" if checkpoint is not None else ""
-        super().__init__(f"stopped by {signal_name} after step {step}{where}; run the same "
-                         "command again to resume")
 
 
 @dataclass
@@ -119,118 +101,6 @@ def payload(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Trainables
     }
 
 
-# ------------------------------------------------------------------------------ resume
-
-
-@dataclass
-class ResumePlan:
-    """Where a run starts: the checkpoint it continues from (None: step 0), the damaged
-    checkpoints skipped on the way, and what is printed about it."""
-
-    path: Path | None
-    damaged: list[tuple[Path, str]] = field(default_factory=list)
-    messages: list[str] = field(default_factory=list)
-
-
-def choose_resume(choice: str, manager: ckpt.CheckpointManager,
-                  loaded: dict[str, Any]) -> ResumePlan:
-    """``auto``: the newest usable checkpoint of the run folder (best.pt included), skipping
-    damaged ones; none when the folder has no checkpoint; an error when it has some but none
-    is usable (a run never silently starts over). ``never``: none, and refuse a folder that
-    has checkpoints. Anything else: that file. The chosen payload is put in ``loaded``."""
-    existing = manager.existing()
-    if choice == "never":
-        if existing:
-            raise TrainingError(f"{manager.folder} already has checkpoints and trainer.resume=never; "
-                                "use a new run.dir or trainer.resume=auto")
-        return ResumePlan(None)
-    if choice != "auto":
-        path = Path(choice).expanduser()
-        if existing and path.resolve().parent != manager.folder.resolve():
-            raise TrainingError(f"{manager.folder} already has checkpoints of its own; continuing "
-                                f"{path} there would mix two runs: use a new run.dir")
-        loaded["payload"] = ckpt.load_checkpoint(path)
-        return ResumePlan(path)
-    plan = ResumePlan(None)
-    for path in manager.candidates():
-        try:
-            loaded["payload"] = ckpt.load_checkpoint(path)
-        except ckpt.CheckpointError as exc:
-            plan.damaged.append((path, str(exc)))
-            continue
-        plan.path = path
-        return plan
-    if plan.damaged:
-        listed = "; ".join(why for _, why in plan.damaged)
-        raise TrainingError(f"no usable checkpoint in {manager.folder} ({listed}); move them away "
-                            "to start this run.dir from step 0, or use a new run.dir")
-    return plan
-
-
-def diff_configs(saved: Any, current: Any, prefix: str = "") -> list[tuple[str, Any, Any]]:
-    """``(key, saved, current)`` for every leaf that differs; a key the saved config lacks
-    (a setting added after it was written) has ``saved`` = :data:`ABSENT`."""
-    if isinstance(saved, dict) and isinstance(current, dict):
-        out = []
-        for key in sorted(set(saved) | set(current), key=str):
-            if key not in current:
-                continue  # a setting this version no longer has
-            name = f"{prefix}.{key}" if prefix else str(key)
-            out += diff_configs(saved.get(key, ABSENT), current[key], name)
-        return out
-    return [] if saved == current else [(prefix, saved, current)]
-
-
-ABSENT = "(not in the checkpoint)"
-
-
-def check_resume_config(path: Path, saved: dict[str, Any], cfg: TrainConfig, store: FeatureStore,
-                        task: Task, world_size: int) -> tuple[list[str], bool]:
-    """Settings that changed since the checkpoint: the ones a resume may change as printable
-    lines, and whether the batches change (see :data:`RESUME_NEXT_EPOCH`); anything else
-    raises :class:`TrainingError` naming the keys. Writes nothing."""
-    changes = diff_configs(saved["config"], to_dict(cfg))
-    refused = [f"{k}: {old!r} -> {new!r}" for k, old, new in changes
-               if old is not ABSENT and not k.startswith(RESUME_MAY_CHANGE)]
-    if refused:
-        raise TrainingError(f"{path}: these settings differ from the checkpoint's and cannot change "
-                            f"on resume ({'; '.join(refused)}): set them back to resume, or use a new "
-                            "run.dir")
-    same_store = (saved["symbols"] == list(store.symbols) and saved["audio"] == to_dict(store.audio)
-                  and same_tensors(saved.get("mel_norm", {}), task.describe().get("mel_norm", {})))
-    if not same_store:
-        raise TrainingError(f"{path}: was trained on other features (symbols, audio settings or "
-                            f"mel statistics differ from {cfg.data.features}); use the same store "
-                            "to resume, or a new run.dir")
-    step = saved["step"]
-    shown = [f"{k} {_short(old)} -> {_short(new)} from step {step}" for k, old, new in changes
-             if not k.startswith(("trainer.resume", "run.dir", "data.features", "audio."))]
-    new_batches = any(k.startswith(RESUME_NEXT_EPOCH) for k, _, _ in changes)
-    if saved["world_size"] != world_size:
-        shown.append(f"processes {saved['world_size']} -> {world_size} from step {step}")
-        new_batches = True
-    return shown, new_batches
-
-
-def _short(value: Any) -> str:
-    if value is ABSENT:
-        return "(not set)"
-    return f"{value:g}" if isinstance(value, float) else repr(value)
-
-
-def same_tensors(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    if set(a) != set(b):
-        return False
-    for key, value in a.items():
-        other = b[key]
-        if isinstance(value, torch.Tensor) or isinstance(other, torch.Tensor):
-            if not torch.equal(torch.as_tensor(value).cpu(), torch.as_tensor(other).cpu()):
-                return False
-        elif value != other:
-            return False
-    return True
-
-
 def restore(path: Path, saved: dict[str, Any], task: Task, parts: Trainables, state: TrainState,
             env: DistEnv) -> None:
     """Load a checkpoint's state back, including this rank's RNG state. The optimizer and
@@ -279,16 +149,6 @@ def apply_hyperparameters(parts: Trainables, cfg: TrainerConfig) -> None:
     scheduler._last_lr = lrs  # what get_last_lr() reports
 
 
-def start_next_epoch(state: TrainState) -> str | None:
-    """After a change of the batches (batch size, process count): continue with a new
-    epoch; the rest of the current one is skipped. Returns what to print, if anything."""
-    if state.batch_in_epoch == 0:
-        return None
-    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-    return (f"the batches change: continuing with epoch {state.epoch} (the rest of the current "
-            "one is skipped)")
-
-
 def improved(val_loss: float, best: float) -> bool:
     return math.isfinite(val_loss) and val_loss < best
 
@@ -320,3 +180,72 @@ def restore_rng(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"].cpu())
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([t.cpu() for t in state["cuda"]])
+
+
+# ------------------------------------------------------------------------------ saving
+
+
+def write_failed(exc: OSError, newest: Path | None, newest_step: int) -> str:
+    """One line for a failed write: what, and where training can continue from."""
+    where = (f"the newest intact checkpoint is step {newest_step} ({newest})"
+             if newest is not None else "no checkpoint was written yet")
+    what = (f"disk full while writing {exc.filename}" if disk_full(exc)
+            else f"cannot write {exc.filename} ({exc.strerror})")
+    return f"{what}; {where}; run the same command again to resume once it is fixed"
+
+
+class Checkpoints:
+    """Saving during a run: ``step_N.pt`` every ``checkpoint_every`` steps or ``minutes``,
+    ``best.pt`` (only over a best.pt this run descends from: ``replace_best``, decided once
+    at start by :func:`neurotts.training.resume.write_run_files`), and the newest checkpoint
+    written or resumed from (for messages). ``snapshot(val_loss)`` builds the checkpoint of
+    the run as it is now (:func:`payload`, collective under DDP). Writes happen on rank 0; a
+    failed write stops every rank with one line."""
+
+    def __init__(self, manager: CheckpointManager, env: DistEnv, minutes: float,
+                 snapshot: Callable[[float | None], dict[str, Any]], state: TrainState,
+                 newest: Path | None, replace_best: bool):
+        self.manager, self.env, self.minutes = manager, env, minutes
+        self.snapshot, self.state, self.replace_best = snapshot, state, replace_best
+        self.newest, self.newest_step = newest, state.step
+        self.last_save = time.monotonic()
+
+    def time_due(self) -> bool:
+        return self.minutes > 0 and time.monotonic() - self.last_save >= 60 * self.minutes
+
+    def write_failed(self, exc: OSError) -> str:
+        return write_failed(exc, self.newest, self.newest_step)
+
+    def raise_write_failed(self, exc: OSError) -> None:
+        raise TrainingError(self.write_failed(exc))
+
+    def _write(self, write: Callable[[], Path]) -> Path | None:
+        def guarded() -> Path:
+            try:
+                return write()
+            except OSError as exc:
+                raise TrainingError(self.write_failed(exc)) from None
+
+        return on_main(guarded, self.env)
+
+    def save_periodic(self, val_loss: float | None) -> Path | None:
+        """``step_N.pt`` (collective under DDP); its path on the main rank, else None."""
+        data = self.snapshot(val_loss)
+        path = self._write(lambda: self.manager.save(data))
+        self.newest, self.newest_step, self.last_save = path, self.state.step, time.monotonic()
+        return path
+
+    def save_best(self, val_loss: float, log: TrainLogger) -> bool:
+        """Write best.pt if ``val_loss`` is the lowest so far; whether it is."""
+        state = self.state
+        if not improved(val_loss, state.best_val_loss):
+            return False
+        state.best_val_loss, state.best_step = val_loss, state.step
+        if not self.replace_best:
+            log.info(f"step {state.step}: {self.manager.best} is kept (not from this run's history)")
+            return True
+        state.best_id = uuid.uuid4().hex  # os.urandom: leaves the training RNG streams alone
+        data = self.snapshot(val_loss)
+        self._write(lambda: self.manager.save_best(data))
+        self.newest, self.newest_step = self.manager.best, state.step
+        return True
