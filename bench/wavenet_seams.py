@@ -46,8 +46,8 @@ import torch
 from neurotts.data.store import FeatureStore
 from neurotts.evaluation.metrics import log_mel_spectrogram, mcd_dtw
 from neurotts.evaluation.seams import fade_report, seam_report
-from neurotts.models.fold_config import FADES, PRECISIONS
-from neurotts.models.wavenet_fold import (
+from neurotts.models.wavenet.options import FADES, PRECISIONS
+from neurotts.models.wavenet.fold import (
     crossfade,
     fold_plans,
     generate_segments,
@@ -55,7 +55,7 @@ from neurotts.models.wavenet_fold import (
     join_samples,
     overlaps,
 )
-from neurotts.models.wavenet_generate import generate
+from neurotts.models.wavenet.generate import generate
 from neurotts.vocoders import WaveNetVocoder
 
 

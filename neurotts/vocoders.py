@@ -3,7 +3,7 @@
 * :class:`GriffinLim` needs no trained model: the mel filterbank is inverted and the phase
   recovered with Griffin-Lim, from the audio settings alone (:class:`GriffinLimVocoder`);
 * :class:`WaveNetVocoder` is a trained WaveNet checkpoint, generating sample by sample, each
-  utterance folded into segments generated as one batch (:mod:`neurotts.models.wavenet_fold`).
+  utterance folded into segments generated as one batch (:mod:`neurotts.models.wavenet.fold`).
 
 :func:`load_vocoder` turns the user's choice (``griffinlim`` or a run folder / checkpoint) into
 one of them.
@@ -25,9 +25,9 @@ from neurotts.audio import MelNorm, mel_filterbank
 from neurotts.checkpoint import load_trained
 from neurotts.config import AudioConfig, constrained, did_you_mean, to_schema
 from neurotts.errors import UserError
-from neurotts.models import cpu_kernel
-from neurotts.models.fold_config import PRECISIONS, UNFOLDED, FoldConfig
-from neurotts.models.wavenet_fold import generate_configured
+from neurotts.models.wavenet import cpu_kernel
+from neurotts.models.wavenet.options import PRECISIONS, UNFOLDED, FoldConfig
+from neurotts.models.wavenet.fold import generate_configured
 
 GRIFFIN_LIM = "griffinlim"
 

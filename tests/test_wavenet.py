@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from neurotts.config import CONFIG_DIR
 from neurotts.models.registry import shipped_model_config
-from neurotts.models.wavenet import (
+from neurotts.models.wavenet.model import (
     WaveNet,
     WaveNetConfig,
     make_io,
@@ -23,7 +23,7 @@ from neurotts.models.wavenet import (
     receptive_field,
     wavenet_loss,
 )
-from neurotts.models.wavenet_generate import generate, generate_naive
+from neurotts.models.wavenet.generate import generate, generate_naive
 
 CLIP = (
     Path(__file__).resolve().parents[2]
@@ -59,7 +59,7 @@ def compose_default() -> WaveNetConfig:
 
 def teacher_forced_inputs(model: WaveNet, samples: torch.Tensor) -> torch.Tensor:
     """Generated samples (B, T) -> the 'previous sample' inputs the forward pass expects."""
-    from neurotts.models.wavenet import silence_input
+    from neurotts.models.wavenet.model import silence_input
 
     first = silence_input(model.cfg).to(samples).expand(samples.shape[0], 1)
     return torch.cat([first, samples[:, :-1]], dim=1)
@@ -164,7 +164,7 @@ def test_many_dilations_equal_teacher_forced_forward(batch: int, mode: str) -> N
     """Both CPU back ends over dilations 1, 2, 4, 8 (the kernel amortises the past taps of
     each dilated layer over d samples; the torch-op fallback gathers all taps every step)
     agree with the full forward pass, at batch 1 and above."""
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     if mode == "kernel" and cpu_kernel.load() is None:
         pytest.skip("no C compiler for the CPU kernel")
@@ -229,7 +229,7 @@ def test_cuda_graph_generation_equals_eager(output: str) -> None:
 
 @pytest.fixture
 def kernel_available() -> None:
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     if cpu_kernel.load() is None:
         pytest.skip("no C compiler here: the CPU kernel cannot be built (torch ops are used)")
@@ -239,7 +239,7 @@ def kernel_available() -> None:
 def fresh_kernel_cache(tmp_path: Path, monkeypatch) -> Iterator[Path]:
     """Kernel builds go to tmp_path; the process-wide loaded kernel is forgotten before and
     after, so other tests see the normal one again."""
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     monkeypatch.setenv("NEUROTTS_CACHE_DIR", str(tmp_path))
     cpu_kernel.load.cache_clear()
@@ -293,7 +293,7 @@ def test_cpu_kernel_gate_matches_torch_over_the_whole_float_range(kernel_availab
     saturating inputs (|x| up to 1e4, where the exp argument is clamped)."""
     import ctypes
 
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     g = torch.Generator().manual_seed(0)
     grid = torch.linspace(-30, 30, 6001)
@@ -314,7 +314,7 @@ def simd_kernel(request, fresh_kernel_cache: Path, monkeypatch):
     code path; x86-64 only), each a real compile into a fresh cache."""
     import platform
 
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     if request.param == "no-avx512":
         if platform.machine().lower() not in ("x86_64", "amd64"):
@@ -366,7 +366,7 @@ def test_cpu_kernel_generation_on_each_code_path(simd_kernel) -> None:
 
 @pytest.fixture
 def bf16_kernel(kernel_available: None):
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     if not cpu_kernel.has_bf16():
         pytest.skip("this CPU has no AVX512-BF16: the kernel is built without bf16 products")
@@ -421,7 +421,7 @@ def test_bf16_is_refused_where_it_cannot_run(fresh_kernel_cache: Path, monkeypat
     build): a ValueError that says why, before any work."""
     import platform
 
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     model, mels = tiny_model("mulaw"), torch.randn(1, 3, 8)
     with pytest.raises(ValueError, match="precision='fp16': expected one of fp32, bf16"):
@@ -444,7 +444,7 @@ def test_cpu_kernel_blocks_that_split_a_dilation_window(kernel_size: int, kernel
     """A block boundary inside a window of d steps (block 5, dilations up to 8) still gives
     the forward pass's outputs: the kernel completes the window at the block start. Also
     for 1 and 3 past taps per layer."""
-    from neurotts.models import wavenet_generate as gen_mod
+    from neurotts.models.wavenet import generate as gen_mod
 
     monkeypatch.setattr(gen_mod, "_block_size", lambda *args: 5)
     model = tiny_model("mulaw", seed=2, layers=8, stacks=2, kernel_size=kernel_size)
@@ -457,7 +457,7 @@ def test_cpu_kernel_blocks_that_split_a_dilation_window(kernel_size: int, kernel
 
 def test_cpu_kernel_is_built_once_and_reused(fresh_kernel_cache: Path,
                                              kernel_available: None) -> None:
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     built = list((fresh_kernel_cache / "kernels").glob("wavenet_cpu-*.so"))
     assert len(built) == 1
@@ -470,7 +470,7 @@ def test_cpu_kernel_is_built_once_and_reused(fresh_kernel_cache: Path,
 
 def test_cpu_kernel_disabled_or_unbuildable_falls_back_to_torch_ops(
         fresh_kernel_cache: Path, monkeypatch, caplog) -> None:
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     model = tiny_model("mol", seed=1)
     mels = torch.randn(1, 3, 8)
@@ -487,7 +487,7 @@ def test_cpu_kernel_disabled_or_unbuildable_falls_back_to_torch_ops(
     broken = fresh_kernel_cache / "broken.c"
     broken.write_text("this is not C\n")
     monkeypatch.setattr(cpu_kernel, "SOURCE", broken)
-    with caplog.at_level("WARNING", logger="neurotts.models.cpu_kernel"):
+    with caplog.at_level("WARNING", logger="neurotts.models.wavenet.cpu_kernel"):
         assert cpu_kernel.load() is None
     assert "broken.c" in caplog.text
     assert not list((fresh_kernel_cache / "kernels").iterdir())
@@ -495,7 +495,7 @@ def test_cpu_kernel_disabled_or_unbuildable_falls_back_to_torch_ops(
     # No compiler at all.
     cpu_kernel.load.cache_clear()
     monkeypatch.setattr(cpu_kernel, "_compiler", lambda: None)
-    with caplog.at_level("WARNING", logger="neurotts.models.cpu_kernel"):
+    with caplog.at_level("WARNING", logger="neurotts.models.wavenet.cpu_kernel"):
         assert cpu_kernel.load() is None
     assert "no C compiler" in caplog.text
 

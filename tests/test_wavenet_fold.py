@@ -1,4 +1,4 @@
-"""Folded WaveNet generation (neurotts/models/wavenet_fold.py): plans, joins, back ends."""
+"""Folded WaveNet generation (neurotts/models/wavenet/fold.py): plans, joins, back ends."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from neurotts.evaluation.seams import fade_report, seam_report
-from neurotts.models import cpu_kernel
-from neurotts.models.fold_config import FoldConfig, parse_fold
-from neurotts.models.wavenet import WaveNet, context_frames
-from neurotts.models.wavenet_fold import (
+from neurotts.models.wavenet import cpu_kernel
+from neurotts.models.wavenet.options import FoldConfig, parse_fold
+from neurotts.models.wavenet.model import WaveNet, context_frames
+from neurotts.models.wavenet.fold import (
     Segment,
     choose_folds,
     crossfade,
@@ -25,7 +25,7 @@ from neurotts.models.wavenet_fold import (
     overlaps,
     plan_segments,
 )
-from neurotts.models.wavenet_generate import generate
+from neurotts.models.wavenet.generate import generate
 from tests.test_wavenet import tiny_model
 
 HOP = 16  # tiny_config's hop_length

@@ -41,7 +41,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "tacotron2": ModelEntry("neurotts.models.tacotron2", "Tacotron2Config", "Tacotron2",
                             ("n_mels",), takes_symbols=True),
-    "wavenet": ModelEntry("neurotts.models.wavenet", "WaveNetConfig", "WaveNet",
+    "wavenet": ModelEntry("neurotts.models.wavenet.model", "WaveNetConfig", "WaveNet",
                           ("n_mels", "hop_length"), takes_symbols=False),
 }
 

@@ -1,4 +1,4 @@
-"""Settings of folded WaveNet generation (:mod:`neurotts.models.wavenet_fold`), kept free of
+"""Settings of folded WaveNet generation (:mod:`neurotts.models.wavenet.fold`), kept free of
 torch so the command line can build its config schemas without importing it."""
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 :func:`generate` is cached incremental generation for a batch of utterances, O(layers) work
 per sample instead of recomputing the receptive field. It picks one of two back ends:
 
-* the C kernel on the CPU (:mod:`neurotts.models.wavenet_kernel`, built on first use by
-  :mod:`neurotts.models.cpu_kernel`), one call per block of samples;
-* torch ops (:mod:`neurotts.models.wavenet_steps`): the CPU fallback when no C compiler is
+* the C kernel on the CPU (:mod:`neurotts.models.wavenet.kernel`, built on first use by
+  :mod:`neurotts.models.wavenet.cpu_kernel`), one call per block of samples;
+* torch ops (:mod:`neurotts.models.wavenet.steps`): the CPU fallback when no C compiler is
   available (mode ``views``), and on CUDA a step captured once in a CUDA graph and replayed
   per sample (mode ``graph``).
 
@@ -30,12 +30,12 @@ from dataclasses import dataclass
 import torch
 
 from neurotts.audio import mu_law_decode
-from neurotts.models import cpu_kernel
-from neurotts.models.fold_config import PRECISIONS
+from neurotts.models.wavenet import cpu_kernel
+from neurotts.models.wavenet.options import PRECISIONS
 from neurotts.models.layers import sequence_mask
-from neurotts.models.wavenet import WaveNet, dilations, draw_noise, pick_sample, silence_input
-from neurotts.models.wavenet_kernel import KernelGroup
-from neurotts.models.wavenet_steps import CachedStep, GraphedStep, run_block
+from neurotts.models.wavenet.model import WaveNet, dilations, draw_noise, pick_sample, silence_input
+from neurotts.models.wavenet.kernel import KernelGroup
+from neurotts.models.wavenet.steps import CachedStep, GraphedStep, run_block
 
 # Upper bound on the floats one block of per-step inputs holds: the conditioning as the step
 # reads it and the sampling noise (128 MiB in fp32).

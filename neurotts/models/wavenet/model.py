@@ -12,7 +12,7 @@ Structure follows the usual vocoder recipe (r9y9/wavenet_vocoder, Tacotron 2's v
 * conditioning: log-mels ``(B, T_frames, n_mels)`` -> a 'same' conv over frames -> learned
   depthwise transposed convolutions, one per upsample scale, whose product is ``hop_length``.
 
-Incremental (cached) and naive generation live in :mod:`neurotts.models.wavenet_generate`.
+Incremental (cached) and naive generation live in :mod:`neurotts.models.wavenet.generate`.
 The model itself knows nothing of devices, optimisers or loggers.
 """
 

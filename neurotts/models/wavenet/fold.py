@@ -14,13 +14,13 @@ Folding turns one long utterance into a batch of short ones:
   cross-faded with the start of the next segment's part (see :func:`crossfade`);
 * each segment's mel slice also carries the frames the conditioning needs to the right of
   the last sample it keeps, so the kept conditioning equals the whole utterance's;
-* all segments of all utterances are one batch for :func:`~wavenet_generate.generate`, which
+* all segments of all utterances are one batch for :func:`~neurotts.models.wavenet.generate.generate`, which
   runs for the longest segment's samples only (``max_samples``), so the extra frames on the
   right cost nothing.
 
 The number of segments is ``fold`` (an int; fewer when the frames do not allow that many) or
 chosen by :func:`choose_folds` from the lengths and a per-device step-cost model. One segment
-per utterance is exactly :func:`~wavenet_generate.generate` (same call, same noise).
+per utterance is exactly :func:`~neurotts.models.wavenet.generate.generate` (same call, same noise).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import torch
 
-from neurotts.models import cpu_kernel
-from neurotts.models.fold_config import FADES, FoldConfig, parse_fold
-from neurotts.models.wavenet import WaveNet, context_frames
-from neurotts.models.wavenet_generate import generate
+from neurotts.models.wavenet import cpu_kernel
+from neurotts.models.wavenet.options import FADES, FoldConfig, parse_fold
+from neurotts.models.wavenet.model import WaveNet, context_frames
+from neurotts.models.wavenet.generate import generate
 
 # Cost of one generation step at a batch of b rows, as (c0 + b) in units of one row's cost:
 # c0 is the fixed per-step cost (per kernel thread on the CPU) measured with the default
