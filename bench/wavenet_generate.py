@@ -48,12 +48,12 @@ import torch
 from omegaconf import OmegaConf
 
 from neurotts.config import CONFIG_DIR
-from neurotts.models.wavenet import cpu_kernel
-from neurotts.models.wavenet.options import FoldConfig
 from neurotts.models.registry import shipped_model_config
-from neurotts.models.wavenet.model import WaveNet, WaveNetConfig
+from neurotts.models.wavenet import cpu_kernel
 from neurotts.models.wavenet.fold import fold_plans, generate_configured
 from neurotts.models.wavenet.generate import generate, naive_step
+from neurotts.models.wavenet.model import WaveNet, WaveNetConfig
+from neurotts.models.wavenet.options import FoldConfig
 
 
 def default_config(output: str | None = None) -> WaveNetConfig:

@@ -46,7 +46,6 @@ import torch
 from neurotts.data.store import FeatureStore
 from neurotts.evaluation.metrics import log_mel_spectrogram, mcd_dtw
 from neurotts.evaluation.seams import fade_report, seam_report
-from neurotts.models.wavenet.options import FADES, PRECISIONS
 from neurotts.models.wavenet.fold import (
     crossfade,
     fold_plans,
@@ -56,6 +55,7 @@ from neurotts.models.wavenet.fold import (
     overlaps,
 )
 from neurotts.models.wavenet.generate import generate
+from neurotts.models.wavenet.options import FADES, PRECISIONS
 from neurotts.vocoders import WaveNetVocoder
 
 

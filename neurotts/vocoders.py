@@ -26,8 +26,8 @@ from neurotts.checkpoint import load_trained
 from neurotts.config import AudioConfig, constrained, did_you_mean, to_schema
 from neurotts.errors import UserError
 from neurotts.models.wavenet import cpu_kernel
-from neurotts.models.wavenet.options import PRECISIONS, UNFOLDED, FoldConfig
 from neurotts.models.wavenet.fold import generate_configured
+from neurotts.models.wavenet.options import PRECISIONS, UNFOLDED, FoldConfig
 
 GRIFFIN_LIM = "griffinlim"
 

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from neurotts.config import CONFIG_DIR
 from neurotts.models.registry import shipped_model_config
+from neurotts.models.wavenet.generate import generate, generate_naive
 from neurotts.models.wavenet.model import (
     WaveNet,
     WaveNetConfig,
@@ -23,7 +24,6 @@ from neurotts.models.wavenet.model import (
     receptive_field,
     wavenet_loss,
 )
-from neurotts.models.wavenet.generate import generate, generate_naive
 
 CLIP = (
     Path(__file__).resolve().parents[2]

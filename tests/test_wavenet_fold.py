@@ -10,8 +10,6 @@ import torch
 
 from neurotts.evaluation.seams import fade_report, seam_report
 from neurotts.models.wavenet import cpu_kernel
-from neurotts.models.wavenet.options import FoldConfig, parse_fold
-from neurotts.models.wavenet.model import WaveNet, context_frames
 from neurotts.models.wavenet.fold import (
     Segment,
     choose_folds,
@@ -26,6 +24,8 @@ from neurotts.models.wavenet.fold import (
     plan_segments,
 )
 from neurotts.models.wavenet.generate import generate
+from neurotts.models.wavenet.model import WaveNet, context_frames
+from neurotts.models.wavenet.options import FoldConfig, parse_fold
 from tests.test_wavenet import tiny_model
 
 HOP = 16  # tiny_config's hop_length

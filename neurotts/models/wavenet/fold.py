@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import torch
 
 from neurotts.models.wavenet import cpu_kernel
-from neurotts.models.wavenet.options import FADES, FoldConfig, parse_fold
-from neurotts.models.wavenet.model import WaveNet, context_frames
 from neurotts.models.wavenet.generate import generate
+from neurotts.models.wavenet.model import WaveNet, context_frames
+from neurotts.models.wavenet.options import FADES, FoldConfig, parse_fold
 
 # Cost of one generation step at a batch of b rows, as (c0 + b) in units of one row's cost:
 # c0 is the fixed per-step cost (per kernel thread on the CPU) measured with the default

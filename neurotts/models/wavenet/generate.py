@@ -30,11 +30,11 @@ from dataclasses import dataclass
 import torch
 
 from neurotts.audio import mu_law_decode
-from neurotts.models.wavenet import cpu_kernel
-from neurotts.models.wavenet.options import PRECISIONS
 from neurotts.models.layers import sequence_mask
-from neurotts.models.wavenet.model import WaveNet, dilations, draw_noise, pick_sample, silence_input
+from neurotts.models.wavenet import cpu_kernel
 from neurotts.models.wavenet.kernel import KernelGroup
+from neurotts.models.wavenet.model import WaveNet, dilations, draw_noise, pick_sample, silence_input
+from neurotts.models.wavenet.options import PRECISIONS
 from neurotts.models.wavenet.steps import CachedStep, GraphedStep, run_block
 
 # Upper bound on the floats one block of per-step inputs holds: the conditioning as the step
