@@ -32,13 +32,8 @@ from neurotts.models.attention import (
     MultiHeadAttention,
     step_dtype,
 )
-from neurotts.models.layers import (
-    ConvNormStack,
-    LoopLinear,
-    Prenet,
-    ZoneoutLSTMCell,
-    sequence_mask,
-)
+from neurotts.models.layers import ConvNormStack, Prenet, ZoneoutLSTMCell, sequence_mask
+from neurotts.models.loop_linear import LoopLinear
 
 # --------------------------------------------------------------------------------------------
 # Configuration (values live in configs/model/tacotron2.yaml)
