@@ -443,7 +443,7 @@ def test_guided_loss_is_per_step_and_length_independent():
         return torch.full((1, t_dec, t_text), 1.0 / t_text)
 
     # Uniform attention costs the same per step whatever the text length; averaging over all
-    # cells instead would shrink it ~1/T_text (the design.md failure).
+    # cells instead would shrink it ~1/T_text (too weak a guide to align).
     short = guided_attention_loss(uniform(40, 10), torch.tensor([10]), torch.tensor([40]), sigma)
     long = guided_attention_loss(uniform(40, 80), torch.tensor([80]), torch.tensor([40]), sigma)
     assert 0.4 < float(short) < 0.8
