@@ -40,6 +40,7 @@ Usage: python bench/wavenet_generate.py [--samples-b1 3000] [--samples-b16 1000]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -48,7 +49,6 @@ import torch
 from omegaconf import OmegaConf
 
 from neurotts.config import CONFIG_DIR
-from neurotts.models.registry import shipped_model_config
 from neurotts.models.wavenet import cpu_kernel
 from neurotts.models.wavenet.fold import fold_plans, generate_folded
 from neurotts.models.wavenet.generate import generate, naive_step
@@ -57,7 +57,10 @@ from neurotts.models.wavenet.options import GenerateOptions
 
 
 def default_config(output: str | None = None) -> WaveNetConfig:
-    return shipped_model_config("wavenet", overrides=[f"output={output}"] if output else ())
+    """The shipped WaveNet (the config's defaults) for configs/audio/ljspeech.yaml."""
+    audio = OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml")
+    cfg = WaveNetConfig(n_mels=audio.n_mels, hop_length=audio.hop_length)
+    return dataclasses.replace(cfg, output=output) if output else cfg
 
 
 def flops_per_sample(model: WaveNet) -> int:

@@ -13,7 +13,6 @@ import torch
 from omegaconf import OmegaConf
 
 from neurotts.config import CONFIG_DIR
-from neurotts.models.registry import shipped_model_config
 from neurotts.models.wavenet.generate import generate, generate_naive
 from neurotts.models.wavenet.model import (
     WaveNet,
@@ -25,6 +24,7 @@ from neurotts.models.wavenet.model import (
     wavenet_loss,
 )
 from neurotts.models.wavenet.options import GenerateOptions
+from tests.model_configs import shipped_model_config
 
 CLIP = (
     Path(__file__).resolve().parents[2]
@@ -68,6 +68,18 @@ def teacher_forced_inputs(model: WaveNet, samples: torch.Tensor) -> torch.Tensor
 
 # ---------------------------------------------------------------------------------------------
 # Config and shapes
+
+
+def test_config_defaults_are_the_shipped_yaml_and_build_a_model_without_it() -> None:
+    """WaveNetConfig's defaults are configs/model/wavenet.yaml's values (compared here, so the
+    two cannot drift); only the audio's n_mels and hop_length have to be given."""
+    audio = OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml")
+    cfg = WaveNetConfig(n_mels=audio.n_mels, hop_length=audio.hop_length)
+    assert cfg == compose_default()
+    model = WaveNet(cfg)
+    samples = 2 * audio.hop_length  # two mel frames
+    out = model(torch.zeros(1, samples, dtype=torch.long), torch.randn(1, 2, audio.n_mels))
+    assert out.shape == (1, cfg.mu_law_channels, samples)
 
 
 def test_default_config_composes_with_audio_values() -> None:
