@@ -117,19 +117,37 @@ class GriffinLimVocoder:
         return _trim(self.module(log_mels), lengths, self.hop_length)
 
 
+def check_backend(options: GenerateOptions, device: torch.device) -> None:
+    """Refuse, before any model loads, a back end or precision that cannot run on ``device``
+    (one line naming the key and what to use instead)."""
+    if options.mode == "graph" and device.type != "cuda":
+        raise VocoderError("vocoder.mode=graph replays CUDA graphs, and generation runs on "
+                           f"{device.type}: use vocoder.mode=auto (or device=cuda)")
+    if options.mode == "kernel" and (device.type != "cpu" or cpu_kernel.load() is None):
+        why = (f"generation runs on {device.type}" if device.type != "cpu" else
+               "the C kernel is disabled or could not be built")
+        raise VocoderError(f"vocoder.mode=kernel runs the CPU kernel, and {why}: "
+                           "use vocoder.mode=auto")
+    if options.precision == "bf16" and not (device.type == "cpu" and cpu_kernel.has_bf16()):
+        why = (f"generation runs on {device.type}" if device.type != "cpu" else
+               "the C kernel is disabled or could not be built" if cpu_kernel.load() is None
+               else "this CPU lacks AVX512-BF16")
+        raise VocoderError(
+            "vocoder.precision=bf16 runs in the CPU kernel on CPUs with AVX512-BF16 (AMD "
+            f"Zen 4, Intel Sapphire Rapids and later), and {why}: use vocoder.precision=fp32")
+    if options.precision == "bf16" and options.mode not in ("auto", "kernel"):
+        raise VocoderError(f"vocoder.precision=bf16 runs in the CPU kernel, and "
+                           f"vocoder.mode={options.mode}: use vocoder.mode=auto")
+
+
 class WaveNetVocoder:
-    """A trained WaveNet; refuses one trained on other audio settings than ``audio``."""
+    """A trained WaveNet; refuses one trained on other audio settings than ``audio``, or
+    ``options`` that cannot run on ``device``."""
 
     def __init__(self, path: str | Path, audio: AudioConfig, device: torch.device,
                  options: GenerateOptions | None = None):
         options = options or GenerateOptions()
-        if options.precision == "bf16" and not (device.type == "cpu" and cpu_kernel.has_bf16()):
-            why = (f"generation runs on {device.type}" if device.type != "cpu" else
-                   "the C kernel is disabled or could not be built" if cpu_kernel.load() is None
-                   else "this CPU lacks AVX512-BF16")
-            raise VocoderError(
-                "vocoder.precision=bf16 runs in the CPU kernel on CPUs with AVX512-BF16 (AMD "
-                f"Zen 4, Intel Sapphire Rapids and later), and {why}: use vocoder.precision=fp32")
+        check_backend(options, device)
         self.model, cfg, payload, file = load_trained(path, "wavenet", device)
         voc_audio = to_schema(payload["audio"], AudioConfig)
         if voc_audio != audio:
@@ -152,8 +170,8 @@ class WaveNetVocoder:
 
 def load_vocoder(spec: str | Path, audio: AudioConfig, device: torch.device,
                  options: GenerateOptions | None = None) -> Vocoder:
-    r"""``griffinlim``, or a WaveNet run folder / checkpoint (generating with ``options``,
-    default :class:`GenerateOptions`\ ``()``). Raises :class:`VocoderError` or
+    """``griffinlim``, or a WaveNet run folder / checkpoint (generating with ``options``; none:
+    plain unfolded generation). Raises :class:`VocoderError` or
     :class:`~neurotts.checkpoint.CheckpointError` with a one-line message."""
     if str(spec) == GRIFFIN_LIM:
         return GriffinLimVocoder(audio, device)

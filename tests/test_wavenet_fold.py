@@ -269,6 +269,30 @@ def test_fold_settings_are_checked_when_the_config_loads(command: str) -> None:
         load_config(command, schema, [*base, "vocoder.precision=fp16"])
 
 
+@pytest.mark.parametrize("command", ["synth", "eval"])
+def test_back_end_settings_load_and_are_checked_before_any_model(command: str) -> None:
+    """vocoder.mode and vocoder.kernel_threads reach the config; a back end that cannot run
+    on the device is refused with one line before a checkpoint is read."""
+    from neurotts.config import load_config
+    from neurotts.evaluation.run import EvalConfig
+    from neurotts.synthesis import SynthConfig
+    from neurotts.vocoders import VocoderError, check_backend
+
+    schema = SynthConfig if command == "synth" else EvalConfig
+    base = ["acoustic=run", "out=o"] if command == "eval" else ["acoustic=run"]
+    cfg = load_config(command, schema, [*base, "vocoder.mode=views", "vocoder.kernel_threads=3"])
+    assert (cfg.vocoder.mode, cfg.vocoder.kernel_threads) == ("views", 3)
+    with pytest.raises(ValueError, match="vocoder.mode='fast': choose one of auto, kernel"):
+        load_config(command, schema, [*base, "vocoder.mode=fast"])
+    with pytest.raises(ValueError, match="vocoder.kernel_threads=0: must be at least 1"):
+        load_config(command, schema, [*base, "vocoder.kernel_threads=0"])
+    check_backend(cfg.vocoder, torch.device("cpu"))
+    with pytest.raises(VocoderError, match="vocoder.mode=graph replays CUDA graphs"):
+        check_backend(GenerateOptions(mode="graph"), torch.device("cpu"))
+    with pytest.raises(VocoderError, match="vocoder.mode=kernel runs the CPU kernel"):
+        check_backend(GenerateOptions(mode="kernel"), torch.device("cuda"))
+
+
 def test_training_media_fold_setting_is_named_by_its_own_key(tmp_path) -> None:
     from neurotts.training.config import load_train_config
     from tests.test_loader import write_store

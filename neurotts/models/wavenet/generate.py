@@ -207,9 +207,8 @@ def generate(
     ``mels`` (B, T_frames, n_mels) on the device to run on; ``mel_lengths`` (B,) frames (items
     shorter than the longest are generated to the end and zeroed past their length);
     ``max_samples`` stops early (benchmarks); ``record`` keeps each step's output (B, C_out, T).
-    ``options`` (default :class:`GenerateOptions`\ ``()``) give the temperature, the back end
-    and the precision; their fold settings are for
-    :func:`~neurotts.models.wavenet.fold.generate_folded`.
+    ``options`` (none: the defaults) give the temperature, the back end and the precision;
+    their fold settings are for :func:`~neurotts.models.wavenet.fold.generate_folded`.
     ``options.mode``: "kernel" (the C kernel; float32 on CPU), "views" (torch ops, Python-side
     positions), "indexed" (torch ops, device-side positions), "graph" (CUDA graph of "indexed";
     CUDA only), "auto" (graph on CUDA; on CPU the kernel when it is available, else views).

@@ -25,9 +25,7 @@ FOLD_EXPECT = "auto, off or a number of segments >= 1"
 class GenerateOptions:
     """Every choice about one generation call. The defaults are plain unfolded generation:
     ``GenerateOptions()`` gives the same audio as generating each utterance whole.
-
-    ``mode`` and ``kernel_threads`` pick how the same audio is computed (benchmarks and tests
-    choose them; the YAML configs leave them at their defaults)."""
+    ``mode`` and ``kernel_threads`` pick how the same audio is computed."""
 
     temperature: float = constrained(1.0, ge=0)  # 1: sample the learned distribution; 0: argmax
     # auto | off | K: at most K segments per utterance, generated as one batch.
