@@ -24,13 +24,14 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
+from omegaconf import OmegaConf
 from torch.nn.utils.rnn import pad_sequence
 
 from neurotts.audio import AudioConfig, fit_to_hop, load_wav, log_mel, trim_silence
 from neurotts.config import load_config
 from neurotts.data.config import PrepareConfig
 from neurotts.models.alignment import AlignmentMetrics, AlignmentThresholds, alignment_metrics
-from neurotts.models.registry import ALIGNMENT_PROBE_TACOTRON2, shipped_model_config
+from neurotts.models.registry import model_config as typed_model_config
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, tacotron2_loss
 from neurotts.text.frontend import TextConfig, TextFrontend
 
@@ -38,6 +39,33 @@ SAMPLE = (
     Path(__file__).resolve().parents[2] / "shared" / "data" / "ljspeech-sample" / "LJSpeech-1.1"
 )
 ATTENTIONS = ("location", "dca", "multihead")
+# A ~0.16M-parameter Tacotron 2 (overrides of the default Tacotron2Config, which equals
+# configs/model/tacotron2.yaml) that learns an alignment on a handful of real clips within a
+# few hundred CPU steps: the model of this benchmark and of the alignment tests
+# (tests/test_tacotron2.py imports it), so both measure the same thing.
+ALIGNMENT_PROBE_TACOTRON2 = (
+    "encoder.embedding_dim=32",
+    "encoder.conv_channels=32",
+    "encoder.lstm_dim=32",
+    "encoder.dropout=0.0",
+    "decoder.prenet_dims=[32,32]",
+    "decoder.attention_rnn_dim=64",
+    "decoder.decoder_rnn_dim=64",
+    "decoder.zoneout=0.0",
+    "attention.dim=32",
+    "attention.location.n_filters=8",
+    "attention.location.kernel_size=15",
+    "attention.dca.n_static_filters=4",
+    "attention.dca.static_kernel_size=11",
+    "attention.dca.n_dynamic_filters=4",
+    "attention.dca.dynamic_kernel_size=11",
+    "attention.multihead.n_heads=2",
+    "attention.multihead.n_filters=8",
+    "attention.multihead.kernel_size=15",
+    "postnet.channels=32",
+    "postnet.layers=3",
+    "reduction_factor=3",
+)
 
 
 
@@ -107,7 +135,9 @@ def model_config(attention: str, guided: bool, full: bool, n_mels: int) -> Tacot
     overrides += [f"attention.type={attention}"]
     if not guided:
         overrides.append("loss.guided_attn_weight=0.0")
-    return shipped_model_config("tacotron2", {"n_mels": n_mels}, overrides)
+    tree = OmegaConf.merge(OmegaConf.structured(Tacotron2Config(n_mels=n_mels)),
+                           OmegaConf.from_dotlist(overrides))
+    return typed_model_config(OmegaConf.to_container(tree))
 
 
 def held_metrics(model: Tacotron2, cfg: Tacotron2Config, held) -> AlignmentMetrics:

@@ -40,6 +40,7 @@ Usage: python bench/wavenet_generate.py [--samples-b1 3000] [--samples-b16 1000]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import time
@@ -48,16 +49,18 @@ import torch
 from omegaconf import OmegaConf
 
 from neurotts.config import CONFIG_DIR
-from neurotts.models import cpu_kernel
-from neurotts.models.fold_config import FoldConfig
-from neurotts.models.registry import shipped_model_config
-from neurotts.models.wavenet import WaveNet, WaveNetConfig
-from neurotts.models.wavenet_fold import fold_plans, generate_configured
-from neurotts.models.wavenet_generate import generate, naive_step
+from neurotts.models.wavenet import cpu_kernel
+from neurotts.models.wavenet.fold import fold_plans, generate_folded
+from neurotts.models.wavenet.generate import generate, naive_step
+from neurotts.models.wavenet.model import WaveNet, WaveNetConfig
+from neurotts.models.wavenet.options import GenerateOptions
 
 
 def default_config(output: str | None = None) -> WaveNetConfig:
-    return shipped_model_config("wavenet", overrides=[f"output={output}"] if output else ())
+    """The shipped WaveNet (the config's defaults) for configs/audio/ljspeech.yaml."""
+    audio = OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml")
+    cfg = WaveNetConfig(n_mels=audio.n_mels, hop_length=audio.hop_length)
+    return dataclasses.replace(cfg, output=output) if output else cfg
 
 
 def flops_per_sample(model: WaveNet) -> int:
@@ -145,7 +148,8 @@ def cached_rate(model: WaveNet, batch: int, samples: int, repeats: int, device: 
     mels = torch.randn(batch, samples // hop + 1, model.cfg.n_mels, device=device)
 
     def run() -> None:
-        generate(model, mels, max_samples=samples, mode=mode, precision=precision)
+        generate(model, mels, None, GenerateOptions(mode=mode, precision=precision),
+                 max_samples=samples)
         if device == "cuda":
             torch.cuda.synchronize()  # kernels run asynchronously: time their completion
 
@@ -169,19 +173,20 @@ def utterance_rate(model: WaveNet, seconds: float, sample_rate: int, repeats: in
     """One utterance of random mels, folded with the shipped synth settings: samples/s, RTF
     and the number of segments it was cut into (keys ``{cpu,gpu}_utterance[_bf16]_*``)."""
     shipped = OmegaConf.load(CONFIG_DIR / "synth.yaml").vocoder
-    fold = FoldConfig(fold=shipped.fold, overlap_ms=shipped.overlap_ms, fade=shipped.fade)
+    options = GenerateOptions(temperature=shipped.temperature, fold=shipped.fold,
+                              overlap_ms=shipped.overlap_ms, fade=shipped.fade,
+                              precision=precision)
     hop = model.cfg.hop_length
     frames = round(seconds * sample_rate / hop)
     mels = torch.randn(1, frames, model.cfg.n_mels, device=device)
 
     def run() -> None:
-        generate_configured(model, mels, None, fold, sample_rate, precision=precision)
+        generate_folded(model, mels, None, options, sample_rate)
         if device == "cuda":
             torch.cuda.synchronize()
 
     secs = best_seconds(run, repeats)
-    segments = fold_plans(model, [frames], fold.fold, fold.overlap_samples(sample_rate),
-                          mels.device)[0]
+    segments = fold_plans(model, [frames], options, sample_rate, mels.device)[0]
     key = ("cpu" if device == "cpu" else "gpu") + ("_utterance" if precision == "fp32"
                                                    else f"_utterance_{precision}")
     print(f"{key} ({frames * hop / sample_rate:.2f} s, {len(segments)} segments): "

@@ -46,16 +46,15 @@ from seams import fade_report, seam_report  # bench/seams.py: a script's folder 
 
 from neurotts.data.store import FeatureStore
 from neurotts.evaluation.metrics import log_mel_spectrogram, mcd_dtw
-from neurotts.models.fold_config import FADES, PRECISIONS
-from neurotts.models.wavenet_fold import (
+from neurotts.models.wavenet.fold import (
     crossfade,
     fold_plans,
     generate_segments,
     join,
-    join_samples,
     overlaps,
 )
-from neurotts.models.wavenet_generate import generate
+from neurotts.models.wavenet.generate import generate
+from neurotts.models.wavenet.options import FADES, PRECISIONS, GenerateOptions
 from neurotts.vocoders import WaveNetVocoder
 
 
@@ -98,7 +97,7 @@ def main() -> None:
     n_frames = [store.mel(u.id).shape[0] for u in items]
     mels = torch.zeros(len(items), max(n_frames), model.cfg.n_mels)
     for i, u in enumerate(items):
-        mels[i, : n_frames[i]] = voc.norm.forward(torch.from_numpy(store.mel(u.id)))
+        mels[i, : n_frames[i]] = voc.norm.normalize(torch.from_numpy(store.mel(u.id)))
     lengths = torch.tensor(n_frames)
     refs = [store.audio_float(u.id)[: n * hop] for u, n in zip(items, n_frames, strict=True)]
 
@@ -119,21 +118,23 @@ def main() -> None:
     result["unfolded_other_seed"] = global_measures(again, refs, sr)
     print(f"unfolded, other seed: {result['unfolded_other_seed']}", flush=True)
     if args.precision != "fp32":
-        low, secs = timed(lambda: cut(generate(model, mels, lengths, generator=seeded(args.seed),
-                                               precision=args.precision).audio))
+        low, secs = timed(lambda: cut(generate(model, mels, lengths,
+                                               GenerateOptions(precision=args.precision),
+                                               generator=seeded(args.seed)).audio))
         row = {**global_measures(low, refs, sr), "seconds": round(secs, 1)}
         row["logmel_l1_vs_unfolded"] = row["logmel_l1"] / result["unfolded"]["logmel_l1"]
         row["mcd_vs_unfolded"] = row["mcd_db"] / result["unfolded"]["mcd_db"]
         result[f"unfolded_{args.precision}"] = row
         print(f"unfolded, {args.precision}: {row}", flush=True)
     for overlap_ms in [float(x) for x in args.overlaps_ms.split(",")]:
-        overlap = round(overlap_ms * sr / 1000)
-        plans = fold_plans(model, n_frames, args.fold, overlap, mels.device)
+        options = GenerateOptions(fold=args.fold, overlap_ms=overlap_ms, precision=args.precision)
+        overlap = options.overlap_samples(sr)
+        plans = fold_plans(model, n_frames, options, sr, mels.device)
         segments = [s for plan in plans for s in plan]
-        audio, secs = timed(lambda: generate_segments(model, mels, segments,  # noqa: B023
-                                                      generator=seeded(args.seed),
-                                                      precision=args.precision))
-        joins = [join_samples(plan, hop) for plan in plans]
+        audio, secs = timed(lambda: generate_segments(model, mels, segments, options,  # noqa: B023
+                                                      generator=seeded(args.seed)))
+        # Where each join starts: its cross-fade runs from there over the previous tail.
+        joins = [[seg.keep * hop for seg in plan[1:]] for plan in plans]
         # How in phase are the two segments over an overlap? (adaptive's rho, unclamped)
         pairs = [(t, h) for _, t, h in overlaps(audio, segments, hop)]
         rho = [float((t * h).sum() / ((t * t).sum() * (h * h).sum()).sqrt().clamp(min=1e-30))

@@ -221,11 +221,11 @@ class MelNorm:
         """The inverse of :meth:`state`: rebuild from a checkpoint's ``mel_norm``."""
         return cls(np.asarray(state["mean"]), np.asarray(state["std"]), bool(state["enabled"]))
 
-    def __call__(self, mel: np.ndarray) -> np.ndarray:
-        """``(T, n_mels)`` log-mel -> model space."""
+    def normalize_np(self, mel: np.ndarray) -> np.ndarray:
+        """``(T, n_mels)`` log-mel array -> model space (data loading, on the CPU)."""
         return (mel - self.mean) / self.std if self.enabled else mel
 
-    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+    def normalize(self, mel: torch.Tensor) -> torch.Tensor:
         """``(..., n_mels)`` log-mel tensor -> model space (on the tensor's device)."""
         if not self.enabled:
             return mel

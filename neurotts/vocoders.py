@@ -1,9 +1,11 @@
 """Vocoders: log-mel -> waveform. Two implementations behind one interface (:class:`Vocoder`):
 
-* :class:`GriffinLim` needs no trained model: the mel filterbank is inverted and the phase
-  recovered with Griffin-Lim, from the audio settings alone (:class:`GriffinLimVocoder`);
+* :class:`GriffinLimVocoder` needs no trained model: the mel filterbank is inverted and the
+  phase recovered with Griffin-Lim, from the audio settings alone (:class:`GriffinLimModule`);
 * :class:`WaveNetVocoder` is a trained WaveNet checkpoint, generating sample by sample, each
-  utterance folded into segments generated as one batch (:mod:`neurotts.models.wavenet_fold`).
+  utterance folded into segments generated as one batch (:mod:`neurotts.models.wavenet.fold`),
+  with the :class:`~neurotts.models.wavenet.options.GenerateOptions` of the config's
+  ``vocoder`` section.
 
 :func:`load_vocoder` turns the user's choice (``griffinlim`` or a run folder / checkpoint) into
 one of them.
@@ -23,25 +25,24 @@ from omegaconf import MISSING
 
 from neurotts.audio import AudioConfig, mel_filterbank
 from neurotts.checkpoint import load_trained
-from neurotts.config import constrained, did_you_mean
+from neurotts.config import did_you_mean
 from neurotts.errors import UserError
-from neurotts.models import cpu_kernel
-from neurotts.models.fold_config import PRECISIONS, UNFOLDED, FoldConfig
-from neurotts.models.wavenet_fold import generate_configured
+from neurotts.models.wavenet import cpu_kernel
+from neurotts.models.wavenet.fold import generate_folded
+from neurotts.models.wavenet.options import GenerateOptions
 
 GRIFFIN_LIM = "griffinlim"
 
 
 @dataclass
-class VocoderConfig(FoldConfig):
+class VocoderConfig(GenerateOptions):
     """``vocoder`` section of configs/synth.yaml and eval.yaml: which vocoder, and (WaveNet
-    only) how its generation is folded and at what precision."""
+    only) the options of its generation (temperature, folding, precision)."""
 
     path: str = MISSING  # WaveNet run folder or checkpoint, or "griffinlim" (--vocoder)
-    precision: str = constrained("fp32", choices=PRECISIONS)  # bf16: CPU kernel, AVX512-BF16
 
 
-class GriffinLimVocoder(torch.nn.Module):
+class GriffinLimModule(torch.nn.Module):
     """Log-mel ``(B, T, n_mels)`` -> waveform ``(B, T * hop)``.
 
     The mel filterbank is inverted with its pseudo-inverse (clamped at zero: magnitudes are
@@ -104,30 +105,49 @@ def _trim(wav: torch.Tensor, lengths: torch.Tensor, hop: int) -> list[np.ndarray
     return [wav[i, : int(n) * hop].float().cpu().numpy() for i, n in enumerate(lengths)]
 
 
-class GriffinLim:
+class GriffinLimVocoder:
     """Griffin-Lim from the acoustic model's audio settings (no training needed)."""
 
     def __init__(self, audio: AudioConfig, device: torch.device, n_iter: int = 60):
         self.name = GRIFFIN_LIM
-        self.module = GriffinLimVocoder(audio, n_iter=n_iter).to(device)
+        self.module = GriffinLimModule(audio, n_iter=n_iter).to(device)
         self.hop_length = audio.hop_length
 
     def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
         return _trim(self.module(log_mels), lengths, self.hop_length)
 
 
+def check_backend(options: GenerateOptions, device: torch.device) -> None:
+    """Refuse, before any model loads, a back end or precision that cannot run on ``device``
+    (one line naming the key and what to use instead)."""
+    if options.mode == "graph" and device.type != "cuda":
+        raise VocoderError("vocoder.mode=graph replays CUDA graphs, and generation runs on "
+                           f"{device.type}: use vocoder.mode=auto (or device=cuda)")
+    if options.mode == "kernel" and (device.type != "cpu" or cpu_kernel.load() is None):
+        why = (f"generation runs on {device.type}" if device.type != "cpu" else
+               "the C kernel is disabled or could not be built")
+        raise VocoderError(f"vocoder.mode=kernel runs the CPU kernel, and {why}: "
+                           "use vocoder.mode=auto")
+    if options.precision == "bf16" and not (device.type == "cpu" and cpu_kernel.has_bf16()):
+        why = (f"generation runs on {device.type}" if device.type != "cpu" else
+               "the C kernel is disabled or could not be built" if cpu_kernel.load() is None
+               else "this CPU lacks AVX512-BF16")
+        raise VocoderError(
+            "vocoder.precision=bf16 runs in the CPU kernel on CPUs with AVX512-BF16 (AMD "
+            f"Zen 4, Intel Sapphire Rapids and later), and {why}: use vocoder.precision=fp32")
+    if options.precision == "bf16" and options.mode not in ("auto", "kernel"):
+        raise VocoderError(f"vocoder.precision=bf16 runs in the CPU kernel, and "
+                           f"vocoder.mode={options.mode}: use vocoder.mode=auto")
+
+
 class WaveNetVocoder:
-    """A trained WaveNet; refuses one trained on other audio settings than ``audio``."""
+    """A trained WaveNet; refuses one trained on other audio settings than ``audio``, or
+    ``options`` that cannot run on ``device``."""
 
     def __init__(self, path: str | Path, audio: AudioConfig, device: torch.device,
-                 temperature: float = 1.0, fold: FoldConfig = UNFOLDED, precision: str = "fp32"):
-        if precision == "bf16" and not (device.type == "cpu" and cpu_kernel.has_bf16()):
-            why = (f"generation runs on {device.type}" if device.type != "cpu" else
-                   "the C kernel is disabled or could not be built" if cpu_kernel.load() is None
-                   else "this CPU lacks AVX512-BF16")
-            raise VocoderError(
-                "vocoder.precision=bf16 runs in the CPU kernel on CPUs with AVX512-BF16 (AMD "
-                f"Zen 4, Intel Sapphire Rapids and later), and {why}: use vocoder.precision=fp32")
+                 options: GenerateOptions | None = None):
+        options = options or GenerateOptions()
+        check_backend(options, device)
         trained = load_trained(path, "wavenet", device)
         self.model, cfg, file, voc_audio = trained.model, trained.config, trained.path, trained.audio
         if voc_audio != audio:
@@ -137,27 +157,25 @@ class WaveNetVocoder:
                 f"({', '.join(f'{k}: {getattr(voc_audio, k)} vs {getattr(audio, k)}' for k in diff)})"
             )
         self.norm = trained.mel_norm
-        self.temperature, self.fold, self.precision = temperature, fold, precision
+        self.options = options
         self.hop_length, self.sample_rate = cfg.hop_length, audio.sample_rate
         self.name = str(file)
 
     @torch.inference_mode()
     def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
-        mels = self.norm.forward(log_mels)  # the vocoder's own model space
-        wav = generate_configured(self.model, mels, lengths, self.fold, self.sample_rate,
-                                  temperature=self.temperature, precision=self.precision)
+        mels = self.norm.normalize(log_mels)  # the vocoder's own model space
+        wav = generate_folded(self.model, mels, lengths, self.options, self.sample_rate)
         return _trim(wav, lengths, self.hop_length)
 
 
 def load_vocoder(spec: str | Path, audio: AudioConfig, device: torch.device,
-                 temperature: float = 1.0, fold: FoldConfig = UNFOLDED,
-                 precision: str = "fp32") -> Vocoder:
-    """``griffinlim``, or a WaveNet run folder / checkpoint (generating with ``fold`` at
-    ``precision``). Raises :class:`VocoderError` or
+                 options: GenerateOptions | None = None) -> Vocoder:
+    """``griffinlim``, or a WaveNet run folder / checkpoint (generating with ``options``; none:
+    plain unfolded generation). Raises :class:`VocoderError` or
     :class:`~neurotts.checkpoint.CheckpointError` with a one-line message."""
     if str(spec) == GRIFFIN_LIM:
-        return GriffinLim(audio, device)
+        return GriffinLimVocoder(audio, device)
     if not Path(spec).expanduser().exists() and did_you_mean(str(spec), [GRIFFIN_LIM]):
         raise VocoderError(f"vocoder {str(spec)!r}: no such run folder or checkpoint; did you mean "
                            f"{GRIFFIN_LIM}? (choices: {GRIFFIN_LIM}, or a WaveNet run folder or checkpoint)")
-    return WaveNetVocoder(spec, audio, device, temperature, fold, precision)
+    return WaveNetVocoder(spec, audio, device, options)

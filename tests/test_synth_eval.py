@@ -204,12 +204,13 @@ def test_acoustic_metrics_of_a_resynthesis(runs):
 
     from neurotts.data.store import FeatureStore
     from neurotts.evaluation.run import acoustic_metrics
-    from neurotts.vocoders import GriffinLimVocoder
+    from neurotts.vocoders import GriffinLimModule
 
     store = FeatureStore(runs["store"])
     u = store.split("test")[0]
     ref = store.audio_float(u.id)
-    syn = GriffinLimVocoder(store.audio, n_iter=32)(torch.from_numpy(store.mel(u.id))[None])[0].numpy()
+    mel = torch.from_numpy(store.mel(u.id))[None]
+    syn = GriffinLimModule(store.audio, n_iter=32)(mel)[0].numpy()
     row = acoustic_metrics(ref, syn.astype(np.float32), store.audio.sample_rate)
     assert "metrics_note" not in row
     assert 0 <= row["mcd_db"] < 3.0 and abs(row["duration_ratio"] - 1) < 0.05
@@ -422,7 +423,8 @@ def test_chunk_batches_are_bounded(runs):
 
 @pytest.mark.parametrize("command,option", [
     ("synth", "batch_size=0"), ("synth", "max_chars=0"), ("synth", "pause=-1"),
-    ("synth", "temperature=-0.5"), ("synth", "temperature=inf"), ("synth", "pause=61"),
+    ("synth", "vocoder.temperature=-0.5"), ("synth", "vocoder.temperature=inf"),
+    ("synth", "pause=61"),
     ("synth", "seed=-1"), ("eval", "limit=-1"),
     ("eval", "limit=0"), ("eval", "batch_size=0"), ("eval", "plots=-1"), ("eval", "seed=-3"),
 ])

@@ -10,7 +10,7 @@ from neurotts.audio import fit_to_hop, log_mel
 from neurotts.config import load_config
 from neurotts.data.config import PrepareConfig
 from neurotts.text.chunking import split_text
-from neurotts.vocoders import GriffinLimVocoder
+from neurotts.vocoders import GriffinLimModule
 from tests.conftest import speechlike
 
 
@@ -46,7 +46,7 @@ def audio_cfg():
 def test_griffin_lim_reconstructs_the_mel(audio_cfg):
     wav = fit_to_hop(speechlike(0.6, audio_cfg.sample_rate, lead_silence=0.0), audio_cfg.hop_length)
     mel = torch.from_numpy(log_mel(wav, audio_cfg))[None]  # (1, T, n_mels)
-    out = GriffinLimVocoder(audio_cfg, n_iter=32)(mel)
+    out = GriffinLimModule(audio_cfg, n_iter=32)(mel)
     assert out.shape == (1, wav.size) and torch.isfinite(out).all()
     again = log_mel(out[0].numpy(), audio_cfg)
     loud = mel[0].numpy() > mel[0].numpy().max() - 6.0  # bins within ~50 dB of the peak
@@ -57,10 +57,10 @@ def test_griffin_lim_reconstructs_the_mel(audio_cfg):
 
 def test_griffin_lim_batches(audio_cfg):
     mel = torch.randn(3, 20, audio_cfg.n_mels) - 4
-    out = GriffinLimVocoder(audio_cfg, n_iter=4)(mel)
+    out = GriffinLimModule(audio_cfg, n_iter=4)(mel)
     assert out.shape == (3, 20 * audio_cfg.hop_length)
 
 
 def test_griffin_lim_handles_one_frame(audio_cfg):
-    out = GriffinLimVocoder(audio_cfg, n_iter=2)(torch.randn(1, 1, audio_cfg.n_mels) - 4)
+    out = GriffinLimModule(audio_cfg, n_iter=2)(torch.randn(1, 1, audio_cfg.n_mels) - 4)
     assert out.shape == (1, audio_cfg.hop_length) and torch.isfinite(out).all()

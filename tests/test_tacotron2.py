@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
+from bench.alignment_speed import ALIGNMENT_PROBE_TACOTRON2
 from neurotts.config import CONFIG_DIR
 from neurotts.models.alignment import (
     AlignmentThresholds,
@@ -28,7 +29,6 @@ from neurotts.models.attention import (
     DynamicConvolutionAttention,
     MultiHeadAttention,
 )
-from neurotts.models.registry import ALIGNMENT_PROBE_TACOTRON2, shipped_model_config
 from neurotts.models.tacotron2 import (
     DecoderState,
     Tacotron2,
@@ -37,6 +37,7 @@ from neurotts.models.tacotron2 import (
     tacotron2_loss,
 )
 from neurotts.text.frontend import TextConfig, TextFrontend
+from tests.model_configs import shipped_model_config
 
 ATTENTIONS = ["location", "dca", "multihead"]
 SAMPLE = (
@@ -115,6 +116,17 @@ def test_yaml_interpolates_n_mels_and_builds_full_size():
     model = Tacotron2(cfg, n_symbols=N_SYMBOLS)
     assert model.decoder.frame_layer.out_features == 96 * cfg.reduction_factor
     assert 20e6 < sum(p.numel() for p in model.parameters()) < 40e6  # the paper's ~28M
+
+
+def test_config_defaults_are_the_shipped_yaml_and_build_a_model_without_it():
+    """Tacotron2Config's defaults are configs/model/tacotron2.yaml's values (compared here, so
+    the two cannot drift), and the dataclass alone builds the shipped model, as torchaudio's
+    constructors do; only n_mels, the audio's, has to be given."""
+    assert Tacotron2Config(n_mels=80) == make_config(n_mels=80, overrides=[])
+    model = Tacotron2(Tacotron2Config(n_mels=80), n_symbols=N_SYMBOLS).eval()
+    text, tl, mels, ml = random_batch([5, 3], [6, 4], n_mels=80)
+    out = model(text, tl, mels, ml)
+    assert out.mel_before.shape == out.mel_after.shape == (2, 6, 80)
 
 
 @pytest.mark.parametrize("attention", ATTENTIONS)
@@ -443,7 +455,7 @@ def test_guided_loss_is_per_step_and_length_independent():
         return torch.full((1, t_dec, t_text), 1.0 / t_text)
 
     # Uniform attention costs the same per step whatever the text length; averaging over all
-    # cells instead would shrink it ~1/T_text (the design.md failure).
+    # cells instead would shrink it ~1/T_text (too weak a guide to align).
     short = guided_attention_loss(uniform(40, 10), torch.tensor([10]), torch.tensor([40]), sigma)
     long = guided_attention_loss(uniform(40, 80), torch.tensor([80]), torch.tensor([40]), sigma)
     assert 0.4 < float(short) < 0.8

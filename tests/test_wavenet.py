@@ -13,8 +13,8 @@ import torch
 from omegaconf import OmegaConf
 
 from neurotts.config import CONFIG_DIR
-from neurotts.models.registry import shipped_model_config
-from neurotts.models.wavenet import (
+from neurotts.models.wavenet.generate import generate, generate_naive
+from neurotts.models.wavenet.model import (
     WaveNet,
     WaveNetConfig,
     make_io,
@@ -23,7 +23,8 @@ from neurotts.models.wavenet import (
     receptive_field,
     wavenet_loss,
 )
-from neurotts.models.wavenet_generate import generate, generate_naive
+from neurotts.models.wavenet.options import GenerateOptions
+from tests.model_configs import shipped_model_config
 
 CLIP = (
     Path(__file__).resolve().parents[2]
@@ -59,7 +60,7 @@ def compose_default() -> WaveNetConfig:
 
 def teacher_forced_inputs(model: WaveNet, samples: torch.Tensor) -> torch.Tensor:
     """Generated samples (B, T) -> the 'previous sample' inputs the forward pass expects."""
-    from neurotts.models.wavenet import silence_input
+    from neurotts.models.wavenet.model import silence_input
 
     first = silence_input(model.cfg).to(samples).expand(samples.shape[0], 1)
     return torch.cat([first, samples[:, :-1]], dim=1)
@@ -67,6 +68,18 @@ def teacher_forced_inputs(model: WaveNet, samples: torch.Tensor) -> torch.Tensor
 
 # ---------------------------------------------------------------------------------------------
 # Config and shapes
+
+
+def test_config_defaults_are_the_shipped_yaml_and_build_a_model_without_it() -> None:
+    """WaveNetConfig's defaults are configs/model/wavenet.yaml's values (compared here, so the
+    two cannot drift); only the audio's n_mels and hop_length have to be given."""
+    audio = OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml")
+    cfg = WaveNetConfig(n_mels=audio.n_mels, hop_length=audio.hop_length)
+    assert cfg == compose_default()
+    model = WaveNet(cfg)
+    samples = 2 * audio.hop_length  # two mel frames
+    out = model(torch.zeros(1, samples, dtype=torch.long), torch.randn(1, 2, audio.n_mels))
+    assert out.shape == (1, cfg.mu_law_channels, samples)
 
 
 def test_default_config_composes_with_audio_values() -> None:
@@ -146,7 +159,7 @@ def test_incremental_steps_equal_teacher_forced_forward(output: str, mode: str, 
     model = tiny_model(output)
     mels = torch.randn(2, 12, 8)
     lengths = torch.tensor([12, 9])
-    gen = generate(model, mels, lengths, record=True, mode=mode,
+    gen = generate(model, mels, lengths, GenerateOptions(mode=mode), record=True,
                    generator=torch.Generator().manual_seed(1))
     assert gen.outputs.shape == (2, model.head[-1].out_channels, 12 * 16)
     assert gen.lengths.tolist() == [192, 144]
@@ -164,13 +177,14 @@ def test_many_dilations_equal_teacher_forced_forward(batch: int, mode: str) -> N
     """Both CPU back ends over dilations 1, 2, 4, 8 (the kernel amortises the past taps of
     each dilated layer over d samples; the torch-op fallback gathers all taps every step)
     agree with the full forward pass, at batch 1 and above."""
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     if mode == "kernel" and cpu_kernel.load() is None:
         pytest.skip("no C compiler for the CPU kernel")
     model = tiny_model("mol", seed=3, layers=8, stacks=2)  # dilations 1, 2, 4, 8 twice
     mels = torch.randn(batch, 16, 8)
-    gen = generate(model, mels, record=True, mode=mode, generator=torch.Generator().manual_seed(2))
+    gen = generate(model, mels, record=True, generator=torch.Generator().manual_seed(2),
+                   options=GenerateOptions(mode=mode))
     with torch.no_grad():
         ref = model(teacher_forced_inputs(model, gen.samples), mels)
     torch.testing.assert_close(gen.outputs, ref, atol=1e-4, rtol=1e-4)
@@ -181,9 +195,9 @@ def test_batched_generation_equals_one_at_a_time(output: str) -> None:
     model = tiny_model(output, seed=3)
     lengths = [7, 10, 4]
     mels = torch.randn(3, 10, 8)
-    batched = generate(model, mels, torch.tensor(lengths), temperature=0.0)
+    batched = generate(model, mels, torch.tensor(lengths), GenerateOptions(temperature=0.0))
     for i, n in enumerate(lengths):
-        alone = generate(model, mels[i:i + 1, :n], temperature=0.0)
+        alone = generate(model, mels[i:i + 1, :n], options=GenerateOptions(temperature=0.0))
         torch.testing.assert_close(batched.samples[i, :n * 16], alone.samples[0], atol=1e-5,
                                    rtol=0)
         torch.testing.assert_close(batched.audio[i, :n * 16], alone.audio[0])
@@ -205,7 +219,7 @@ def test_naive_generation_equals_cached(output: str) -> None:
 def test_generation_restores_training_mode_and_threads() -> None:
     model = tiny_model("mulaw").train()
     threads = torch.get_num_threads()
-    generate(model, torch.randn(1, 2, 8), temperature=0.0)
+    generate(model, torch.randn(1, 2, 8), options=GenerateOptions(temperature=0.0))
     assert model.training and torch.get_num_threads() == threads
 
 
@@ -215,9 +229,9 @@ def test_cuda_graph_generation_equals_eager(output: str) -> None:
     model = tiny_model(output).cuda()
     mels = torch.randn(3, 40, 8, device="cuda")
     lengths = torch.tensor([40, 31, 5], device="cuda")
-    graph = generate(model, mels, lengths, record=True, mode="graph",
+    graph = generate(model, mels, lengths, GenerateOptions(mode="graph"), record=True,
                      generator=torch.Generator(device="cuda").manual_seed(2))
-    eager = generate(model, mels, lengths, record=True, mode="views",
+    eager = generate(model, mels, lengths, GenerateOptions(mode="views"), record=True,
                      generator=torch.Generator(device="cuda").manual_seed(2))
     torch.testing.assert_close(graph.outputs, eager.outputs, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(graph.audio, eager.audio, atol=1e-5, rtol=0)
@@ -229,7 +243,7 @@ def test_cuda_graph_generation_equals_eager(output: str) -> None:
 
 @pytest.fixture
 def kernel_available() -> None:
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     if cpu_kernel.load() is None:
         pytest.skip("no C compiler here: the CPU kernel cannot be built (torch ops are used)")
@@ -239,7 +253,7 @@ def kernel_available() -> None:
 def fresh_kernel_cache(tmp_path: Path, monkeypatch) -> Iterator[Path]:
     """Kernel builds go to tmp_path; the process-wide loaded kernel is forgotten before and
     after, so other tests see the normal one again."""
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     monkeypatch.setenv("NEUROTTS_CACHE_DIR", str(tmp_path))
     cpu_kernel.load.cache_clear()
@@ -259,13 +273,13 @@ def test_cpu_kernel_equals_teacher_forced_forward_and_torch_ops(
                        layers=8, stacks=2)
     mels = torch.randn(batch, 10, 8)
     lengths = torch.randint(6, 11, (batch,)) if batch > 1 else None
-    kernel = generate(model, mels, lengths, record=True, mode="kernel", kernel_threads=1,
-                      generator=torch.Generator().manual_seed(4))
+    kernel = generate(model, mels, lengths, GenerateOptions(mode="kernel", kernel_threads=1),
+                      record=True, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         ref = model(teacher_forced_inputs(model, kernel.samples), mels, lengths)
     assert ref.abs().max() > 1.0
     torch.testing.assert_close(kernel.outputs, ref, atol=1e-4, rtol=1e-4)
-    views = generate(model, mels, lengths, record=True, mode="views",
+    views = generate(model, mels, lengths, GenerateOptions(mode="views"), record=True,
                      generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(kernel.samples, views.samples, atol=1e-5, rtol=0)
     torch.testing.assert_close(kernel.audio, views.audio, atol=1e-5, rtol=0)
@@ -279,8 +293,8 @@ def test_cpu_kernel_threads_share_the_batch_without_changing_the_audio(
     model = tiny_model(output, seed=6)
     mels = torch.randn(5, 9, 8)
     lengths = torch.tensor([9, 4, 7, 9, 2])
-    runs = [generate(model, mels, lengths, record=True, mode="kernel", kernel_threads=n,
-                     generator=torch.Generator().manual_seed(3)) for n in (1, 2, 3)]
+    runs = [generate(model, mels, lengths, GenerateOptions(mode="kernel", kernel_threads=n),
+                     record=True, generator=torch.Generator().manual_seed(3)) for n in (1, 2, 3)]
     for other in runs[1:]:
         assert torch.equal(other.samples, runs[0].samples)
         torch.testing.assert_close(other.outputs, runs[0].outputs, atol=0, rtol=0)
@@ -293,7 +307,7 @@ def test_cpu_kernel_gate_matches_torch_over_the_whole_float_range(kernel_availab
     saturating inputs (|x| up to 1e4, where the exp argument is clamped)."""
     import ctypes
 
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     g = torch.Generator().manual_seed(0)
     grid = torch.linspace(-30, 30, 6001)
@@ -314,7 +328,7 @@ def simd_kernel(request, fresh_kernel_cache: Path, monkeypatch):
     code path; x86-64 only), each a real compile into a fresh cache."""
     import platform
 
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     if request.param == "no-avx512":
         if platform.machine().lower() not in ("x86_64", "amd64"):
@@ -357,8 +371,8 @@ def test_cpu_kernel_generation_on_each_code_path(simd_kernel) -> None:
     model = tiny_model("mulaw", seed=5, residual_channels=64, gate_channels=128,
                        skip_channels=64, layers=6, stacks=2)
     mels = torch.randn(13, 6, 8)
-    gen = generate(model, mels, record=True, mode="kernel", kernel_threads=1,
-                   generator=torch.Generator().manual_seed(1))
+    gen = generate(model, mels, record=True, generator=torch.Generator().manual_seed(1),
+                   options=GenerateOptions(mode="kernel", kernel_threads=1))
     with torch.no_grad():
         ref = model(teacher_forced_inputs(model, gen.samples), mels)
     torch.testing.assert_close(gen.outputs, ref, atol=1e-4, rtol=1e-4)
@@ -366,7 +380,7 @@ def test_cpu_kernel_generation_on_each_code_path(simd_kernel) -> None:
 
 @pytest.fixture
 def bf16_kernel(kernel_available: None):
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     if not cpu_kernel.has_bf16():
         pytest.skip("this CPU has no AVX512-BF16: the kernel is built without bf16 products")
@@ -407,8 +421,8 @@ def test_bf16_generation_follows_the_forward_pass_within_bf16_rounding(
     model = tiny_model(output, seed=5, residual_channels=64, gate_channels=128,
                        skip_channels=64, layers=6, stacks=2)
     mels = torch.randn(5, 6, 8)
-    gen = generate(model, mels, record=True, mode="kernel", precision="bf16",
-                   generator=torch.Generator().manual_seed(2))
+    gen = generate(model, mels, record=True, generator=torch.Generator().manual_seed(2),
+                   options=GenerateOptions(mode="kernel", precision="bf16"))
     with torch.no_grad():
         ref = model(teacher_forced_inputs(model, gen.samples), mels)
     err = (gen.outputs - ref).abs()
@@ -421,13 +435,13 @@ def test_bf16_is_refused_where_it_cannot_run(fresh_kernel_cache: Path, monkeypat
     build): a ValueError that says why, before any work."""
     import platform
 
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     model, mels = tiny_model("mulaw"), torch.randn(1, 3, 8)
     with pytest.raises(ValueError, match="precision='fp16': expected one of fp32, bf16"):
-        generate(model, mels, precision="fp16")
+        generate(model, mels, options=GenerateOptions(precision="fp16"))
     with pytest.raises(ValueError, match="precision='bf16' runs in the C kernel.*mode='views'"):
-        generate(model, mels, mode="views", precision="bf16")
+        generate(model, mels, options=GenerateOptions(mode="views", precision="bf16"))
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return
     monkeypatch.setenv("NEUROTTS_CPU_KERNEL_CFLAGS", "-mno-avx512bf16")
@@ -435,7 +449,7 @@ def test_bf16_is_refused_where_it_cannot_run(fresh_kernel_cache: Path, monkeypat
         pytest.skip("no C compiler here: the CPU kernel cannot be built")
     assert not cpu_kernel.has_bf16()
     with pytest.raises(ValueError, match="on a CPU without it"):
-        generate(model, mels, precision="bf16")
+        generate(model, mels, options=GenerateOptions(precision="bf16"))
 
 
 @pytest.mark.parametrize("kernel_size", [2, 3, 4])
@@ -444,12 +458,13 @@ def test_cpu_kernel_blocks_that_split_a_dilation_window(kernel_size: int, kernel
     """A block boundary inside a window of d steps (block 5, dilations up to 8) still gives
     the forward pass's outputs: the kernel completes the window at the block start. Also
     for 1 and 3 past taps per layer."""
-    from neurotts.models import wavenet_generate as gen_mod
+    from neurotts.models.wavenet import generate as gen_mod
 
     monkeypatch.setattr(gen_mod, "_block_size", lambda *args: 5)
     model = tiny_model("mulaw", seed=2, layers=8, stacks=2, kernel_size=kernel_size)
     mels = torch.randn(2, 4, 8)
-    gen = generate(model, mels, record=True, mode="kernel", generator=torch.Generator().manual_seed(0))
+    gen = generate(model, mels, record=True, generator=torch.Generator().manual_seed(0),
+                   options=GenerateOptions(mode="kernel"))
     with torch.no_grad():
         ref = model(teacher_forced_inputs(model, gen.samples), mels)
     torch.testing.assert_close(gen.outputs, ref, atol=1e-4, rtol=1e-4)
@@ -457,7 +472,7 @@ def test_cpu_kernel_blocks_that_split_a_dilation_window(kernel_size: int, kernel
 
 def test_cpu_kernel_is_built_once_and_reused(fresh_kernel_cache: Path,
                                              kernel_available: None) -> None:
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     built = list((fresh_kernel_cache / "kernels").glob("wavenet_cpu-*.so"))
     assert len(built) == 1
@@ -470,32 +485,34 @@ def test_cpu_kernel_is_built_once_and_reused(fresh_kernel_cache: Path,
 
 def test_cpu_kernel_disabled_or_unbuildable_falls_back_to_torch_ops(
         fresh_kernel_cache: Path, monkeypatch, caplog) -> None:
-    from neurotts.models import cpu_kernel
+    from neurotts.models.wavenet import cpu_kernel
 
     model = tiny_model("mol", seed=1)
     mels = torch.randn(1, 3, 8)
-    reference = generate(model, mels, temperature=0.0, mode="views")
+    reference = generate(model, mels, options=GenerateOptions(temperature=0.0, mode="views"))
     # Disabled by the environment: auto runs on torch ops, an explicit request is refused.
     monkeypatch.setenv("NEUROTTS_CPU_KERNEL", "0")
     assert cpu_kernel.load() is None
-    torch.testing.assert_close(generate(model, mels, temperature=0.0).audio, reference.audio)
+    argmax = generate(model, mels, options=GenerateOptions(temperature=0.0))
+    torch.testing.assert_close(argmax.audio, reference.audio)
     with pytest.raises(ValueError, match="NEUROTTS_CPU_KERNEL"):
-        generate(model, mels, mode="kernel")
+        generate(model, mels, options=GenerateOptions(mode="kernel"))
     # A compiler that fails: one warning naming the source, nothing left in the cache.
     monkeypatch.delenv("NEUROTTS_CPU_KERNEL")
     cpu_kernel.load.cache_clear()
     broken = fresh_kernel_cache / "broken.c"
     broken.write_text("this is not C\n")
     monkeypatch.setattr(cpu_kernel, "SOURCE", broken)
-    with caplog.at_level("WARNING", logger="neurotts.models.cpu_kernel"):
+    with caplog.at_level("WARNING", logger="neurotts.models.wavenet.cpu_kernel"):
         assert cpu_kernel.load() is None
     assert "broken.c" in caplog.text
     assert not list((fresh_kernel_cache / "kernels").iterdir())
-    torch.testing.assert_close(generate(model, mels, temperature=0.0).audio, reference.audio)
+    argmax = generate(model, mels, options=GenerateOptions(temperature=0.0))
+    torch.testing.assert_close(argmax.audio, reference.audio)
     # No compiler at all.
     cpu_kernel.load.cache_clear()
     monkeypatch.setattr(cpu_kernel, "_compiler", lambda: None)
-    with caplog.at_level("WARNING", logger="neurotts.models.cpu_kernel"):
+    with caplog.at_level("WARNING", logger="neurotts.models.wavenet.cpu_kernel"):
         assert cpu_kernel.load() is None
     assert "no C compiler" in caplog.text
 
@@ -503,7 +520,8 @@ def test_cpu_kernel_disabled_or_unbuildable_falls_back_to_torch_ops(
 def test_cpu_kernel_refuses_half_precision_models(kernel_available: None) -> None:
     model = tiny_model("mulaw").to(torch.bfloat16)
     with pytest.raises(ValueError, match="float32"):
-        generate(model, torch.randn(1, 2, 8, dtype=torch.bfloat16), mode="kernel")
+        generate(model, torch.randn(1, 2, 8, dtype=torch.bfloat16),
+                 options=GenerateOptions(mode="kernel"))
 
 
 # ---------------------------------------------------------------------------------------------

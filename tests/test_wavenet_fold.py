@@ -1,4 +1,4 @@
-"""Folded WaveNet generation (neurotts/models/wavenet_fold.py): plans, joins, back ends."""
+"""Folded WaveNet generation (neurotts/models/wavenet/fold.py): plans, joins, back ends."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import pytest
 import torch
 
 from bench.seams import fade_report, seam_report
-from neurotts.models import cpu_kernel
-from neurotts.models.fold_config import FoldConfig, parse_fold
-from neurotts.models.wavenet import WaveNet, context_frames
-from neurotts.models.wavenet_fold import (
+from neurotts.models.wavenet import cpu_kernel
+from neurotts.models.wavenet.fold import (
     Segment,
     choose_folds,
     crossfade,
@@ -20,15 +18,17 @@ from neurotts.models.wavenet_fold import (
     generate_folded,
     generate_segments,
     join,
-    join_samples,
     max_folds,
     overlaps,
     plan_segments,
 )
-from neurotts.models.wavenet_generate import generate
+from neurotts.models.wavenet.generate import generate
+from neurotts.models.wavenet.model import WaveNet, context_frames
+from neurotts.models.wavenet.options import GenerateOptions, parse_fold
 from tests.test_wavenet import tiny_model
 
 HOP = 16  # tiny_config's hop_length
+SR = 1000  # the tiny model's sample rate here: one sample per ms, so overlap_ms counts samples
 needs_kernel = pytest.mark.skipif(cpu_kernel.load() is None, reason="no C compiler for the kernel")
 
 
@@ -60,7 +60,8 @@ def test_one_segment_equals_unfolded_exactly(output: str, fold: int | str) -> No
     model = tiny_model(output)
     mels, lengths = mel_batch([23, 9, 17])
     expected = generate(model, mels, lengths, generator=seeded()).audio
-    folded = generate_folded(model, mels, lengths, fold=fold, overlap=8, generator=seeded())
+    folded = generate_folded(model, mels, lengths, GenerateOptions(fold=str(fold), overlap_ms=8),
+                             SR, generator=seeded())
     assert torch.equal(folded, expected)
 
 
@@ -113,7 +114,8 @@ def test_join_puts_every_sample_in_its_place_once(fade: str, n_frames: int, fold
 def test_output_length_is_frames_times_hop(fold: int | str, lengths: list[int]) -> None:
     model = tiny_model("mulaw")
     mels, lens = mel_batch(lengths)
-    audio = generate_folded(model, mels, lens, fold=fold, overlap=8, generator=seeded())
+    audio = generate_folded(model, mels, lens, GenerateOptions(fold=str(fold), overlap_ms=8), SR,
+                            generator=seeded())
     assert audio.shape == (len(lengths), max(lengths) * HOP)
     for row, n in zip(audio, lengths, strict=True):
         assert not row[n * HOP:].any()
@@ -129,10 +131,11 @@ def test_utterances_folded_together_equal_each_alone(output: str) -> None:
     model = lively_model(output)
     lengths = [41, 12, 27, 3]
     mels, lens = mel_batch(lengths, scale=5.0)
-    together = generate_folded(model, mels, lens, fold=4, overlap=8, temperature=0.0)
+    together = generate_folded(model, mels, lens,
+                               GenerateOptions(fold="4", overlap_ms=8, temperature=0.0), SR)
     for i, n in enumerate(lengths):
-        alone = generate_folded(model, mels[i:i + 1, :n], lens[i:i + 1], fold=4, overlap=8,
-                                temperature=0.0)
+        alone = generate_folded(model, mels[i:i + 1, :n], lens[i:i + 1],
+                                GenerateOptions(fold="4", overlap_ms=8, temperature=0.0), SR)
         torch.testing.assert_close(together[i, : n * HOP], alone[0], rtol=0, atol=1e-6)
     assert together[0, 1:].ne(together[0, :-1]).float().mean() > 0.2  # not a constant
 
@@ -143,8 +146,9 @@ def test_folding_changes_the_output_only_after_the_first_join() -> None:
     temperature 0."""
     model = lively_model("mulaw")
     mels, lens = mel_batch([48], scale=5.0)
-    plain = generate(model, mels, lens, temperature=0.0).audio[0]
-    folded = generate_folded(model, mels, lens, fold=3, overlap=8, temperature=0.0)[0]
+    plain = generate(model, mels, lens, GenerateOptions(temperature=0.0)).audio[0]
+    folded = generate_folded(model, mels, lens,
+                             GenerateOptions(fold="3", overlap_ms=8, temperature=0.0), SR)[0]
     first_join = plan_segments(0, 48, 3, context_frames(model.cfg), 8, HOP, 2)[1].keep * HOP
     assert torch.equal(folded[:first_join], plain[:first_join])
     assert not torch.equal(folded[first_join:], plain[first_join:])
@@ -155,9 +159,11 @@ def test_folding_changes_the_output_only_after_the_first_join() -> None:
 def test_kernel_and_torch_ops_agree_on_folded_output(output: str) -> None:
     model = tiny_model(output)
     mels, lens = mel_batch([40, 23])
-    args = dict(fold=4, overlap=8, kernel_threads=2)
-    kernel = generate_folded(model, mels, lens, mode="kernel", generator=seeded(), **args)
-    views = generate_folded(model, mels, lens, mode="views", generator=seeded(), **args)
+    args = dict(fold="4", overlap_ms=8, kernel_threads=2)
+    kernel = generate_folded(model, mels, lens, GenerateOptions(mode="kernel", **args), SR,
+                             generator=seeded())
+    views = generate_folded(model, mels, lens, GenerateOptions(mode="views", **args), SR,
+                            generator=seeded())
     if output == "mulaw":
         assert torch.equal(kernel, views)
     else:
@@ -171,16 +177,20 @@ def test_cuda_graph_agrees_with_torch_ops_on_folded_output() -> None:
     model = tiny_model("mulaw").cuda()
     mels, lens = mel_batch([40, 23])
     mels, lens = mels.cuda(), lens.cuda()
-    graph = generate_folded(model, mels, lens, fold=4, overlap=8, mode="graph",
+    graph = generate_folded(model, mels, lens,
+                            GenerateOptions(fold="4", overlap_ms=8, mode="graph"), SR,
                             generator=seeded(device="cuda"))
-    views = generate_folded(model, mels, lens, fold=4, overlap=8, mode="views",
+    views = generate_folded(model, mels, lens,
+                            GenerateOptions(fold="4", overlap_ms=8, mode="views"), SR,
                             generator=seeded(device="cuda"))
     torch.testing.assert_close(graph, views, atol=1e-5, rtol=0)  # as generate's own GPU test
     # auto on CUDA: many segments (a step at batch 100 costs little more than at batch 1).
     long_mels, long_lens = mel_batch([400])
-    plan = fold_plans(model, [400], "auto", 8, torch.device("cuda"))[0]
+    plan = fold_plans(model, [400], GenerateOptions(fold="auto", overlap_ms=8), SR,
+                      torch.device("cuda"))[0]
     assert len(plan) > 16
-    audio = generate_folded(model, long_mels.cuda(), long_lens.cuda(), fold="auto", overlap=8)
+    audio = generate_folded(model, long_mels.cuda(), long_lens.cuda(),
+                            GenerateOptions(fold="auto", overlap_ms=8), SR)
     assert audio.shape == (1, 400 * HOP) and audio.ne(0).all()
 
 
@@ -231,7 +241,7 @@ def test_fold_option_values() -> None:
         with pytest.raises(ValueError, match="fold="):
             parse_fold(bad)
     assert parse_fold(" AUTO ") == "auto" and parse_fold("12") == 12
-    assert FoldConfig(fold="auto", overlap_ms=10.0, fade="power").overlap_samples(22050) == 220
+    assert GenerateOptions(fold="auto", overlap_ms=10.0, fade="power").overlap_samples(22050) == 220
 
 
 @pytest.mark.parametrize("command", ["synth", "eval"])
@@ -259,6 +269,30 @@ def test_fold_settings_are_checked_when_the_config_loads(command: str) -> None:
         load_config(command, schema, [*base, "vocoder.precision=fp16"])
 
 
+@pytest.mark.parametrize("command", ["synth", "eval"])
+def test_back_end_settings_load_and_are_checked_before_any_model(command: str) -> None:
+    """vocoder.mode and vocoder.kernel_threads reach the config; a back end that cannot run
+    on the device is refused with one line before a checkpoint is read."""
+    from neurotts.config import load_config
+    from neurotts.evaluation.config import EvalConfig
+    from neurotts.synthesis.config import SynthConfig
+    from neurotts.vocoders import VocoderError, check_backend
+
+    schema = SynthConfig if command == "synth" else EvalConfig
+    base = ["acoustic=run", "out=o"] if command == "eval" else ["acoustic=run"]
+    cfg = load_config(command, schema, [*base, "vocoder.mode=views", "vocoder.kernel_threads=3"])
+    assert (cfg.vocoder.mode, cfg.vocoder.kernel_threads) == ("views", 3)
+    with pytest.raises(ValueError, match="vocoder.mode='fast': choose one of auto, kernel"):
+        load_config(command, schema, [*base, "vocoder.mode=fast"])
+    with pytest.raises(ValueError, match="vocoder.kernel_threads=0: must be at least 1"):
+        load_config(command, schema, [*base, "vocoder.kernel_threads=0"])
+    check_backend(cfg.vocoder, torch.device("cpu"))
+    with pytest.raises(VocoderError, match="vocoder.mode=graph replays CUDA graphs"):
+        check_backend(GenerateOptions(mode="graph"), torch.device("cpu"))
+    with pytest.raises(VocoderError, match="vocoder.mode=kernel runs the CPU kernel"):
+        check_backend(GenerateOptions(mode="kernel"), torch.device("cuda"))
+
+
 def test_training_media_fold_setting_is_named_by_its_own_key(tmp_path) -> None:
     from neurotts.training.config import load_train_config
     from tests.test_loader import write_store
@@ -278,10 +312,12 @@ def tiny_seams() -> dict:
     """Folded segments and unfolded audio of 8 utterances from a tiny random model."""
     model = tiny_model("mulaw")
     mels, lens = mel_batch([160] * 8, seed=3)
-    plans = fold_plans(model, [160] * 8, 32, HOP, mels.device)
+    plans = fold_plans(model, [160] * 8, GenerateOptions(fold="32", overlap_ms=HOP), SR,
+                       mels.device)
     segments = [s for plan in plans for s in plan]
     return {"plans": plans, "segments": segments,
-            "audio": generate_segments(model, mels, segments, generator=seeded()),
+            "audio": generate_segments(model, mels, segments, GenerateOptions(),
+                                       generator=seeded()),
             "unfolded": generate(model, mels, lens, generator=seeded(8)).audio}
 
 
@@ -297,7 +333,7 @@ def test_seam_level_with_a_tiny_model(tiny_seams: dict, fade: str, lowest_db: fl
     plans, segments = tiny_seams["plans"], tiny_seams["segments"]
     folded = join(tiny_seams["audio"], segments, [160] * 8, HOP, fade)
     report = seam_report(list(folded.numpy()), list(tiny_seams["unfolded"].numpy()),
-                         [join_samples(plan, HOP) for plan in plans], HOP, width=HOP)
+                         [[seg.keep * HOP for seg in plan[1:]] for plan in plans], HOP, width=HOP)
     assert report["joins"] == sum(len(plan) - 1 for plan in plans) > 200
     assert lowest_db < report["join_dip_db"] < highest_db, report
     assert report["join_dip_db_se"] < 0.4
@@ -357,30 +393,31 @@ def test_vocoder_passes_its_fold_settings_through(tmp_path, monkeypatch) -> None
 
     def vocode(fold: str, precision: str = "fp32") -> list:
         voc = WaveNetVocoder(tmp_path / "voc", store.audio, torch.device("cpu"),
-                             fold=FoldConfig(fold=fold, overlap_ms=5.0, fade="power"),
-                             precision=precision)
+                             GenerateOptions(fold=fold, overlap_ms=5.0, fade="power",
+                                             precision=precision))
         torch.manual_seed(11)
         return voc(log_mels, lengths), voc
 
     plain, voc = vocode("off")
     torch.manual_seed(11)
-    expected = generate(voc.model, voc.norm.forward(log_mels), lengths).audio
+    expected = generate(voc.model, voc.norm.normalize(log_mels), lengths).audio
     hop = voc.model.cfg.hop_length
     for i, n in enumerate(n_frames):
         assert torch.equal(torch.from_numpy(plain[i]), expected[i, : n * hop])
     folded, _ = vocode("3")
     torch.manual_seed(11)
-    expected = generate_folded(voc.model, voc.norm.forward(log_mels), lengths, fold=3,
-                               overlap=round(5.0 * store.audio.sample_rate / 1000), fade="power")
+    sample_rate = store.audio.sample_rate
+    expected = generate_folded(voc.model, voc.norm.normalize(log_mels), lengths,
+                               GenerateOptions(fold="3", overlap_ms=5.0, fade="power"), sample_rate)
     for i, n in enumerate(n_frames):
         assert torch.equal(torch.from_numpy(folded[i]), expected[i, : n * hop])
     assert not all(np.array_equal(a, b) for a, b in zip(plain, folded, strict=True))
     if cpu_kernel.has_bf16():
         low, _ = vocode("3", "bf16")
         torch.manual_seed(11)
-        expected = generate_folded(voc.model, voc.norm.forward(log_mels), lengths, fold=3,
-                                   overlap=round(5.0 * store.audio.sample_rate / 1000),
-                                   fade="power", precision="bf16")
+        expected = generate_folded(
+            voc.model, voc.norm.normalize(log_mels), lengths,
+            GenerateOptions(fold="3", overlap_ms=5.0, fade="power", precision="bf16"), sample_rate)
         for i, n in enumerate(n_frames):
             assert torch.equal(torch.from_numpy(low[i]), expected[i, : n * hop])
     monkeypatch.setattr(cpu_kernel, "has_bf16", lambda: False)

@@ -57,7 +57,7 @@ class AcousticChecker:
             return f"text: {exc}"
         with torch.no_grad():
             mel = self.logmel(torch.from_numpy(int16_to_float(pcm)))  # (T, n_mels)
-        norm = self.model.norm.forward(mel)
+        norm = self.model.norm.normalize(mel)
         return TextMelItem(torch.tensor(ids, dtype=torch.long), norm)
 
     @torch.no_grad()

@@ -112,7 +112,7 @@ class TextMelDataset(Dataset):
 
     def __getitem__(self, index: int) -> TextMelItem:
         u = self.utterances[index]
-        mel = self.norm(load_feature(self.store.layout.mel(u.id)))
+        mel = self.norm.normalize_np(load_feature(self.store.layout.mel(u.id)))
         return TextMelItem(torch.tensor(u.ids, dtype=torch.long), torch.from_numpy(mel))
 
 
@@ -190,7 +190,8 @@ class AudioWindowDataset(Dataset):
         mask = np.zeros(samples.shape[0], dtype=bool)
         w_hi = min(start + self.window, u.n_frames)
         mask[(start - first) * self.hop: (w_hi - first) * self.hop] = True
-        return AudioWindowBatch(torch.from_numpy(samples), torch.from_numpy(self.norm(frames)),
+        mels = self.norm.normalize_np(frames)
+        return AudioWindowBatch(torch.from_numpy(samples), torch.from_numpy(mels),
                                 torch.from_numpy(mask))
 
 

@@ -111,6 +111,7 @@ def check(cfg: EvalConfig) -> list[str]:
     """What the schema's field ranges cannot say: the acoustic models and where the texts come
     from; returns the acoustic model paths."""
     paths = acoustic_paths(cfg)
+    cfg.vocoder.check_finite("vocoder.")
     if cfg.texts is None and cfg.data.features is None:
         raise EvalError("data.features is not set (the feature store whose split is evaluated)")
     return paths
@@ -297,8 +298,7 @@ def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Cons
     acoustic model into ``out``."""
     device = pick_device(cfg.device)
     acoustic = AcousticModel.load(acoustic_path, device)
-    vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device, fold=cfg.vocoder,
-                           precision=cfg.vocoder.precision)
+    vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device, cfg.vocoder)
     inputs = _encode_items(items, acoustic)
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     asr = Recognition(cfg.asr)

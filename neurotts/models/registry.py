@@ -1,8 +1,8 @@
 """The model registry: ``model.name`` -> the model's config dataclass and module.
 
 Everything that builds a model — the training tasks from a feature store, synthesis and the
-audit from a checkpoint, benchmarks from the shipped yaml — goes through :func:`model_config`
-and :func:`build_model`, so building a model needs nothing from ``neurotts.training``.
+audit from a checkpoint — goes through :func:`model_config` and :func:`build_model`, so
+building a model needs nothing from ``neurotts.training``.
 
 Values the data decides reach every model the same way, as a :class:`DataSpec`: the symbol
 count (from the store's or checkpoint's symbol table) and the audio settings. A model config
@@ -15,15 +15,13 @@ shape error at the first forward pass.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import OmegaConf
 from torch import nn
 
 from neurotts.audio import AudioConfig
-from neurotts.config import CONFIG_DIR, ConfigError, to_schema
+from neurotts.config import ConfigError, to_schema
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class ModelEntry:
 MODELS: dict[str, ModelEntry] = {
     "tacotron2": ModelEntry("neurotts.models.tacotron2", "Tacotron2Config", "Tacotron2",
                             ("n_mels",), takes_symbols=True),
-    "wavenet": ModelEntry("neurotts.models.wavenet", "WaveNetConfig", "WaveNet",
+    "wavenet": ModelEntry("neurotts.models.wavenet.model", "WaveNetConfig", "WaveNet",
                           ("n_mels", "hop_length"), takes_symbols=False),
 }
 
@@ -97,45 +95,3 @@ def build_model(cfg: Any, data: DataSpec) -> nn.Module:
     e = entry(cfg.name)
     cls = getattr(e.load(), e.model)
     return cls(cfg, n_symbols=data.n_symbols) if e.takes_symbols else cls(cfg)
-
-
-def shipped_model_config(name: str, audio: dict[str, Any] | None = None,
-                         overrides: Sequence[str] = ()) -> Any:
-    """``configs/model/<name>.yaml`` typed as its model's dataclass, with ``${audio.*}``
-    resolved against ``audio`` (default: ``configs/audio/ljspeech.yaml``) and dotted
-    ``overrides`` (``"encoder.lstm_dim=64"``) applied. For benchmarks and tests that build a
-    model without a feature store; training composes through Hydra instead."""
-    if audio is None:
-        audio = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml"))
-    root = OmegaConf.create({"audio": audio, "model": OmegaConf.load(CONFIG_DIR / "model" / f"{name}.yaml")})
-    root = OmegaConf.merge(root, OmegaConf.from_dotlist([f"model.{o}" for o in overrides]))
-    OmegaConf.resolve(root)
-    return model_config(OmegaConf.to_container(root.model))
-
-
-# A ~0.16M-parameter Tacotron 2 (overrides of configs/model/tacotron2.yaml) that learns an
-# alignment on a handful of real clips within a few hundred CPU steps: the model of
-# bench/alignment_speed.py and of the alignment tests, so both measure the same thing.
-ALIGNMENT_PROBE_TACOTRON2 = (
-    "encoder.embedding_dim=32",
-    "encoder.conv_channels=32",
-    "encoder.lstm_dim=32",
-    "encoder.dropout=0.0",
-    "decoder.prenet_dims=[32,32]",
-    "decoder.attention_rnn_dim=64",
-    "decoder.decoder_rnn_dim=64",
-    "decoder.zoneout=0.0",
-    "attention.dim=32",
-    "attention.location.n_filters=8",
-    "attention.location.kernel_size=15",
-    "attention.dca.n_static_filters=4",
-    "attention.dca.static_kernel_size=11",
-    "attention.dca.n_dynamic_filters=4",
-    "attention.dca.dynamic_kernel_size=11",
-    "attention.multihead.n_heads=2",
-    "attention.multihead.n_filters=8",
-    "attention.multihead.kernel_size=15",
-    "postnet.channels=32",
-    "postnet.layers=3",
-    "reduction_factor=3",
-)

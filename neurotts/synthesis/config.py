@@ -23,5 +23,4 @@ class SynthConfig:
     device: str = MISSING  # auto | cpu | cuda | cuda:N
     max_chars: int | None = constrained(ge=1)  # null: each input whole
     pause: float = constrained(ge=0, le=60)  # seconds
-    temperature: float = constrained(ge=0)
     batch_size: int = constrained(ge=1)

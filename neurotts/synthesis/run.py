@@ -3,7 +3,6 @@ wav file as soon as it is done (the speaking is :mod:`neurotts.synthesis.engine`
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from dataclasses import dataclass
@@ -35,13 +34,6 @@ from neurotts.vocoders import Vocoder, load_vocoder
 class SynthesisIncomplete(IncompleteError, RuntimeError):
     """Some inputs could not be synthesised or written; every other input's file was written.
     The message lists the failed lines."""
-
-
-def check_finite(value: float, name: str) -> None:
-    """Ranges live on the schema's fields (:func:`neurotts.config.constrained`); infinity and
-    NaN pass a lower bound, so a float option that must be a real number is checked here."""
-    if not math.isfinite(value):
-        raise ConfigError(f"{name}={value}: must be a finite number")
 
 
 def print_problem(console: Console, kind: str, message: str) -> None:
@@ -205,7 +197,7 @@ def run(cfg: SynthConfig, console: Console) -> list[Path]:
     the paths written. Options, inputs and output paths are checked before any model work; a
     line of an input file that fails is reported with its number and the others still run, then
     :class:`SynthesisIncomplete` lists the failures."""
-    check_finite(cfg.temperature, "temperature")
+    cfg.vocoder.check_finite("vocoder.")
     numbered = read_inputs(cfg)
     paths = output_paths(cfg.output, [n for n, _ in numbered] if cfg.input is not None else None)
     lines = [Line(n, text, path) for (n, text), path in zip(numbered, paths, strict=True)]
@@ -214,9 +206,7 @@ def run(cfg: SynthConfig, console: Console) -> list[Path]:
     _encode_lines(cfg, lines, acoustic.frontend, console)
     timing = Timing()
     if any(line.encoded is not None for line in lines):
-        vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device,
-                               temperature=cfg.temperature, fold=cfg.vocoder,
-                               precision=cfg.vocoder.precision)
+        vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device, cfg.vocoder)
         seed_rng(cfg.seed)
         try:
             timing = _write_all(cfg, lines, acoustic, vocoder, device, console)

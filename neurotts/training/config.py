@@ -39,8 +39,8 @@ from neurotts.config import (
     to_schema,
     validate,
 )
-from neurotts.models.fold_config import FoldConfig
 from neurotts.models.registry import DataSpec, check_data, model_config, model_schema
+from neurotts.models.wavenet.options import GenerateOptions
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 DECAYS = ("constant", "exponential", "cosine")
@@ -88,7 +88,7 @@ class ScheduleConfig:
 class MediaConfig:
     griffin_lim_iters: int = constrained(ge=0)  # acoustic models: Griffin-Lim audio of a val synthesis
     vocoder_samples: int = constrained(ge=0)  # vocoders: samples generated from a val mel (0 = none)
-    vocoder_fold: FoldConfig = field(default_factory=FoldConfig)  # how they are generated
+    vocoder_fold: GenerateOptions = field(default_factory=GenerateOptions)  # how they are generated
 
 
 @dataclass

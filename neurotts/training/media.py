@@ -15,7 +15,7 @@ import torch
 
 from neurotts.audio import AudioConfig
 from neurotts.plots import figure_to_image, plot_alignments, plot_mel_comparison
-from neurotts.vocoders import GriffinLimVocoder
+from neurotts.vocoders import GriffinLimModule
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:
@@ -38,5 +38,5 @@ def plot_mels(predicted: torch.Tensor, target: torch.Tensor) -> np.ndarray:
 
 def griffin_lim(log_mel: torch.Tensor, audio: AudioConfig, n_iter: int) -> torch.Tensor:
     """``(T, n_mels)`` log-mel -> ``(T * hop,)`` float waveform (CPU, fp32)."""
-    vocoder = GriffinLimVocoder(audio, n_iter=n_iter)
+    vocoder = GriffinLimModule(audio, n_iter=n_iter)
     return vocoder(log_mel.detach().float().cpu()[None])[0]

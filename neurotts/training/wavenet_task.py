@@ -22,7 +22,7 @@ from torch import nn
 from neurotts.data.loader import AudioWindowBatch, AudioWindowDataset, collate_windows
 from neurotts.data.store import FeatureStore
 from neurotts.models.registry import DataSpec, build_model
-from neurotts.models.wavenet import WaveNetConfig, context_frames, make_io, wavenet_loss
+from neurotts.models.wavenet.model import WaveNetConfig, context_frames, make_io, wavenet_loss
 from neurotts.training.config import TrainConfig
 from neurotts.training.logging import TrainLogger
 
@@ -72,16 +72,16 @@ class WaveNetTask:
         device and dtype: its windows are a fraction of a second long."""
         if self.generate_samples <= 0:
             return
-        from neurotts.models.wavenet_fold import generate_configured
+        from neurotts.models.wavenet.fold import generate_folded
 
         sr, hop = self.store.audio.sample_rate, self.cfg.hop_length
         frames = math.ceil(self.generate_samples / hop)
         val = self.store.split("val")
         utt = next((u for u in val if u.n_frames >= frames), max(val, key=lambda u: u.n_frames))
-        mel = self.norm(self.store.mel(utt.id)[:frames])  # (T, n_mels) in model space
+        mel = self.norm.normalize_np(self.store.mel(utt.id)[:frames])  # (T, n_mels) in model space
         mels = torch.from_numpy(mel).to(batch.mels.device, batch.mels.dtype)[None]
-        gen = generate_configured(model, mels, None, self.fold, sr,
-                                  generator=torch.Generator(device=mels.device).manual_seed(step))
+        gen = generate_folded(model, mels, None, self.fold, sr,
+                              generator=torch.Generator(device=mels.device).manual_seed(step))
         n = min(mels.shape[1] * hop, self.generate_samples)
         log.audio("val/generated", gen[0, :n], sr, step)
         log.audio("val/target", torch.from_numpy(self.store.audio_float(utt.id)[:n]), sr, step)

@@ -12,18 +12,17 @@ Structure follows the usual vocoder recipe (r9y9/wavenet_vocoder, Tacotron 2's v
 * conditioning: log-mels ``(B, T_frames, n_mels)`` -> a 'same' conv over frames -> learned
   depthwise transposed convolutions, one per upsample scale, whose product is ``hop_length``.
 
-Incremental (cached) and naive generation live in :mod:`neurotts.models.wavenet_generate`.
+Incremental (cached) and naive generation live in :mod:`neurotts.models.wavenet.generate`.
 The model itself knows nothing of devices, optimisers or loggers.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from omegaconf import MISSING
 from torch import nn
 
 from neurotts.audio import mu_law_encode
@@ -35,26 +34,29 @@ OUTPUT_TYPES = ("mulaw", "mol")
 
 @dataclass
 class WaveNetConfig:
-    """WaveNet sizes. Values come from ``configs/model/wavenet.yaml``."""
+    """WaveNet sizes. The defaults are ``configs/model/wavenet.yaml``'s (a test keeps the two
+    equal): ``WaveNetConfig(n_mels=80, hop_length=256)`` is the shipped model without YAML.
+    n_mels and hop_length have none: they are the audio's, and ``upsample_scales`` must
+    multiply to the hop (the default's 4*4*4*4 fits a hop of 256)."""
 
-    name: str = MISSING
+    name: str = "wavenet"
     n_mels: int = constrained(ge=1)  # interpolated from the audio config
     hop_length: int = constrained(ge=1)  # interpolated from the audio config
-    layers: int = MISSING  # residual layers in all
-    stacks: int = MISSING  # dilation cycles; layers % stacks == 0
-    residual_channels: int = constrained(ge=1)
-    gate_channels: int = constrained(ge=2)  # dilated conv output, split in halves for tanh and sigmoid
-    skip_channels: int = constrained(ge=1)
-    kernel_size: int = MISSING  # taps of each dilated conv
-    cond_channels: int = constrained(ge=1)  # width of the upsampled conditioning
-    cond_kernel_size: int = MISSING  # odd; 'same' conv over mel frames before upsampling
-    upsample_scales: list[int] = MISSING  # product must equal hop_length
-    output: str = constrained(choices=OUTPUT_TYPES)
-    mu_law_channels: int = constrained(ge=2)  # classes of the mu-law softmax
-    n_mixtures: int = constrained(ge=1)  # logistic components of the "mol" output
-    mol_bits: int = constrained(ge=1)  # "mol" likelihood is over 2**mol_bits bins in [-1, 1]
-    log_scale_min: float = MISSING  # floor of the logistics' log scale
-    dropout: float = constrained(ge=0, lt=1)  # on each layer's input during training
+    layers: int = 24  # residual layers in all
+    stacks: int = 4  # dilation cycles; layers % stacks == 0
+    residual_channels: int = constrained(128, ge=1)
+    gate_channels: int = constrained(256, ge=2)  # dilated conv output, halves for tanh and sigmoid
+    skip_channels: int = constrained(128, ge=1)
+    kernel_size: int = 3  # taps of each dilated conv
+    cond_channels: int = constrained(64, ge=1)  # width of the upsampled conditioning
+    cond_kernel_size: int = 5  # odd; 'same' conv over mel frames before upsampling
+    upsample_scales: list[int] = field(default_factory=lambda: [4, 4, 4, 4])  # product: hop_length
+    output: str = constrained("mulaw", choices=OUTPUT_TYPES)
+    mu_law_channels: int = constrained(256, ge=2)  # classes of the mu-law softmax
+    n_mixtures: int = constrained(10, ge=1)  # logistic components of the "mol" output
+    mol_bits: int = constrained(16, ge=1)  # "mol" likelihood is over 2**mol_bits bins in [-1, 1]
+    log_scale_min: float = -16.0  # floor of the logistics' log scale
+    dropout: float = constrained(0.0, ge=0, lt=1)  # on each layer's input during training
 
 
 def check_config(cfg: WaveNetConfig) -> None:

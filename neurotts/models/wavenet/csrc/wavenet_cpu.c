@@ -1,6 +1,6 @@
 /* One-sample-at-a-time WaveNet generation on the CPU, a block of samples per call.
  *
- * The Python generator (neurotts/models/wavenet_generate.py) prepares every weight as a
+ * The Python generator (neurotts/models/wavenet/generate.py) prepares every weight as a
  * matmul operand laid out (in, out), upsamples the conditioning of the block, draws the
  * sampling noise, and calls wn_run(). Per sample this file runs the
  * residual layers, the skip/output head and the sampling choice, then embeds the chosen

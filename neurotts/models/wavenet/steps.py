@@ -15,7 +15,7 @@ One step does O(layers) work per sample instead of recomputing the receptive fie
 * Every intermediate lives in a preallocated buffer (``out=``), so a step allocates nothing;
   each matmul is bound once to its buffers (a matrix-vector product when B = 1).
 
-On the CPU this is the fallback of the C kernel (:mod:`neurotts.models.wavenet_kernel`),
+On the CPU this is the fallback of the C kernel (:mod:`neurotts.models.wavenet.kernel`),
 which also amortises the past taps of dilated layers over d samples; here every step gathers
 all K taps. On CUDA the step is captured once in a CUDA graph (``step_indexed`` keeps all
 step-dependent positions in device tensors) and replayed per sample.
@@ -29,7 +29,7 @@ from types import SimpleNamespace
 
 import torch
 
-from neurotts.models.wavenet import WaveNet, dilations, pick_sample, silence_input
+from neurotts.models.wavenet.model import WaveNet, dilations, pick_sample, silence_input
 
 SQRT_HALF = math.sqrt(0.5)
 

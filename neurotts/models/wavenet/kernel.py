@@ -1,5 +1,5 @@
 """Binding of the C kernel for CPU WaveNet generation (``csrc/wavenet_cpu.c``, built and
-loaded by :mod:`neurotts.models.cpu_kernel`).
+loaded by :mod:`neurotts.models.wavenet.cpu_kernel`).
 
 The kernel runs a whole block of samples per call: residual layers, skip/head, the sampling
 choice and the embedding of the chosen sample as the next input, with the past taps of a
@@ -17,13 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from neurotts.models.cpu_kernel import WnModel
-from neurotts.models.wavenet import WaveNet, dilations, silence_input
-from neurotts.models.wavenet_steps import matmul_weights
+from neurotts.models.wavenet.cpu_kernel import WnModel
+from neurotts.models.wavenet.model import WaveNet, dilations, silence_input
+from neurotts.models.wavenet.steps import matmul_weights
 
 
 class KernelWeights:
-    """The model's operands in the C kernel's layout (:mod:`neurotts.models.cpu_kernel`):
+    """The model's operands in the C kernel's layout (:mod:`neurotts.models.wavenet.cpu_kernel`):
     matrices ``(in, out)`` packed into 32-wide panels by ``wn_pack``, or with ``bf16`` rounded
     to bfloat16 and packed by ``wn_pack_bf16`` (in a buffer of the float32 size, so offsets
     are the same), shared read-only by every :class:`KernelStep` of one generation call."""
@@ -62,7 +62,7 @@ class KernelStep:
     """Buffers for the C kernel, which runs a whole block of samples per call for ``batch``
     utterances; the upsampled conditioning and the noise come from torch.
 
-    Same arithmetic as :class:`~neurotts.models.wavenet_steps.CachedStep` (scales folded into
+    Same arithmetic as :class:`~neurotts.models.wavenet.steps.CachedStep` (scales folded into
     the weights) plus amortised past taps, with rings stored time-major in one flat buffer.
     Unlike there, the conditioning projection runs in the kernel, per layer and window."""
 

@@ -14,13 +14,13 @@ Folding turns one long utterance into a batch of short ones:
   cross-faded with the start of the next segment's part (see :func:`crossfade`);
 * each segment's mel slice also carries the frames the conditioning needs to the right of
   the last sample it keeps, so the kept conditioning equals the whole utterance's;
-* all segments of all utterances are one batch for :func:`~wavenet_generate.generate`, which
+* all segments of all utterances are one batch for :func:`~neurotts.models.wavenet.generate.generate`, which
   runs for the longest segment's samples only (``max_samples``), so the extra frames on the
   right cost nothing.
 
 The number of segments is ``fold`` (an int; fewer when the frames do not allow that many) or
 chosen by :func:`choose_folds` from the lengths and a per-device step-cost model. One segment
-per utterance is exactly :func:`~wavenet_generate.generate` (same call, same noise).
+per utterance is exactly :func:`~neurotts.models.wavenet.generate.generate` (same call, same noise).
 """
 
 from __future__ import annotations
@@ -31,10 +31,10 @@ from dataclasses import dataclass
 
 import torch
 
-from neurotts.models import cpu_kernel
-from neurotts.models.fold_config import FADES, FoldConfig, parse_fold
-from neurotts.models.wavenet import WaveNet, context_frames
-from neurotts.models.wavenet_generate import generate
+from neurotts.models.wavenet import cpu_kernel
+from neurotts.models.wavenet.generate import generate
+from neurotts.models.wavenet.model import WaveNet, context_frames
+from neurotts.models.wavenet.options import FADES, GenerateOptions, parse_fold
 
 # Cost of one generation step at a batch of b rows, as (c0 + b) in units of one row's cost:
 # c0 is the fixed per-step cost (per kernel thread on the CPU) measured with the default
@@ -210,17 +210,18 @@ def overlaps(audio: torch.Tensor, segments: list[Segment], hop: int
     return pairs
 
 
-def fold_plans(model: WaveNet, n_frames: list[int], fold: int | str, overlap: int,
-               device: torch.device, mode: str = "auto", kernel_threads: int | None = None
-               ) -> list[list[Segment]]:
-    """The segments of each utterance (``[]`` for an empty one) for :func:`generate_folded`'s
-    arguments; joins sit at each later segment's ``keep * hop``."""
+def fold_plans(model: WaveNet, n_frames: list[int], options: GenerateOptions, sample_rate: int,
+               device: torch.device) -> list[list[Segment]]:
+    """The segments of each utterance (``[]`` for an empty one) that :func:`generate_folded`
+    generates with ``options`` on ``device``; joins sit at each later segment's ``keep * hop``."""
     hop, warmup = model.cfg.hop_length, context_frames(model.cfg)
-    folds = parse_fold(fold)
+    overlap = options.overlap_samples(sample_rate)
+    folds = parse_fold(options.fold)
     if folds == "auto":
-        backend = cost_model(mode, device)
+        backend = cost_model(options.mode, device)
         # generate splits a batch over kernel threads; the torch-op and CUDA steps are one stream.
-        threads = (kernel_threads or torch.get_num_threads()) if backend == "kernel" else 1
+        threads = ((options.kernel_threads or torch.get_num_threads()) if backend == "kernel"
+                   else 1)
         folds_each = choose_folds(n_frames, warmup, overlap, hop, backend, threads)
     else:
         folds_each = [folds] * len(n_frames)
@@ -229,68 +230,35 @@ def fold_plans(model: WaveNet, n_frames: list[int], fold: int | str, overlap: in
             for i, (n, k) in enumerate(zip(n_frames, folds_each, strict=True))]
 
 
-def generate_folded(
-    model: WaveNet,
-    mels: torch.Tensor,
-    mel_lengths: torch.Tensor | None = None,
-    fold: int | str = "auto",
-    overlap: int = 0,
-    fade: str = "adaptive",
-    temperature: float = 1.0,
-    generator: torch.Generator | None = None,
-    mode: str = "auto",
-    kernel_threads: int | None = None,
-    precision: str = "fp32",
-) -> torch.Tensor:
+def generate_folded(model: WaveNet, mels: torch.Tensor, mel_lengths: torch.Tensor | None,
+                    options: GenerateOptions, sample_rate: int,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Audio ``(B, max frames * hop)`` for ``mels`` (B, T_frames, n_mels) with ``mel_lengths``
-    (B,) frames, zero past each item's ``frames * hop`` samples.
+    (B,) frames (``None``: all of ``T_frames``), zero past each item's ``frames * hop`` samples.
 
-    ``fold``: segments per utterance (an int, at most; ``1``/``"off"``: no folding) or
-    ``"auto"`` (:func:`choose_folds`); ``overlap`` samples of cross-fade at each join;
-    ``fade`` one of :data:`FADES`. ``temperature``, ``generator``, ``mode``,
-    ``kernel_threads`` and ``precision`` go to :func:`generate`, which runs once for all
-    segments of all utterances."""
-    if fade not in FADES:
-        raise ValueError(f"fade={fade!r}: expected one of {', '.join(FADES)}")
+    ``options.fold``: segments per utterance (at most K; ``off``: no folding) or ``auto``
+    (:func:`choose_folds`); ``options.overlap_ms`` of cross-fade at each join (in samples at
+    ``sample_rate``), faded by ``options.fade``. The rest of ``options`` and ``generator`` go
+    to :func:`generate`, which runs once for all segments of all utterances."""
+    if options.fade not in FADES:
+        raise ValueError(f"fade={options.fade!r}: expected one of {', '.join(FADES)}")
     if mel_lengths is None:
         mel_lengths = torch.full((mels.shape[0],), mels.shape[1], dtype=torch.long)
     n_frames = [int(n) for n in mel_lengths]
-    plans = fold_plans(model, n_frames, fold, overlap, mels.device, mode, kernel_threads)
+    plans = fold_plans(model, n_frames, options, sample_rate, mels.device)
     if all(len(plan) <= 1 for plan in plans):
-        # No utterance is cut: exactly today's call (same batch, same noise).
-        return generate(model, mels, mel_lengths, temperature=temperature, generator=generator,
-                        mode=mode, kernel_threads=kernel_threads, precision=precision).audio
+        # No utterance is cut: the unfolded call itself (same batch, same noise).
+        return generate(model, mels, mel_lengths, options, generator=generator).audio
     segments = [seg for plan in plans for seg in plan]
-    audio = generate_segments(model, mels, segments, temperature, generator, mode, kernel_threads,
-                              precision)
-    return join(audio, segments, n_frames, model.cfg.hop_length, fade)
+    audio = generate_segments(model, mels, segments, options, generator)
+    return join(audio, segments, n_frames, model.cfg.hop_length, options.fade)
 
 
 def generate_segments(model: WaveNet, mels: torch.Tensor, segments: list[Segment],
-                      temperature: float = 1.0, generator: torch.Generator | None = None,
-                      mode: str = "auto", kernel_threads: int | None = None,
-                      precision: str = "fp32") -> torch.Tensor:
+                      options: GenerateOptions, generator: torch.Generator | None = None
+                      ) -> torch.Tensor:
     """All ``segments`` of ``mels`` (B, T_frames, n_mels) in one :func:`generate` call that
     stops after the longest segment's samples -> ``(S, T_gen)`` raw segment audio."""
     batch, lengths = _slices(mels, segments)
     steps = max(s.samples(model.cfg.hop_length) for s in segments)
-    return generate(model, batch, lengths, temperature=temperature, max_samples=steps,
-                    generator=generator, mode=mode, kernel_threads=kernel_threads,
-                    precision=precision).audio
-
-
-def generate_configured(model: WaveNet, mels: torch.Tensor, mel_lengths: torch.Tensor | None,
-                        cfg: FoldConfig, sample_rate: int, temperature: float = 1.0,
-                        generator: torch.Generator | None = None, precision: str = "fp32"
-                        ) -> torch.Tensor:
-    """:func:`generate_folded` with the settings of a config's ``vocoder`` section (synth, eval,
-    training media): audio ``(B, max frames * hop)``."""
-    return generate_folded(model, mels, mel_lengths, fold=cfg.fold,
-                           overlap=cfg.overlap_samples(sample_rate), fade=cfg.fade,
-                           temperature=temperature, generator=generator, precision=precision)
-
-
-def join_samples(plan: list[Segment], hop: int) -> list[int]:
-    """Where each join of one utterance's ``plan`` starts, in samples (its cross-fade runs
-    from there for the previous segment's ``tail`` samples)."""
-    return [seg.keep * hop for seg in plan[1:]]
+    return generate(model, batch, lengths, options, max_samples=steps, generator=generator).audio

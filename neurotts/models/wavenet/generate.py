@@ -3,9 +3,9 @@
 :func:`generate` is cached incremental generation for a batch of utterances, O(layers) work
 per sample instead of recomputing the receptive field. It picks one of two back ends:
 
-* the C kernel on the CPU (:mod:`neurotts.models.wavenet_kernel`, built on first use by
-  :mod:`neurotts.models.cpu_kernel`), one call per block of samples;
-* torch ops (:mod:`neurotts.models.wavenet_steps`): the CPU fallback when no C compiler is
+* the C kernel on the CPU (:mod:`neurotts.models.wavenet.kernel`, built on first use by
+  :mod:`neurotts.models.wavenet.cpu_kernel`), one call per block of samples;
+* torch ops (:mod:`neurotts.models.wavenet.steps`): the CPU fallback when no C compiler is
   available (mode ``views``), and on CUDA a step captured once in a CUDA graph and replayed
   per sample (mode ``graph``).
 
@@ -30,12 +30,12 @@ from dataclasses import dataclass
 import torch
 
 from neurotts.audio import mu_law_decode
-from neurotts.models import cpu_kernel
-from neurotts.models.fold_config import PRECISIONS
 from neurotts.models.layers import sequence_mask
-from neurotts.models.wavenet import WaveNet, dilations, draw_noise, pick_sample, silence_input
-from neurotts.models.wavenet_kernel import KernelGroup
-from neurotts.models.wavenet_steps import CachedStep, GraphedStep, run_block
+from neurotts.models.wavenet import cpu_kernel
+from neurotts.models.wavenet.kernel import KernelGroup
+from neurotts.models.wavenet.model import WaveNet, dilations, draw_noise, pick_sample, silence_input
+from neurotts.models.wavenet.options import MODES, PRECISIONS, GenerateOptions
+from neurotts.models.wavenet.steps import CachedStep, GraphedStep, run_block
 
 # Upper bound on the floats one block of per-step inputs holds: the conditioning as the step
 # reads it and the sampling noise (128 MiB in fp32).
@@ -115,7 +115,8 @@ def generate_naive(
     model: WaveNet,
     mels: torch.Tensor,
     mel_lengths: torch.Tensor | None = None,
-    temperature: float = 1.0,
+    options: GenerateOptions | None = None,
+    *,
     max_samples: int | None = None,
     record: bool = False,
     generator: torch.Generator | None = None,
@@ -125,9 +126,11 @@ def generate_naive(
 
     ``mels`` (B, T_frames, n_mels); ``mel_lengths`` (B,) frames. Exact (the window covers the
     whole receptive field), and O(receptive_field) work per sample. Arguments as for
-    :func:`generate`; ``step_threads`` defaults to the caller's setting, since a full window
-    is enough work to share between threads.
+    :func:`generate` (of ``options`` only the temperature counts: this is one back end of its
+    own); ``step_threads`` defaults to the caller's setting, since a full window is enough
+    work to share between threads.
     """
+    temperature = (options or GenerateOptions()).temperature
     if mels.device.type != "cpu":
         step_threads = None
     with _eval_mode(model), _intra_op_threads(step_threads):
@@ -172,8 +175,8 @@ def _backend(model: WaveNet, mels: torch.Tensor, mode: str, precision: str
             mode = "graph"
         else:
             mode = "kernel" if lib is not None else "views"
-    if mode not in ("kernel", "views", "indexed", "graph"):
-        raise ValueError(f"mode={mode!r}: expected auto, kernel, views, indexed or graph")
+    if mode not in MODES:
+        raise ValueError(f"mode={mode!r}: expected one of {', '.join(MODES)}")
     if mode == "graph" and mels.device.type != "cuda":
         raise ValueError("mode='graph' needs the model and mels on a CUDA device")
     if mode == "kernel" and not cpu_fp32:
@@ -192,35 +195,36 @@ def generate(
     model: WaveNet,
     mels: torch.Tensor,
     mel_lengths: torch.Tensor | None = None,
-    temperature: float = 1.0,
+    options: GenerateOptions | None = None,
+    *,
     max_samples: int | None = None,
     record: bool = False,
     generator: torch.Generator | None = None,
-    mode: str = "auto",
     step_threads: int | None = 1,
-    kernel_threads: int | None = None,
-    precision: str = "fp32",
 ) -> Generated:
-    """Cached incremental generation for a batch of utterances.
+    r"""Cached incremental generation for a batch of utterances.
 
     ``mels`` (B, T_frames, n_mels) on the device to run on; ``mel_lengths`` (B,) frames (items
     shorter than the longest are generated to the end and zeroed past their length);
     ``max_samples`` stops early (benchmarks); ``record`` keeps each step's output (B, C_out, T).
-    ``mode``: "kernel" (the C kernel; float32 on CPU), "views" (torch ops, Python-side
+    ``options`` (none: the defaults) give the temperature, the back end and the precision;
+    their fold settings are for :func:`~neurotts.models.wavenet.fold.generate_folded`.
+    ``options.mode``: "kernel" (the C kernel; float32 on CPU), "views" (torch ops, Python-side
     positions), "indexed" (torch ops, device-side positions), "graph" (CUDA graph of "indexed";
     CUDA only), "auto" (graph on CUDA; on CPU the kernel when it is available, else views).
     ``step_threads``: torch intra-op threads during the per-sample loop of the torch-op modes
-    on CPU (for the kernel see ``kernel_threads``). Step ops take
+    on CPU (for the kernel see ``options.kernel_threads``). Step ops take
     microseconds, so waking a thread pool costs more than it saves, and on a shared CPU a
     descheduled worker stalls every op; the batched conditioning pass keeps the caller's
-    setting. ``None`` leaves the setting alone throughout. ``kernel_threads``: threads for
+    setting. ``None`` leaves the setting alone throughout. ``options.kernel_threads``: threads for
     the C kernel, each taking a share of the utterances (default: torch's intra-op thread
-    count, at most one per utterance); the audio does not depend on it. ``precision``:
+    count, at most one per utterance); the audio does not depend on it. ``options.precision``:
     "fp32", or "bf16" (the C kernel only, on CPUs with AVX512-BF16: weights and the rows
     they multiply rounded to bfloat16, sums and everything between the products in
     float32; about 1.7x faster, and the samples drawn differ from fp32's).
     """
-    mode, lib = _backend(model, mels, mode, precision)
+    options = options or GenerateOptions()
+    mode, lib = _backend(model, mels, options.mode, options.precision)
     if mels.device.type != "cpu":
         step_threads = None
     with _eval_mode(model):
@@ -234,9 +238,9 @@ def generate(
         noise_width = (cfg.mu_law_channels if cfg.output == "mulaw" else cfg.n_mixtures) + 1
         block = _block_size(batch, cond_width + noise_width, steps, max(dilations(cfg)))
         if mode == "kernel":
-            threads = max(1, min(batch, kernel_threads or torch.get_num_threads()))
+            threads = max(1, min(batch, options.kernel_threads or torch.get_num_threads()))
             cache = KernelGroup(lib, model, batch, max(steps, 1), block, record, threads,
-                                bf16=precision == "bf16")
+                                bf16=options.precision == "bf16")
         else:
             cache = CachedStep(model, batch, max(steps, 1), block, record, mels.device)
         graph = GraphedStep(cache) if mode == "graph" else None
@@ -244,7 +248,7 @@ def generate(
         try:
             for start in range(0, steps, block):
                 n = min(block, steps - start)
-                gumbel, logistic = draw_noise(model, n, batch, temperature, generator,
+                gumbel, logistic = draw_noise(model, n, batch, options.temperature, generator,
                                               mels.device)
                 if mode == "kernel":
                     cache.fill_and_run(cond[..., start:start + n], gumbel, logistic, start)
