@@ -6,10 +6,11 @@ reads it and no code runs on load)::
     format, version         "neurotts-checkpoint", 1
     model_name              "tacotron2" | "wavenet"
     model, ema              state dicts (ema is None when trainer.ema_decay == 0)
-    config                  the resolved train config (model section included)
+    config                  the resolved train config (model section included; its audio
+                            section is not repeated there: the audio key below holds it)
     symbols, text, audio    the store's symbol table, text and audio settings
     mel_norm                {"enabled", "mean", "std"}: how model-space mels map to log-mels
-    step, epoch, batch_in_epoch, world_size
+    step, epoch, global_batches_in_epoch, world_size
     optimizer, scheduler, scaler
     rng                     one {"python", "numpy", "torch", "cuda"} dict per rank
     best_val_loss, val_loss, nonfinite_steps
@@ -71,7 +72,7 @@ class Key:
     MEL_NORM = "mel_norm"
     STEP = "step"
     EPOCH = "epoch"
-    BATCH_IN_EPOCH = "batch_in_epoch"
+    GLOBAL_BATCHES_IN_EPOCH = "global_batches_in_epoch"  # batches of all ranks in the epoch
     WORLD_SIZE = "world_size"
     OPTIMIZER = "optimizer"
     SCHEDULER = "scheduler"
@@ -82,6 +83,7 @@ class Key:
     NONFINITE_STEPS = "nonfinite_steps"
     BEST_STEP = "best_step"
     BEST_ID = "best_id"
+
 
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
 

@@ -111,6 +111,7 @@ def test_checkpoint_is_self_describing(store: Path, tmp_path: Path) -> None:
     assert saved["step"] == 3 == summary.step
     assert saved["symbols"] == fs.symbols
     assert saved["audio"]["n_mels"] == fs.audio.n_mels
+    assert "audio" not in saved["config"]  # saved once, under its own key
     assert saved["config"]["model"]["encoder"]["embedding_dim"] == 32
     assert saved["mel_norm"]["enabled"] and saved["mel_norm"]["mean"].shape == (fs.audio.n_mels,)
     assert saved["optimizer"]["state"] and "last_epoch" in saved["scheduler"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +96,17 @@ class FeatureStore:
         stats = json.loads(self.layout.stats.read_text())
         self.mel_mean = np.asarray(stats["mel_mean"], dtype=np.float32)
         self.mel_std = np.asarray(stats["mel_std"], dtype=np.float32)
-        with open(manifest, encoding="utf-8") as f:
-            self.utterances = [Utterance(**json.loads(line)) for line in f if line.strip()]
-        self._by_id = {u.id: u for u in self.utterances}
+
+    @cached_property
+    def utterances(self) -> list[Utterance]:
+        """The manifest, read on first use: opening a store for its settings (the train
+        config takes its audio settings from it) costs no pass over a 13k-row manifest."""
+        with open(self.layout.manifest, encoding="utf-8") as f:
+            return [Utterance(**json.loads(line)) for line in f if line.strip()]
+
+    @cached_property
+    def _by_id(self) -> dict[str, Utterance]:
+        return {u.id: u for u in self.utterances}
 
     def split(self, name: str) -> list[Utterance]:
         if name not in SPLITS:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from neurotts import checkpoint as ckpt
-from neurotts.checkpoint import CheckpointManager
+from neurotts.checkpoint import CheckpointManager, Key
 from neurotts.config import to_dict, to_yaml
 from neurotts.data.store import FeatureStore
 from neurotts.files import atomic_write_text
@@ -103,27 +103,27 @@ def check_resume_config(path: Path, saved: dict[str, Any], cfg: TrainConfig, sto
     schema field declares a resume policy) as printable lines, and whether the batches change
     (policy ``next_epoch``); anything else raises :class:`TrainingError` naming the keys. A
     setting the checkpoint predates may take any value. Writes nothing."""
-    changes = diff_configs(saved["config"], to_dict(cfg))
+    changes = diff_configs(saved[Key.CONFIG], to_dict(cfg))
     refused = [f"{k}: {old!r} -> {new!r}" for k, old, new in changes
                if old is not ABSENT and resume_policy(k) is None]
     if refused:
         raise TrainingError(f"{path}: these settings differ from the checkpoint's and cannot change "
                             f"on resume ({'; '.join(refused)}): set them back to resume, or use a new "
                             "run.dir")
-    same_store = (saved["symbols"] == list(store.symbols) and saved["audio"] == to_dict(store.audio)
-                  and same_tensors(saved.get("mel_norm", {}), task.describe().get("mel_norm", {})))
+    same_store = (saved[Key.SYMBOLS] == list(store.symbols) and saved[Key.AUDIO] == to_dict(store.audio)
+                  and same_tensors(saved.get(Key.MEL_NORM, {}), task.describe().get(Key.MEL_NORM, {})))
     if not same_store:
         raise TrainingError(f"{path}: was trained on other features (symbols, audio settings or "
                             f"mel statistics differ from {cfg.data.features}); use the same store "
                             "to resume, or a new run.dir")
-    step = saved["step"]
+    step = saved[Key.STEP]
     # Not printed: quiet settings (where the run and its data are, how it resumes) and the
     # store's audio settings (checked against the store just above).
     shown = [f"{k} {_short(old)} -> {_short(new)} from step {step}" for k, old, new in changes
              if resume_policy(k) != QUIET and not k.startswith("audio.")]
     new_batches = any(resume_policy(k) == NEXT_EPOCH for k, _, _ in changes)
-    if saved["world_size"] != world_size:
-        shown.append(f"processes {saved['world_size']} -> {world_size} from step {step}")
+    if saved[Key.WORLD_SIZE] != world_size:
+        shown.append(f"processes {saved[Key.WORLD_SIZE]} -> {world_size} from step {step}")
         new_batches = True
     return shown, new_batches
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from neurotts import checkpoint as ckpt
-from neurotts.checkpoint import CheckpointManager
+from neurotts.checkpoint import CheckpointManager, Key
 from neurotts.config import to_dict
 from neurotts.data.store import FeatureStore
 from neurotts.files import disk_full
@@ -77,27 +77,27 @@ def payload(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Trainables
     every rank must call it (RNG states are gathered from all ranks)."""
     rng = gather_objects(capture_rng(), env)
     return {
-        "format": ckpt.FORMAT, "version": ckpt.VERSION,
-        "model_name": task.name,
-        "model": parts.model.state_dict(),
-        "ema": None if parts.ema is None else parts.ema.state_dict(),
-        "config": to_dict(cfg),
-        "symbols": list(store.symbols),
-        "text": to_dict(store.text),
-        "audio": to_dict(store.audio),
+        Key.FORMAT: ckpt.FORMAT, Key.VERSION: ckpt.VERSION,
+        Key.MODEL_NAME: task.name,
+        Key.MODEL: parts.model.state_dict(),
+        Key.EMA: None if parts.ema is None else parts.ema.state_dict(),
+        Key.CONFIG: {k: v for k, v in to_dict(cfg).items() if k != "audio"},  # audio: below, once
+        Key.SYMBOLS: list(store.symbols),
+        Key.TEXT: to_dict(store.text),
+        Key.AUDIO: to_dict(store.audio),
         **task.describe(),
-        "step": state.step, "epoch": state.epoch,
-        "global_batches_in_epoch": state.batch_in_epoch * env.world_size,
-        "world_size": env.world_size,
-        "optimizer": parts.optimizer.state_dict(),
-        "scheduler": parts.scheduler.state_dict(),
-        "scaler": parts.scaler.state_dict(),
-        "rng": rng,
-        "best_val_loss": state.best_val_loss,
-        "best_step": state.best_step,
-        "best_id": state.best_id,
-        "val_loss": val_loss,
-        "nonfinite_steps": state.nonfinite_steps,
+        Key.STEP: state.step, Key.EPOCH: state.epoch,
+        Key.GLOBAL_BATCHES_IN_EPOCH: state.batch_in_epoch * env.world_size,
+        Key.WORLD_SIZE: env.world_size,
+        Key.OPTIMIZER: parts.optimizer.state_dict(),
+        Key.SCHEDULER: parts.scheduler.state_dict(),
+        Key.SCALER: parts.scaler.state_dict(),
+        Key.RNG: rng,
+        Key.BEST_VAL_LOSS: state.best_val_loss,
+        Key.BEST_STEP: state.best_step,
+        Key.BEST_ID: state.best_id,
+        Key.VAL_LOSS: val_loss,
+        Key.NONFINITE_STEPS: state.nonfinite_steps,
     }
 
 
@@ -105,26 +105,26 @@ def restore(path: Path, saved: dict[str, Any], task: Task, parts: Trainables, st
             env: DistEnv) -> None:
     """Load a checkpoint's state back, including this rank's RNG state. The optimizer and
     schedule then take this run's hyperparameters (:func:`apply_hyperparameters`)."""
-    if saved["model_name"] != task.name:
-        raise TrainingError(f"{path}: a {saved['model_name']} checkpoint, but model={task.name}")
+    if saved[Key.MODEL_NAME] != task.name:
+        raise TrainingError(f"{path}: a {saved[Key.MODEL_NAME]} checkpoint, but model={task.name}")
     try:
-        parts.model.load_state_dict(saved["model"])
+        parts.model.load_state_dict(saved[Key.MODEL])
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
         raise TrainingError(f"{path}: weights do not fit this model: {first}") from None
-    parts.optimizer.load_state_dict(saved["optimizer"])
-    parts.scheduler.load_state_dict(saved["scheduler"])
-    if saved["scaler"] and parts.scaler.is_enabled():  # empty when saved without fp16
-        parts.scaler.load_state_dict(saved["scaler"])
+    parts.optimizer.load_state_dict(saved[Key.OPTIMIZER])
+    parts.scheduler.load_state_dict(saved[Key.SCHEDULER])
+    if saved[Key.SCALER] and parts.scaler.is_enabled():  # empty when saved without fp16
+        parts.scaler.load_state_dict(saved[Key.SCALER])
     if parts.ema is not None:
-        parts.ema.load_state_dict(saved["ema"] if saved["ema"] is not None else saved["model"])
-    state.step, state.epoch = saved["step"], saved["epoch"]
-    state.batch_in_epoch = saved["global_batches_in_epoch"] // env.world_size
-    state.best_val_loss = saved["best_val_loss"]
+        parts.ema.load_state_dict(saved[Key.EMA] if saved[Key.EMA] is not None else saved[Key.MODEL])
+    state.step, state.epoch = saved[Key.STEP], saved[Key.EPOCH]
+    state.batch_in_epoch = saved[Key.GLOBAL_BATCHES_IN_EPOCH] // env.world_size
+    state.best_val_loss = saved[Key.BEST_VAL_LOSS]
     # Optional entries: absent from checkpoints written before they existed.
-    state.best_step, state.best_id = saved.get("best_step"), saved.get("best_id")
-    state.nonfinite_steps = saved["nonfinite_steps"]
-    rng = saved["rng"]
+    state.best_step, state.best_id = saved.get(Key.BEST_STEP), saved.get(Key.BEST_ID)
+    state.nonfinite_steps = saved[Key.NONFINITE_STEPS]
+    rng = saved[Key.RNG]
     restore_rng(rng[env.rank] if env.rank < len(rng) else rng[0])
 
 

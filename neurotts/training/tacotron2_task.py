@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from neurotts.checkpoint import Key
 from neurotts.config import ConfigError
 from neurotts.data.loader import (
     TextMelBatch,
@@ -68,7 +69,7 @@ class Tacotron2Task:
         return int(batch.mel_lengths.sum())
 
     def describe(self) -> dict[str, Any]:
-        return {"mel_norm": self.norm.state()}
+        return {Key.MEL_NORM: self.norm.state()}
 
     @torch.no_grad()
     def log_media(self, model: nn.Module, batch: TextMelBatch, log: TrainLogger, step: int) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from neurotts.checkpoint import Key
 from neurotts.data.loader import AudioWindowBatch, AudioWindowDataset, collate_windows
 from neurotts.data.store import FeatureStore
 from neurotts.models.registry import DataSpec, build_model
@@ -62,7 +63,7 @@ class WaveNetTask:
         return int(batch.mask.sum()) // self.cfg.hop_length
 
     def describe(self) -> dict[str, Any]:
-        return {"mel_norm": self.norm.state()}
+        return {Key.MEL_NORM: self.norm.state()}
 
     @torch.no_grad()
     def log_media(self, model: nn.Module, batch: AudioWindowBatch, log: TrainLogger, step: int) -> None:
