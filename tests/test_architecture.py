@@ -171,3 +171,13 @@ def test_no_two_modules_define_a_class_of_the_same_name() -> None:
     assert "FeatureStore" in homes  # the walk saw the package
     assert {n: m for n, m in homes.items() if len(m) > 1} == {}
 
+
+
+def test_every_registered_model_has_its_training_task() -> None:
+    """One list of models (the registry); each finds its task module by name."""
+    from neurotts.models.registry import MODELS
+    from neurotts.training.tasks import task_class
+
+    for name in MODELS:
+        task = task_class(name)
+        assert callable(task) and task.__module__ == f"neurotts.training.{name}_task"

@@ -106,3 +106,6 @@ class Tacotron2Task:
             mel = self.norm.inverse(synth.mels[0, :n_frames].float())
             wav = griffin_lim(mel, audio, self.gl_iters)
             log.audio("val/synthesis_griffin_lim", wav, audio.sample_rate, step)
+
+
+TASK = Tacotron2Task  # what neurotts.training.tasks.task_class finds for this model

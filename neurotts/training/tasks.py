@@ -2,12 +2,13 @@
 
 The loop in :mod:`neurotts.training.loop` knows nothing about Tacotron 2 or WaveNet. A task
 builds the model, the datasets and collate function, computes the loss of a batch, and draws
-validation media. ``TASKS`` maps ``model.name`` to its task class; adding a model means a line
-in :data:`neurotts.models.registry.MODELS`, a task module and a line here.
+validation media. Adding a model means a line in :data:`neurotts.models.registry.MODELS` and a
+task module ``neurotts/training/NAME_task.py`` whose ``TASK`` is its task class.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
@@ -62,29 +63,18 @@ class Task(Protocol):
         ...
 
 
-def _tacotron2_task() -> Callable[..., Task]:
-    from neurotts.training.tacotron2_task import Tacotron2Task
-
-    return Tacotron2Task
-
-
-def _wavenet_task() -> Callable[..., Task]:
-    from neurotts.training.wavenet_task import WaveNetTask
-
-    return WaveNetTask
-
-
-# Imported lazily: a task module is only loaded when its model is trained. The model itself
-# (config dataclass and module) is found through neurotts.models.registry.
-TASKS: dict[str, Callable[[], Callable[..., Task]]] = {
-    "tacotron2": _tacotron2_task,
-    "wavenet": _wavenet_task,
-}
+def task_class(name: str) -> Callable[..., Task]:
+    """The task of model ``name``: the class ``TASK`` of module ``neurotts.training.NAME_task``.
+    Found by that naming rule, not a second table keyed by model name, so the model registry
+    (:data:`neurotts.models.registry.MODELS`) stays the one list of models; imported lazily, so
+    a task module loads only when its model is trained."""
+    module = importlib.import_module(f"neurotts.training.{name}_task")
+    return module.TASK
 
 
 def build_task(cfg: TrainConfig, store: FeatureStore) -> Task:
     model_cfg = model_config(cfg.model)
-    return TASKS[model_cfg.name]()(model_cfg, store, cfg)
+    return task_class(model_cfg.name)(model_cfg, store, cfg)
 
 
 def to_device(batch: NamedTuple, device: torch.device) -> NamedTuple:

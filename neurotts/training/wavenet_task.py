@@ -86,3 +86,6 @@ class WaveNetTask:
         n = min(mels.shape[1] * hop, self.generate_samples)
         log.audio("val/generated", gen[0, :n], sr, step)
         log.audio("val/target", torch.from_numpy(self.store.audio_float(utt.id)[:n]), sr, step)
+
+
+TASK = WaveNetTask  # what neurotts.training.tasks.task_class finds for this model
