@@ -34,6 +34,9 @@ DEFAULT_METADATA = (
 )
 
 _SEPARATORS = re.compile(r"[-:]")
+# "U.S.", "p.m", "M.P.'s": dotted initialisms compare as their letters ("u s"), the way the
+# normaliser writes them and the readers said them.
+_INITIALISM = re.compile(r"(?<![\w.])((?:[a-z]\.){2,}|(?:[a-z]\.)+[a-z](?![\w.]))")
 _NOT_WORD = re.compile(r"[^a-z0-9' ]")
 _DIGIT = re.compile(r"\d")
 
@@ -41,6 +44,7 @@ _DIGIT = re.compile(r"\d")
 def words(text: str) -> list[str]:
     """Case-folded, punctuation-insensitive word sequence used for comparison."""
     text = _SEPARATORS.sub(" ", anyascii(text).lower())
+    text = _INITIALISM.sub(lambda m: " ".join(c for c in m[1] if c.isalpha()), text)
     return _NOT_WORD.sub("", text).split()
 
 
