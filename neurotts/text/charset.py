@@ -95,12 +95,18 @@ def _char(c: str) -> str:
     return c  # emoji, arrows, dingbats...: the frontend drops and reports them
 
 
+def _superscript(m: re.Match[str]) -> str:
+    # A power of what stands before it ("x²", "m³"); with nothing before it, just the digits.
+    power = "^" if m.start() and m.string[m.start() - 1].isalnum() else " "
+    return power + m[0].translate(_SUPERSCRIPTS)
+
+
 def to_ascii(text: str) -> str:
     """ASCII text plus the characters of :data:`KEEP` and those left for the report."""
     if text.isascii():
         return text
     text = _ORDINAL_DEGREE_RE.sub("°", text)
-    text = _SUPERSCRIPT_RE.sub(lambda m: "^" + m[0].translate(_SUPERSCRIPTS), text)
+    text = _SUPERSCRIPT_RE.sub(_superscript, text)
     text = unicodedata.normalize("NFC", text)
     return "".join(c if c.isascii() else _char(c) for c in text)
 

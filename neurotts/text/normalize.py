@@ -15,6 +15,7 @@ through untouched.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from neurotts.text.abbreviations import expand_abbreviations
 from neurotts.text.charset import to_ascii
@@ -350,12 +351,20 @@ _LEADING_PLUS_RE = re.compile(r"(?<![\w+])\+(?=\d)")  # "+5" (a phone number too
 _ANY_DIGITS_RE = re.compile(r"(\d+)")
 
 
+def _apart(read: Callable[[re.Match[str]], str]) -> Callable[[re.Match[str]], str]:
+    """``read``, with a space before its words when a letter is glued to the match ("LjE$3")."""
+    def spaced(m: re.Match[str]) -> str:
+        glued = m.start() > 0 and m.string[m.start() - 1].isalnum()
+        return (" " if glued else "") + read(m)
+    return spaced
+
+
 def _currencies(text: str) -> str:
-    text = _POUNDS_RE.sub(_pounds, text)
-    text = _DOLLARS_RE.sub(_dollars, text)
-    text = _EUROS_RE.sub(_euros, text)
+    text = _POUNDS_RE.sub(_apart(_pounds), text)
+    text = _DOLLARS_RE.sub(_apart(_dollars), text)
+    text = _EUROS_RE.sub(_apart(_euros), text)
     for pattern, names in _EXTRA_CURRENCIES:
-        text = pattern.sub(lambda m, names=names: _money(m[1], m[2], m[3], names), text)
+        text = pattern.sub(_apart(lambda m, names=names: _money(m[1], m[2], m[3], names)), text)
     return _CENTS_RE.sub(lambda m: _unit(as_int(m[1]), "cent", "cents"), text)
 
 
