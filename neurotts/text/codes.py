@@ -77,7 +77,7 @@ _PHONE_RE = re.compile(
 _GROUP_RE = re.compile(r"\+?\d+")
 _DIAL_RE = re.compile(
     r"\b((?:call|dial|ring|phone|text|fax)(?:ed|ing|s)?\s+(?:(?:us|me|them|him|her)\s+)?"
-    r"(?:(?:on|at)\s+)?)(\d{3,})\b(?![.,]\d)",
+    r"(?:(?:on|at)\s+)?)(\d{3,}(?:[\s-]\d{2,})*)\b(?![.,]\d)",
     re.IGNORECASE,
 )
 _NINE_ONE_ONE_RE = re.compile(r"(?<![\w.,$/-])911(?![\w/]|[.,]\d)")
@@ -92,7 +92,7 @@ def _phone(m: re.Match[str]) -> str:
 
 def expand_phone_numbers(text: str) -> str:
     text = _PHONE_RE.sub(_phone, text)
-    text = _DIAL_RE.sub(lambda m: m[1] + digits(m[2]), text)
+    text = _DIAL_RE.sub(lambda m: m[1] + ", ".join(digits(g) for g in re.split(r"[\s-]", m[2])), text)
     return _NINE_ONE_ONE_RE.sub("nine one one", text)
 
 
@@ -117,8 +117,8 @@ def version(s: str) -> str:
 
 def _dotted(m: re.Match[str]) -> str:
     parts = m[1].split(".")
-    if len(parts) == 4:  # an IP address: each part one digit at a time
-        return " dot ".join(digits(p) for p in parts)
+    if len(parts) == 4:  # an IP address: "ten dot zero dot zero dot one", "one nine two dot ..."
+        return " dot ".join(digits(p) if len(p) > 2 else cardinal(int(p)) for p in parts)
     return version(m[1])
 
 
@@ -152,7 +152,9 @@ def expand_digit_letter(text: str) -> str:
 _URL_SCHEME_RE = re.compile(r"\bhttps?://", re.IGNORECASE)
 _EMAIL_RE = re.compile(r"(?<![\w.+-])([A-Za-z0-9._+-]+)@((?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,})\b")
 _TOP_DOMAINS = "com|org|net|edu|gov|io|ai|dev|app|info|biz|co|uk|us|de|fr|eu"
-_DOMAIN_RE = re.compile(rf"(?<![\w.@])((?:[A-Za-z0-9-]+\.)+(?:{_TOP_DOMAINS}))\b(?!\.\w)")
+_DOMAIN_RE = re.compile(
+    rf"(?<![\w.@])((?:[A-Za-z0-9-]+\.)+(?:{_TOP_DOMAINS}))\b(?!\.\w)((?:/[A-Za-z0-9_-]+)*)/?"
+)
 _HANDLE_RE = re.compile(r"(?<![\w@])@(?=\w)")
 _HASHTAG_RE = re.compile(r"(?<!\S)#(?=[A-Za-z])")
 # "#1" is "number one"; "#1e30" is left for the scientific rule (and its "#" for the report).
@@ -169,7 +171,7 @@ def expand_handles(text: str) -> str:
     -> ``"at bob"``, ``"#NeverAgain"`` -> ``"hashtag NeverAgain"``."""
     text = _URL_SCHEME_RE.sub("", text)
     text = _EMAIL_RE.sub(lambda m: f"{_address(m[1])} at {_address(m[2])}", text)
-    text = _DOMAIN_RE.sub(lambda m: _address(m[1]), text)
+    text = _DOMAIN_RE.sub(lambda m: _address(m[1]) + m[2].replace("/", " slash "), text)
     text = _HANDLE_RE.sub("at ", text)
     text = _HASHTAG_RE.sub("hashtag ", text)
     return _NUMBER_SIGN_RE.sub("number ", text)

@@ -97,7 +97,7 @@ _FEET_INCHES_RE = re.compile(
     rf"(?<![\w.,])(\d+)\s?(?:ft|')\s?({_NUMBER})\s?(?:in\b\.?|''|\")"
 )
 _GLUED_INCHES_RE = re.compile(rf"(?<![\w.,])({_NUMBER})in\b")
-_DEGREES_RE = re.compile(rf"(?<![\w.,])({_NUMBER})\s?°\s?([CF]\b)?")
+_DEGREES_RE = re.compile(rf"(?<![\w.,])({_NUMBER})\s?°(?:\s?([CF])\b)?")
 _SCALES = {"C": " Celsius", "F": " Fahrenheit"}
 
 
