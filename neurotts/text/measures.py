@@ -4,8 +4,9 @@ Units are matched with their case ("MB" is megabytes, "Mb" megabits, "mm" millim
 only right after a number, so the words "in", "min" or "m" elsewhere are left alone. Bare
 "in" is an inch only glued to its number ("12in") or after feet ("6 ft 2 in"): "650 in all"
 is not a length. "m" after a number is metres; a glued currency amount ("$5m") has already
-been read as millions by then. A unit is singular after exactly 1 and in a hyphenated
-adjective ("a 10-kg bag" -> "a ten-kilogram bag").
+been read as millions by then. A unit is singular after exactly 1, in a hyphenated adjective
+("a 10-kg bag" -> "a ten-kilogram bag") and where the quantity describes the noun after it
+("a 500 GB disk" -> "a five hundred gigabyte disk", "a 90° angle").
 """
 
 from __future__ import annotations
@@ -101,21 +102,33 @@ _DEGREES_RE = re.compile(rf"(?<![\w.,])({_NUMBER})\s?°(?:\s?([CF])\b)?")
 _SCALES = {"C": " Celsius", "F": " Fahrenheit"}
 
 
+_ARTICLE_BEFORE_RE = re.compile(r"\b(?:a|an|A|An)\s+$")
+_NOUN_AFTER_RE = re.compile(r"\s+(?!of\b|per\b)[a-z]")
+
+
+def _describes_noun(m: re.Match[str]) -> bool:
+    """"a 500 GB disk": an article before the quantity and a word after it."""
+    before = m.string[max(0, m.start() - 4):m.start()]
+    return bool(_ARTICLE_BEFORE_RE.search(before) and _NOUN_AFTER_RE.match(m.string, m.end()))
+
+
 def _amount(number: str, names: tuple[str, str], adjective: bool = False) -> str:
     singular, plural = names
     return f"{decimal(number)}{'-' if adjective else ' '}{singular if number == '1' or adjective else plural}"
 
 
 def _unit(m: re.Match[str]) -> str:
-    adjective = m[2] == "-"
-    words = _amount(m[1], UNITS[m[3]], adjective)
+    singular = UNITS[m[3]][0]
+    names = (singular, singular) if _describes_noun(m) else UNITS[m[3]]
+    words = _amount(m[1], names, m[2] == "-")
     if m[4]:
         words += f" per {_PER[m[4]]}"
     return words
 
 
 def _degrees(m: re.Match[str]) -> str:
-    return _amount(m[1], ("degree", "degrees")) + (_SCALES[m[2]] if m[2] else "")
+    names = ("degree", "degree") if _describes_noun(m) else ("degree", "degrees")
+    return _amount(m[1], names) + (_SCALES[m[2]] if m[2] else "")
 
 
 def expand_measures(text: str) -> str:

@@ -76,11 +76,12 @@ def decimal(s: str) -> str:
 def label_number(s: str) -> str:
     """A number that names rather than counts (room 101, apartment 4, a 3D model).
 
-    One or two digits are a cardinal, three are said one by one ("one oh one"), four in
-    pairs like a year ("ten twenty-six"), longer ones digit by digit.
+    One or two digits are a cardinal; three or four are said in two halves like a year
+    ("one oh one", "two twenty-one", "ten twenty-six"); a leading zero or more digits are
+    said one by one.
     """
-    if s[0] == "0" or len(s) == 3 or len(s) > 4:
-        return digits_oh(s)  # "07", "101", "12345"
+    if s[0] == "0" or len(s) > 4:
+        return digits_oh(s)  # "07", "12345"
     if len(s) <= 2:
         return cardinal(int(s))
     return year(int(s))
