@@ -98,7 +98,8 @@ def _char(c: str) -> str:
 def _superscript(m: re.Match[str]) -> str:
     # A power of what stands before it ("x²", "m³"); with nothing before it, just the digits.
     power = "^" if m.start() and m.string[m.start() - 1].isalnum() else " "
-    return power + m[0].translate(_SUPERSCRIPTS)
+    apart = " " if m.string[m.end():m.end() + 1].isdigit() else ""  # "1605²941"
+    return power + m[0].translate(_SUPERSCRIPTS) + apart
 
 
 def to_ascii(text: str) -> str:
