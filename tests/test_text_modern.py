@@ -180,6 +180,7 @@ def test_equations(raw: str, expected: str) -> None:
         ("Dr Who", "Doctor Who"),
         ("Sunset Blvd", "Sunset Boulevard"),
         ("Rm. 12", "Room twelve"),
+        ("Chapter 3, pp. 45-67", "Chapter three, pages forty-five to sixty-seven"),
         ("the U.S. Army", "the U S Army"),
         ("in the U.K.", "in the U K."),
         ("a Ph.D. student", "a P H D student"),

@@ -54,6 +54,8 @@ _ABBREV_RE = re.compile(r"\b(" + "|".join(sorted(_ABBREVIATIONS, key=len, revers
 # "No." and "Nos." are abbreviations only in front of a number ("No. 4"); elsewhere "No." is
 # the word no at the end of a sentence.
 _NUMBER_ABBREV_RE = re.compile(r"\b(N|n)o(s?)\.(?=\s*[A-Z]?\d)")
+# "pp. 45-67": pages, and the hyphen between the page numbers is "to".
+_PAGES_RE = re.compile(r"\bpp\.\s*(\d+)\s*-\s*(\d+)\b")
 # "Dr." and "St." after a name and not before one are roads ("Smith Dr.", "Elm St. is");
 # before a capitalised name they are titles ("Dr. Smith", "St. Paul's", "Bury St. Edmunds").
 # An ordinal names a street too ("42nd St."). Without their period ("Dr Smith", British
@@ -119,6 +121,7 @@ def expand_abbreviations(text: str) -> str:
     which leaves abbreviations abbreviated (the convention, not a difference in words).
     """
     text = _NUMBER_ABBREV_RE.sub(lambda m: f"{m[1]}umber{'s' if m[2] else ''}", text)
+    text = _PAGES_RE.sub(r"pages \1 to \2", text)
     text = _ROAD_RE.sub(_road, text)
     text = _SAINT_RE.sub("Saint", text)
     text = _STREET_RE.sub(lambda m: _keep_final_period(m, "Street"), text)

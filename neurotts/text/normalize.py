@@ -7,6 +7,13 @@ model trained on LJSpeech audio learned to say them that way: years in two halve
 twenty-two"), "No. 4" -> "Number four", "£10" -> "ten pounds", "$21.45" -> "twenty-one dollars,
 forty-five cents", regnal numerals ("George III" -> "George the third").
 
+It also reads what people type today, each kind in its own module: Unicode (``charset``:
+read, silent, or left for the frontend to drop and report, never spelled as a transliterated
+name), abbreviations in context and dotted initialisms (``abbreviations``), clock times, phone
+and emergency numbers, versions, codes like "101B" and web addresses (``codes``), quantities
+with units (``measures``); the number words themselves come from ``numbers``. No digit leaves
+this module unspoken: one the rules did not take is still read as a number.
+
 Case is preserved (the character frontend lowercases later; capitals help the rules here,
 e.g. telling "St. Paul" from "Elm St."). Text inside ``{...}`` is inline ARPAbet and passes
 through untouched.
