@@ -145,6 +145,9 @@ def test_versions_and_addresses(raw: str, expected: str) -> None:
         # "in" is an inch only glued to its number or after feet.
         ("379 in all", "three hundred seventy-nine in all"),
         ("12in screen", "twelve inches screen"),
+        ("a 60-W bulb", "a sixty-watt bulb"),
+        ("2 L of milk", "two liters of milk"),
+        ("100 W Main St", "one hundred W Main Street"),  # West, not watts
     ],
 )
 def test_units(raw: str, expected: str) -> None:
@@ -178,6 +181,7 @@ def test_equations(raw: str, expected: str) -> None:
         ("Meet me at 42nd St.", "Meet me at forty-second Street."),
         ("Bury St. Edmunds", "Bury Saint Edmunds"),
         ("Dr Who", "Doctor Who"),
+        ("The Dr. said no.", "The Doctor said no."),
         ("Sunset Blvd", "Sunset Boulevard"),
         ("Rm. 12", "Room twelve"),
         ("Chapter 3, pp. 45-67", "Chapter three, pages forty-five to sixty-seven"),

@@ -105,7 +105,16 @@ def _keep_final_period(m: re.Match[str], word: str) -> str:
     return word + "." if m[0].endswith(".") and not rest.strip() else word
 
 
+# Capitalised words that open sentences rather than name roads ("The Dr. said").
+_NOT_ROAD_NAMES = frozenset(
+    "The A An In On At Of By To For And But Or From With My Our Your His Her Their This That "
+    "Ask Call See Tell Thank Dear Visit".split()
+)
+
+
 def _road(m: re.Match[str]) -> str:
+    if m[1] in _NOT_ROAD_NAMES:
+        return m[0]  # a title after all: the rules below read it
     return m[1] + m[2] + _keep_final_period(m, _ROADS[m[3]])
 
 

@@ -117,7 +117,14 @@ def _amount(number: str, names: tuple[str, str], adjective: bool = False) -> str
     return f"{decimal(number)}{'-' if adjective else ' '}{singular if number == '1' or adjective else plural}"
 
 
+# A compass point ("100 W Main St" is West) and a letter easily taken for "1": units only
+# when glued to their number ("60W", "2l") or hyphenated ("a 60-W bulb").
+_GLUED_ONLY = frozenset("Wl")
+
+
 def _unit(m: re.Match[str]) -> str:
+    if m[3] in _GLUED_ONLY and m[2].isspace():
+        return m[0]
     singular = UNITS[m[3]][0]
     names = (singular, singular) if _describes_noun(m) else UNITS[m[3]]
     words = _amount(m[1], names, m[2] == "-")
