@@ -101,6 +101,7 @@ def test_phone_and_emergency_numbers(raw: str, expected: str) -> None:
         ("at 12:05 a.m.", "at twelve oh five A M."),
         ("4:30:15", "four thirty and fifteen seconds"),
         ("at 16:00", "at sixteen o'clock"),
+        ("4:00:10", "four o'clock and ten seconds"),
     ],
 )
 def test_clock_times(raw: str, expected: str) -> None:

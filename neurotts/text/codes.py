@@ -54,9 +54,8 @@ def _time(m: re.Match[str]) -> str:
     hour, minute = int(m[1]), int(m[2])
     if hour > 24 or minute > 59:
         return f"{cardinal(hour)} {cardinal(minute)}"  # a ratio or score, not a time
-    if minute == 0 and not m[3]:
-        return f"{cardinal(hour)} o'clock"
-    return f"{cardinal(hour)} {_minutes(minute) if minute else 'hundred'}{_seconds(m[3])}"
+    said = f"{cardinal(hour)} " + (_minutes(minute) if minute else "o'clock")
+    return said + _seconds(m[3])
 
 
 def expand_clock_times(text: str) -> str:
