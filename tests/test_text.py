@@ -60,7 +60,7 @@ def test_cardinals(raw: str, expected: str) -> None:
         ("On November 22, 1963,", "On November twenty-two, nineteen sixty-three,"),
         ("1308 prisoners", "one thousand three hundred eight prisoners"),
         ("In 1818 prisoners awaiting trial", "In eighteen eighteen prisoners awaiting trial"),
-        ("about 2250 B.C.", "about twenty-two fifty B.C."),
+        ("about 2250 B.C.", "about twenty-two fifty B C."),  # initialisms are spelled (issue 25)
         ("In 605, Nineveh fell", "In six oh five, Nineveh fell"),
     ],
 )
@@ -187,8 +187,8 @@ def test_numbers_beyond_inflect_are_read_digit_by_digit() -> None:
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
-        ("At 4:30 p.m.", "At four thirty p.m."),
-        ("at 11:05 a.m.", "at eleven oh five a.m."),
+        ("At 4:30 p.m.", "At four thirty P M."),  # initialisms are spelled (issue 25)
+        ("at 11:05 a.m.", "at eleven oh five A M."),
         ("at 12:00", "at twelve o'clock"),
     ],
 )
@@ -245,7 +245,7 @@ def test_roman_numerals(raw: str, expected: str) -> None:
 def test_labels_codes_and_addresses() -> None:
     assert normalize("Exhibit No. 133") == "Exhibit Number one thirty-three"
     assert normalize("serial number C2766") == "serial number C two seven six six"
-    assert normalize("P.O. Box 2915") == "P.O. Box two nine one five"
+    assert normalize("P.O. Box 2915") == "P O Box two nine one five"  # spelled (issue 25)
     assert normalize("at 602 Elsbeth Street") == "at six oh two Elsbeth Street"
     assert normalize("1026 North Beckley Avenue") == "ten twenty-six North Beckley Avenue"
 

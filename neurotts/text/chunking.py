@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 
 # A sentence ends at . ! ? (plus closing quotes/brackets) followed by space and a capital,
-# digit or quote. Abbreviations such as "Mr. Smith" are expanded by the normaliser before
-# chunking is applied, so they do not end sentences here.
+# digit or quote. Abbreviations such as "Mr. Smith" and initialisms such as "U.S. Army" (spelled
+# "U S Army") are expanded by the normaliser before chunking, so they do not end sentences here.
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+(?=[\"'(\[]?[A-Z0-9])")
 _CLAUSE_END = re.compile(r"(?<=[;:,])\s+")
 

@@ -10,10 +10,13 @@ Inline ARPAbet: ``{HH AH0 L OW1}`` in the text is used verbatim as phones (each 
 against CMUdict's inventory). Only the ``arpabet`` symbol set has phones, so with
 ``characters`` a brace group is a ``TextError`` rather than being silently spelled out.
 
-Characters outside the symbol set are dropped with one ``TextWarning`` naming them, or, when
-the caller passes a :class:`TextReport`, counted there instead (``prepare`` sums them over a
-corpus and prints one line); words CMUdict lacks are counted there too. Text with nothing
-speakable left (no letter, no phone) is a ``TextError``.
+Nothing is dropped silently: the normaliser reads what it can (``normalize.py``) and leaves the
+rest (emoji, dingbats, stray symbols) in the text; characters outside the symbol set are then
+dropped with one ``TextWarning`` naming them (with their Unicode names when they are not plain
+ASCII), or, when the caller passes a :class:`TextReport`, counted there instead (``prepare``
+sums them over a corpus and prints one line). Words CMUdict lacks are counted there too, and
+:meth:`TextReport.messages` gives the warning lines for both. Text with nothing speakable left
+(no letter, no phone) is a ``TextError`` that names what was dropped.
 
 With ``arpabet``, heterophones ("read", "live", "lead", ...) take the reading their neighbours
 call for (see ``heterophones.py``).
@@ -30,6 +33,8 @@ from dataclasses import dataclass, field
 from omegaconf import MISSING
 
 from neurotts.text import g2p
+from neurotts.text.charset import describe
+from neurotts.text.heterophones import WordContext
 from neurotts.text.normalize import normalize
 from neurotts.text.symbols import (
     EOS,
@@ -65,6 +70,14 @@ class TextReport:
     dropped: Counter[str] = field(default_factory=Counter)  # characters outside the symbol set
     oov: Counter[str] = field(default_factory=Counter)  # lowercased words CMUdict lacks (spelled)
 
+    def messages(self, symbol_set: str) -> list[str]:
+        """One warning line per kind of loss (dropped characters, spelled words); empty when
+        the text was said as written. Callers prefix the line or file they came from."""
+        lines = [dropped_message(self.dropped, symbol_set)] if self.dropped else []
+        if self.oov:
+            lines.append(f"not in CMUdict, spelled as letters: {' '.join(sorted(self.oov))}")
+        return lines
+
 
 # split() with one capturing group alternates plain text (even indices) and brace contents.
 _INLINE_RE = re.compile(r"\{([^{}]*)\}")
@@ -75,8 +88,12 @@ _SPEAKABLE = frozenset(LETTERS)
 
 
 def dropped_message(chars: Iterable[str], symbol_set: str) -> str:
-    """The one line that names characters the symbol set cannot say."""
-    return f"dropped characters not in the {symbol_set!r} symbol set: {''.join(sorted(set(chars)))!r}"
+    """The one line that names characters the symbol set cannot say; emoji and other
+    non-ASCII or invisible characters also by their Unicode names."""
+    chars = set(chars)
+    names = describe(chars)
+    return (f"dropped characters not in the {symbol_set!r} symbol set: {''.join(sorted(chars))!r}"
+            + (f" ({names})" if names else ""))
 
 
 class TextFrontend:
@@ -133,7 +150,9 @@ class TextFrontend:
             warnings.warn(dropped_message(seen.dropped, self.cfg.symbol_set), TextWarning, stacklevel=2)
         out = self._tidy_spaces(out)
         if not any(s in _SPEAKABLE or is_phone_symbol(s) for s in out):
-            raise TextError(f"no speakable symbol (letter or phone) in {normalized!r}")
+            lost = seen.dropped.keys() & set(normalized)
+            because = f"; {dropped_message(lost, self.cfg.symbol_set)}" if lost else ""
+            raise TextError(f"no speakable symbol (letter or phone) in {normalized!r}{because}")
         return [*out, EOS]
 
     def encode(self, raw: str, report: TextReport | None = None) -> tuple[str, list[str], list[int]]:
@@ -169,18 +188,23 @@ class TextFrontend:
             if token.isspace():
                 out.append(SPACE)
             elif token[0].isalpha():
-                context = (_neighbour(tokens, k, -1), _neighbour(tokens, k, 1))
+                context = WordContext(_neighbour(tokens, k, -1), _neighbour(tokens, k, 1),
+                                      _opens_clause(tokens, k))
                 out += self._keep(self._word_symbols(token, text, m.end(), context, report), report)
             else:
                 out += self._keep([token], report)
         return out
 
-    def _word_symbols(self, word: str, text: str, end: int,
-                      context: tuple[str | None, str | None], report: TextReport) -> list[str]:
-        if len(word) == 1 and word.isupper() and text.startswith(".", end):
-            # An initial ("A. Hidell"): the letter's name, not the article "a".
+    def _word_symbols(self, word: str, text: str, end: int, context: WordContext,
+                      report: TextReport) -> list[str]:
+        if len(word) == 1 and word.isupper() and (
+            text.startswith(".", end) or not _article_position(context)
+        ):
+            # An initial ("A. Hidell") or a spelled letter ("Flight A B one", "four B", "an
+            # A", "A D ten sixty-six"): the letter's name. Only a capital opening a clause
+            # before a word ("A man") is the article "a".
             return [phone_symbol(p) for p in g2p.letter_name(word)]
-        phones = g2p.lookup(word, *context)
+        phones = g2p.lookup(word, context)
         if phones is None and "." in word:
             # An initialism CMUdict lacks ("P.S."): say each letter's name.
             phones = [p for letter in word if letter.isalpha() for p in g2p.letter_name(letter)]
@@ -220,6 +244,39 @@ class TextFrontend:
         while out and out[-1] == SPACE:
             out.pop()
         return out
+
+
+def _article_position(context: WordContext) -> bool:
+    """Where a capital "A" is the article: opening a clause, before a word of 2+ letters."""
+    following = context.following
+    return context.opens_clause and following is not None and len(following) > 1
+
+
+# Words that may come before an imperative at the start of a clause ("now read it again").
+_OPENERS = frozenset("now then so just please first next again also always never simply".split())
+# What ends a clause before an imperative. Not the comma: "He came in, read the note, and
+# left" lists past actions.
+_CLAUSE_ENDS = frozenset(".!?;:")
+_TRANSPARENT = frozenset("\"'()")  # quotes and brackets around a clause's start
+
+
+def _clause_starts_before(tokens: list[re.Match[str]], k: int) -> bool:
+    """True when nothing but quotes, brackets and spaces lie between a clause end (or the
+    text's start) and ``tokens[k]``."""
+    k -= 1
+    while k >= 0 and (tokens[k][0].isspace() or tokens[k][0] in _TRANSPARENT):
+        k -= 1
+    return k < 0 or tokens[k][0] in _CLAUSE_ENDS
+
+
+def _opens_clause(tokens: list[re.Match[str]], k: int) -> bool:
+    """True when ``tokens[k]`` opens a clause, alone or after one opener ("now read it")."""
+    if _clause_starts_before(tokens, k):
+        return True
+    j = k - 1
+    while j >= 0 and tokens[j][0].isspace():
+        j -= 1
+    return j >= 0 and tokens[j][0].lower() in _OPENERS and _clause_starts_before(tokens, j)
 
 
 def _neighbour(tokens: list[re.Match[str]], k: int, step: int) -> str | None:

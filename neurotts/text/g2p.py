@@ -41,14 +41,14 @@ def _possessive(phones: list[str]) -> list[str]:
     return [*phones, "S" if last in _VOICELESS else "Z"]
 
 
-def lookup(word: str, prev: str | None = None, following: str | None = None) -> list[str] | None:
+def lookup(word: str, context: heterophones.WordContext | None = None) -> list[str] | None:
     """CMUdict pronunciation of ``word`` (any case), or None when it is unknown.
 
-    A heterophone takes the reading its neighbours ``prev`` / ``following`` (lowercase words,
-    None when absent) call for; other words take CMUdict's first pronunciation. Possessives
-    missing from the dictionary ("Newgate's") are derived from the stem.
+    A heterophone takes the reading its ``context`` (neighbouring words; none: no cue) calls
+    for; other words take CMUdict's first pronunciation. Possessives missing from the
+    dictionary ("Newgate's") are derived from the stem.
     """
-    chosen = heterophones.choose(word, prev, following)
+    chosen = heterophones.choose(word, context or heterophones.WordContext())
     if chosen is not None:
         return chosen
     cmu = pronouncing_dictionary()

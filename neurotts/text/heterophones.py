@@ -9,7 +9,10 @@ it"). Here the neighbouring words choose, where a simple cue is reliable:
   ("we live", "I object");
 - a determiner before it makes it a noun ("the suspect" S AH1 S P EH2 K T, "a permit");
 - a fixed companion picks the other sense ("lead poisoning" L EH1 D, "tear gas" T IH1 R,
-  "close to" K L OW1 S, "close the door" K L OW1 Z).
+  "close to" K L OW1 S, "close the door" K L OW1 Z);
+- "read" opening a clause, alone or after "now", "then", "please"..., is an imperative and
+  so present tense ("He read the book; now read it again": R EH1 D, then R IY1 D), since a
+  past tense needs a subject before it.
 
 With no cue a word keeps its default: the reading that is more frequent in running text
 (CMUdict's first entry unless the table says otherwise, e.g. "wind" is the air, "wound" the
@@ -40,12 +43,27 @@ _VERB_CUES = INFINITIVE | PRONOUNS
 
 
 @dataclass(frozen=True)
+class WordContext:
+    """Where a word stands: its neighbours (lowercase; None at a text edge or across
+    punctuation) and whether it opens a clause (see ``frontend._opens_clause``)."""
+
+    prev: str | None = None
+    following: str | None = None
+    opens_clause: bool = False
+
+
+@dataclass(frozen=True)
 class Reading:
     """One pronunciation and the neighbours that select it."""
 
     phones: str  # ARPAbet with stress, as CMUdict writes it
     after: frozenset[str] = frozenset()  # the previous word is one of these
     before: frozenset[str] = frozenset()  # or the next word is one of these
+    opens_clause: bool = False  # or the word opens a clause (an imperative)
+
+    def matches(self, context: WordContext) -> bool:
+        return (context.prev in self.after or context.following in self.before
+                or (self.opens_clause and context.opens_clause))
 
 
 @dataclass(frozen=True)
@@ -81,7 +99,7 @@ _CLOSE_ADJECTIVE_AFTER = _words(
 )
 
 HETEROPHONES: dict[str, Heterophone] = {
-    "read": Heterophone("R EH1 D", (Reading("R IY1 D", after=INFINITIVE),
+    "read": Heterophone("R EH1 D", (Reading("R IY1 D", after=INFINITIVE, opens_clause=True),
                                     Reading("R EH1 D", after=PERFECT))),
     "live": Heterophone("L AY1 V", (Reading("L IH1 V", after=_VERB_CUES | _words(
         "not long still never always that which people")),)),
@@ -141,16 +159,12 @@ HETEROPHONES: dict[str, Heterophone] = {
 }
 
 
-def choose(word: str, prev: str | None, following: str | None) -> list[str] | None:
-    """Phones of ``word`` chosen by its neighbours, or None when it is not a heterophone.
-
-    ``prev`` and ``following`` are the adjacent words in lowercase (None at a text edge or
-    across punctuation).
-    """
+def choose(word: str, context: WordContext) -> list[str] | None:
+    """Phones of ``word`` chosen by its ``context``, or None when it is not a heterophone."""
     entry = HETEROPHONES.get(word.lower())
     if entry is None:
         return None
     for reading in entry.readings:
-        if prev in reading.after or following in reading.before:
+        if reading.matches(context):
             return reading.phones.split()
     return entry.default.split()

@@ -7,6 +7,13 @@ model trained on LJSpeech audio learned to say them that way: years in two halve
 twenty-two"), "No. 4" -> "Number four", "£10" -> "ten pounds", "$21.45" -> "twenty-one dollars,
 forty-five cents", regnal numerals ("George III" -> "George the third").
 
+It also reads what people type today, each kind in its own module: Unicode (``charset``:
+read, silent, or left for the frontend to drop and report, never spelled as a transliterated
+name), abbreviations in context and dotted initialisms (``abbreviations``), clock times, phone
+and emergency numbers, versions, codes like "101B" and web addresses (``codes``), quantities
+with units (``measures``); the number words themselves come from ``numbers``. No digit leaves
+this module unspoken: one the rules did not take is still read as a number.
+
 Case is preserved (the character frontend lowercases later; capitals help the rules here,
 e.g. telling "St. Paul" from "Elm St."). Text inside ``{...}`` is inline ARPAbet and passes
 through untouched.
@@ -15,176 +22,29 @@ through untouched.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from collections.abc import Callable
 
-import inflect
-from anyascii import anyascii
-
-# Non-ASCII characters that the currency rules below read; anyascii would turn "£" into
-# "GBP" first, which reads worse than "pounds" and hides the amount from the rule.
-_KEEP_NON_ASCII = frozenset("£€")
+from neurotts.text.abbreviations import expand_abbreviations
+from neurotts.text.charset import to_ascii
+from neurotts.text.codes import (
+    expand_clock_times,
+    expand_digit_letter,
+    expand_handles,
+    expand_phone_numbers,
+    expand_versions,
+)
+from neurotts.text.measures import expand_measures
+from neurotts.text.numbers import (
+    as_int,
+    cardinal,
+    decimal,
+    digits,
+    ordinal,
+    pluralize_last,
+    year,
+)
 
 _INLINE_PHONES = re.compile(r"(\{[^{}]*\})")
-
-
-@lru_cache(maxsize=1)
-def _engine() -> inflect.engine:
-    # Building an inflect engine is cheap but not free; one is enough for the process.
-    return inflect.engine()
-
-
-# inflect names numbers up to decillions; from 10**36 on it raises NumOutOfRangeError.
-_INFLECT_LIMIT = 10**36
-
-
-def cardinal(n: int) -> str:
-    """``199`` -> ``"one hundred ninety-nine"``: LJSpeech never says "and" inside numbers.
-
-    Numbers too large to have a name (10**36 and up) are read digit by digit.
-    """
-    if abs(n) >= _INFLECT_LIMIT:
-        return ("minus " if n < 0 else "") + digits(str(abs(n)))
-    return _engine().number_to_words(n, andword="", comma="")
-
-
-def ordinal(n: int) -> str:
-    """``22`` -> ``"twenty-second"``."""
-    eng = _engine()
-    return eng.number_to_words(eng.ordinal(n), andword="", comma="")
-
-
-def year(n: int) -> str:
-    """Read ``n`` the way a year is said: in two halves, "oh" for a zero tens digit."""
-    if n < 100 or n % 1000 == 0 or 2000 < n < 2010:
-        return cardinal(n)  # "two thousand", "two thousand five"
-    high, low = divmod(n, 100)
-    if low == 0:
-        return f"{cardinal(high)} hundred"
-    if low < 10:
-        return f"{cardinal(high)} oh {cardinal(low)}"
-    return f"{cardinal(high)} {cardinal(low)}"
-
-
-_DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
-
-
-def digits(s: str) -> str:
-    """Read digits one at a time ("007" -> "zero zero seven"); separators are skipped."""
-    return " ".join(_DIGIT_NAMES[int(d)] for d in s if d.isdigit())
-
-
-def _pluralize_last(words: str) -> str:
-    # "nineteen sixty" -> "nineteen sixties"; "eighteen hundred" -> "eighteen hundreds".
-    head, _, last = words.rpartition(" ")
-    last_head, hyphen, last_tail = last.rpartition("-")
-    word = last_tail
-    plural = word[:-1] + "ies" if word.endswith("y") else word + "s"
-    return f"{head} {last_head}{hyphen}{plural}".strip()
-
-
-# ---------------------------------------------------------------------------------------------
-# Unicode
-# ---------------------------------------------------------------------------------------------
-
-
-def to_ascii(text: str) -> str:
-    """Transliterate to ASCII, keeping the few symbols that later rules read themselves."""
-    if text.isascii():
-        return text
-    return "".join(c if c.isascii() or c in _KEEP_NON_ASCII else anyascii(c) for c in text)
-
-
-# ---------------------------------------------------------------------------------------------
-# Abbreviations
-# ---------------------------------------------------------------------------------------------
-
-# Titles and other abbreviations that are always written with a period. Matched with their
-# capital, so "co." inside a sentence or a lowercase "no." (the word) stays alone.
-_ABBREVIATIONS = {
-    "Mr": "Mister",
-    "Mrs": "Missus",
-    "Ms": "Miz",
-    "Messrs": "Messieurs",
-    "Dr": "Doctor",
-    "Drs": "Doctors",
-    "Prof": "Professor",
-    "Capt": "Captain",
-    "Col": "Colonel",
-    "Gen": "General",
-    "Lt": "Lieutenant",
-    "Sgt": "Sergeant",
-    "Maj": "Major",
-    "Cpl": "Corporal",
-    "Pvt": "Private",
-    "Adm": "Admiral",
-    "Rev": "Reverend",
-    "Hon": "Honorable",
-    "Gov": "Governor",
-    "Sen": "Senator",
-    "Rep": "Representative",
-    "Jr": "Junior",
-    "Sr": "Senior",
-    "Esq": "Esquire",
-    "Co": "Company",
-    "Ltd": "Limited",
-    "Inc": "Incorporated",
-    "Bros": "Brothers",
-    "Ft": "Fort",
-    "Mt": "Mount",
-    "Ave": "Avenue",
-    "Jan": "January",
-    "Feb": "February",
-    "Aug": "August",
-    "Sept": "September",
-    "Oct": "October",
-    "Nov": "November",
-    "Dec": "December",
-}
-_ABBREV_RE = re.compile(r"\b(" + "|".join(sorted(_ABBREVIATIONS, key=len, reverse=True)) + r")\.")
-# "No." and "Nos." are abbreviations only in front of a number ("No. 4"); elsewhere "No." is
-# the word no at the end of a sentence.
-_NUMBER_ABBREV_RE = re.compile(r"\b(N|n)o(s?)\.(?=\s*[A-Z]?\d)")
-# "St." before a capitalised name is Saint ("St. Paul's"); otherwise Street ("Elm St.").
-_SAINT_RE = re.compile(r"\bSt\.(?=\s+[A-Z])")
-_STREET_RE = re.compile(r"\bSt\.")
-# Latin abbreviations are read as a reader says them aloud ("e.g." -> "for example"); a
-# capital ("E.g." opening a sentence) is kept.
-_LATIN = {
-    "e.g": "for example",
-    "i.e": "that is",
-    "viz": "namely",
-    "cf": "compare",
-    "etc": "et cetera",
-    "vs": "versus",
-    "et al": "et al",
-}
-_LATIN_RE = re.compile(r"(?<![\w.])(e\.\s?g|i\.\s?e|viz|cf|etc|vs|et al)\.", re.IGNORECASE)
-
-
-def _latin(m: re.Match[str]) -> str:
-    words = _LATIN[m[1].lower().replace(" ", "").replace("etal", "et al")]
-    if m[1][0].isupper():
-        words = words[0].upper() + words[1:]
-    return _keep_final_period(m, words)
-
-
-def _keep_final_period(m: re.Match[str], word: str) -> str:
-    # The abbreviation's period also ends the sentence when nothing follows it.
-    rest = m.string[m.end() :]
-    return word + "." if not rest.strip() else word
-
-
-def expand_abbreviations(text: str) -> str:
-    """Expand titles and common abbreviations ("Mr." -> "Mister", "No. 4" -> "Number 4").
-
-    Public because the benchmark applies the same expansion to LJSpeech's reference column,
-    which leaves abbreviations abbreviated (the convention, not a difference in words).
-    """
-    text = _NUMBER_ABBREV_RE.sub(lambda m: f"{m[1]}umber{'s' if m[2] else ''}", text)
-    text = _SAINT_RE.sub("Saint", text)
-    text = _STREET_RE.sub(lambda m: _keep_final_period(m, "Street"), text)
-    text = _ABBREV_RE.sub(lambda m: _keep_final_period(m, _ABBREVIATIONS[m[1]]), text)
-    return _LATIN_RE.sub(_latin, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,10 +110,6 @@ def expand_roman(text: str) -> str:
 _NUM = r"\d{1,3}(?:,\d{3})+|\d+"  # "1,000,000" or "1000"
 
 
-def _int(s: str) -> int:
-    return int(s.replace(",", ""))
-
-
 # A magnitude after an amount: a word ("$3 million") or a suffix glued to it ("$2.5M", "£4bn").
 _SCALE = r"(\s+(?:thousand|million|billion|trillion)\b|(?:k|mn|m|bn|b|tn|t)\b)?"
 _SCALE_NAMES = {"k": "thousand", "m": "million", "mn": "million", "b": "billion",
@@ -271,16 +127,16 @@ def _unit(n: int, singular: str, plural: str) -> str:
 
 def _money(major: str, minor: str | None, scale: str | None, names: tuple[str, ...]) -> str:
     one, many, cent, cents = names
-    amount = cardinal(_int(major)) + (f" point {digits(minor)}" if minor else "")
+    amount = cardinal(as_int(major)) + (f" point {digits(minor)}" if minor else "")
     if scale:
         # "$3 million" -> "three million dollars"; "$2.5M" -> "two point five million dollars".
         scale = scale.strip().lower()
         return f"{amount} {_SCALE_NAMES.get(scale, scale)} {many}"
     if minor is not None and len(minor) != 2:
         return f"{amount} {many}"  # "$3.5" is not dollars and cents: "three point five dollars"
-    if _int(major) == 0 and minor and int(minor):
+    if as_int(major) == 0 and minor and int(minor):
         return _unit(int(minor), cent, cents)  # "$0.50" -> "fifty cents"
-    words = _unit(_int(major), one, many)
+    words = _unit(as_int(major), one, many)
     if minor and int(minor):
         words += ", " + _unit(int(minor), cent, cents)
     return words
@@ -303,12 +159,6 @@ def _euros(m: re.Match[str]) -> str:
     return _money(m[1], m[2], m[3], ("euro", "euros", "cent", "cents"))
 
 
-def _decimal(s: str) -> str:
-    """``"6.02"`` -> ``"six point zero two"``; ``"1,000"`` -> ``"one thousand"``."""
-    whole, _, fraction = s.partition(".")
-    return cardinal(_int(whole)) + (f" point {digits(fraction)}" if fraction else "")
-
-
 def _signed(s: str) -> str:
     """An exponent: ``"-3"`` -> ``"minus three"``; a letter stays a letter."""
     if s.isalpha():
@@ -318,19 +168,20 @@ def _signed(s: str) -> str:
 
 # "1e30", "6.02E-23": the mantissa times a power of ten.
 _SCIENTIFIC_RE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([+-]?\d+)(?!\w|\.\d)")
-# "10^30", "x^2": a power. Squares and cubes are said as such.
+# "10^30", "x^2": a power. Squares and cubes are said as such. A letter after a number is a
+# unit ("5 m^2"), read by the measure rules.
 _POWER_RE = re.compile(
-    r"(?<![\w.])(\d[\d,]*(?:\.\d+)?|[A-Za-z])\s*\^\s*([+-]?\d+|[A-Za-z])(?!\w|\.\d)"
+    r"(?<![\w.])(?<!\d\s)(\d[\d,]*(?:\.\d+)?|[A-Za-z])\s*\^\s*([+-]?\d+|[A-Za-z])(?!\w|\.\d)"
 )
 _POWER_NAMES = {"2": "squared", "3": "cubed"}
 
 
 def _scientific(m: re.Match[str]) -> str:
-    return f"{_decimal(m[1])} times ten to the power of {_signed(m[2])}"
+    return f"{decimal(m[1])} times ten to the power of {_signed(m[2])}"
 
 
 def _power(m: re.Match[str]) -> str:
-    base = m[1] if m[1].isalpha() else _decimal(m[1])
+    base = m[1] if m[1].isalpha() else decimal(m[1])
     exponent = _POWER_NAMES.get(m[2]) or f"to the power of {_signed(m[2])}"
     return f"{base} {exponent}"
 
@@ -381,22 +232,8 @@ def _fraction(m: re.Match[str]) -> str:
         return f"{cardinal(num)} {one if num == 1 else many}"
     if num == 1:  # "2 1/2" -> "two and a half", "3 1/8" -> "three and an eighth"
         article = "an" if one[0] in "aeiou" else "a"
-        return f"{cardinal(_int(m[1]))} and {article} {one}"
-    return f"{cardinal(_int(m[1]))} and {cardinal(num)} {many}"
-
-
-_TIME_RE = re.compile(r"\b(\d{1,2}):(\d\d)\b(?::\d\d)?")
-
-
-def _time(m: re.Match[str]) -> str:
-    hour, minute = int(m[1]), int(m[2])
-    if hour > 24 or minute > 59:
-        return f"{cardinal(hour)} {cardinal(minute)}"  # a ratio or score, not a time
-    if minute == 0:
-        return f"{cardinal(hour)} o'clock"
-    if minute < 10:
-        return f"{cardinal(hour)} oh {cardinal(minute)}"
-    return f"{cardinal(hour)} {cardinal(minute)}"
+        return f"{cardinal(as_int(m[1]))} and {article} {one}"
+    return f"{cardinal(as_int(m[1]))} and {cardinal(num)} {many}"
 
 
 # Labels ("Exhibit No. 133", "page 249", "frame 313") are read in pairs the way a year is
@@ -441,7 +278,7 @@ _PERCENT_RE = re.compile(r"(\d)\s?%")
 _MINUS_RE = re.compile(r"(?<![\w-])-(?=\d)")  # "-5" but not the range "3-5"
 _YEAR_RE = re.compile(r"(?<![\d,.])\b(1\d\d\d|20\d\d)\b(?![.,]\d)")
 # Any number marked with an era is a year: "2250 B.C." -> "twenty-two fifty B.C.".
-_ERA_RE = re.compile(r"\b(\d{3,4})(?=\s*(?:B\.\s?C\.|A\.\s?D\.|BC\b|AD\b))")
+_ERA_RE = re.compile(r"\b(\d{3,4})(?=\s*(?:B\.?\s?C|A\.?\s?D|B\.?\s?C\.?\s?E|C\.?\s?E)\b)")
 _SMALL_YEAR_RE = re.compile(r"(?<![\d,.])\b([1-9]\d\d)\b(?![.,]\d)")
 _NUMBER_RE = re.compile(rf"\b({_NUM})\b")
 # Digits glued to words ("mp3", "12kg") are read apart from them; "133-A" (an exhibit's
@@ -492,7 +329,7 @@ def _number(m: re.Match[str]) -> str:
     s = m[1]
     if len(s) > 1 and s.startswith("0"):
         return digits(s)  # "007", zip codes: said digit by digit
-    return cardinal(_int(s))
+    return cardinal(as_int(s))
 
 
 # More digits than any named number has (inflect stops below 10**36; Python's int() refuses
@@ -508,12 +345,43 @@ def _long_number(m: re.Match[str]) -> str:
     return f" {digits(m[1])} "
 
 
+_EXTRA_CURRENCIES = (
+    (re.compile(rf"¥\s?({_NUM})(?:\.(\d+))?{_SCALE}", re.IGNORECASE), ("yen", "yen", "sen", "sen")),
+    (re.compile(rf"₹\s?({_NUM})(?:\.(\d+))?{_SCALE}", re.IGNORECASE),
+     ("rupee", "rupees", "paisa", "paise")),
+)
+_CENTS_RE = re.compile(rf"({_NUM})\s?¢")
+_LEADING_PLUS_RE = re.compile(r"(?<![\w+])\+(?=\d)")  # "+5" (a phone number took its "+")
+# A plural of a number ("5s" -> "fives") and digits glued to one letter ("101B") after a
+# decimal ("4.5G" -> "four point five G") are read by codes.expand_digit_letter; any digit no
+# rule took is still read, never left for the symbol set to drop.
+_ANY_DIGITS_RE = re.compile(r"(\d+)")
+
+
+def _apart(read: Callable[[re.Match[str]], str]) -> Callable[[re.Match[str]], str]:
+    """``read``, with a space before its words when a letter is glued to the match ("LjE$3")."""
+    def spaced(m: re.Match[str]) -> str:
+        glued = m.start() > 0 and m.string[m.start() - 1].isalnum()
+        return (" " if glued else "") + read(m)
+    return spaced
+
+
+def _currencies(text: str) -> str:
+    text = _POUNDS_RE.sub(_apart(_pounds), text)
+    text = _DOLLARS_RE.sub(_apart(_dollars), text)
+    text = _EUROS_RE.sub(_apart(_euros), text)
+    for pattern, names in _EXTRA_CURRENCIES:
+        text = pattern.sub(_apart(lambda m, names=names: _money(m[1], m[2], m[3], names)), text)
+    return _CENTS_RE.sub(lambda m: _unit(as_int(m[1]), "cent", "cents"), text)
+
+
 def expand_numbers(text: str) -> str:
     """Replace every digit sequence with words; order matters (most specific rule first)."""
     text = _LONG_NUMBER_RE.sub(_long_number, text)
-    text = _POUNDS_RE.sub(_pounds, text)
-    text = _DOLLARS_RE.sub(_dollars, text)
-    text = _EUROS_RE.sub(_euros, text)
+    text = _currencies(text)
+    text = expand_phone_numbers(text)
+    text = _LEADING_PLUS_RE.sub("plus ", text)
+    text = expand_versions(text)
     text = _SCIENTIFIC_RE.sub(_scientific, text)
     text = _POWER_RE.sub(_power, text)
     text = _SLASH_DATE_RE.sub(_slash_date, text)
@@ -521,54 +389,96 @@ def expand_numbers(text: str) -> str:
     text = _FRACTION_RE.sub(_fraction, text)
     text = _PERCENT_RE.sub(r"\1 percent", text)
     text = _MINUS_RE.sub("minus ", text)
-    text = _TIME_RE.sub(_time, text)
+    text = expand_measures(text)
     text = _LABEL_RE.sub(_label, text)
     text = _HOUSE_RE.sub(_house, text)
     text = _ERA_RE.sub(lambda m: year(int(m[1])), text)
     text = _CODE_RE.sub(_code, text)
     text = _BOX_RE.sub(lambda m: m[1] + digits(m[2]), text)
-    text = _DECADE_RE.sub(lambda m: _pluralize_last(year(int(m[1] + m[2]))), text)
-    text = _SHORT_DECADE_RE.sub(lambda m: _pluralize_last(cardinal(int(m[1]))), text)
-    text = _ORDINAL_RE.sub(lambda m: ordinal(_int(m[1])), text)
-    text = _DECIMAL_RE.sub(lambda m: _decimal(m[0]), text)
+    text = _DECADE_RE.sub(lambda m: pluralize_last(year(int(m[1] + m[2]))), text)
+    text = _SHORT_DECADE_RE.sub(lambda m: pluralize_last(cardinal(int(m[1]))), text)
+    text = _ORDINAL_RE.sub(lambda m: ordinal(as_int(m[1])), text)
+    text = _DECIMAL_RE.sub(lambda m: decimal(m[0]), text)
     text = _CALIBRE_RE.sub(lambda m: cardinal(int(m[1])), text)
     text = _LETTER_DIGIT_RE.sub(" ", text)
     text = _DIGIT_HYPHEN_LETTER_RE.sub(" ", text)
+    text = expand_digit_letter(text)
     text = _YEAR_RE.sub(_year_or_cardinal, text)
     text = _SMALL_YEAR_RE.sub(_ancient_year_or_cardinal, text)
-    return _NUMBER_RE.sub(_number, text)
+    text = _NUMBER_RE.sub(_number, text)
+    return _ANY_DIGITS_RE.sub(lambda m: f" {_number(m)} ", text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Symbols and equations
+# ---------------------------------------------------------------------------------------------
+
+_AMPERSAND_RE = re.compile(r"\s*&\s*")
+_ABOUT_RE = re.compile(r"~\s?(?=\d)")  # "~5 km" -> "about five kilometers"
+_PLUS_RE = re.compile(r"(?<=\w)\s*\+\s*(?=\w)")
+# "2x4" is a size ("two by four"); "10x faster" a factor ("ten times faster").
+_BY_RE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)x(?=\d+(?:\.\d+)?(?![\w.]))")
+_FACTOR_RE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)x(?![\w])")
+_STAR_TIMES_RE = re.compile(r"(?<=\d)\s*\*\s*(?=\d)")
+# In an equation (text with "="), operators between numbers are read: "3 x 4 = 12". Outside
+# one "x" stays a letter ("6.5 x 4 x scope", a rifle's sight, is read "x" in LJSpeech).
+_EQUATION_OPERATORS = (
+    (re.compile(r"(?<=\d)\s*[xX]\s*(?=\d)"), " times "),
+    (re.compile(r"(?<=\d)\s+-\s+(?=\d)"), " minus "),
+    (re.compile(r"(?<=\d)\s*/\s*(?=\d)"), " divided by "),
+)
+_COMPARISONS = (
+    (re.compile(r"\s*<=\s*"), " is less than or equal to "),
+    (re.compile(r"\s*>=\s*"), " is greater than or equal to "),
+    (re.compile(r"\s*!=\s*"), " is not equal to "),
+    (re.compile(r"\s*==?\s*"), " equals "),
+    (re.compile(r"(?<=\w)\s+<\s+(?=[\w-])"), " is less than "),
+    (re.compile(r"(?<=\w)\s+>\s+(?=[\w-])"), " is greater than "),
+)
+
+
+def expand_symbols(text: str) -> str:
+    """Symbols read as words before the number rules see them: "&", "~5", "+", equations."""
+    text = _AMPERSAND_RE.sub(" and ", text)
+    text = _ABOUT_RE.sub("about ", text)
+    text = _PLUS_RE.sub(" plus ", text)
+    text = _BY_RE.sub(r"\1 by ", text)
+    text = _FACTOR_RE.sub(r"\1 times", text)
+    text = _STAR_TIMES_RE.sub(" times ", text)
+    if "=" in text:
+        for pattern, words in _EQUATION_OPERATORS:
+            text = pattern.sub(words, text)
+    for pattern, words in _COMPARISONS:
+        text = pattern.sub(words, text)
+    return text
 
 
 # ---------------------------------------------------------------------------------------------
 # Pipeline
 # ---------------------------------------------------------------------------------------------
 
-_SYMBOL_WORDS = (
-    (re.compile(r"\s*&\s*"), " and "),
-    (re.compile(r"(?<=\w)\s*\+\s*(?=\w)"), " plus "),
-    (re.compile(r"(?<=\d)\s*°\s*"), " degrees "),
-)
 _WHITESPACE_RE = re.compile(r"\s+")
 # Square brackets (editorial insertions in LJSpeech's books) are read like parentheses; the
 # symbol sets carry only the latter.
 _BRACKETS = str.maketrans("[]", "()")
-
-
-# A currency sign the amount rules did not consume (no amount after it) is still a word.
-_LEFTOVER_CURRENCY = (("£", " pounds "), ("€", " euros "))
+# Signs the amount, measure and operator rules did not consume (no number next to them) are
+# still words: "in €", "a 90° turn" was read with its number, "C++", "meet @ noon".
+_LEFTOVER_SIGNS = (("£", " pounds "), ("€", " euros "), ("¥", " yen "), ("₹", " rupees "),
+                   ("¢", " cents "), ("°", " degrees "), ("%", " percent "), ("+", " plus "),
+                   ("@", " at "))
 # A slash the number rules left ("and/or", "9/11") separates words; dropping it would glue them.
 _SLASH_RE = re.compile(r"\s*/\s*")
 
 
 def _normalize_plain(text: str) -> str:
-    # Symbols read as words go first: anyascii would turn "°" into "deg".
-    for pattern, words in _SYMBOL_WORDS:
-        text = pattern.sub(words, text)
     text = to_ascii(text).translate(_BRACKETS)
+    text = expand_handles(text)
+    text = expand_clock_times(text)  # before abbreviations: "4 p.m." is read with its number
+    text = expand_symbols(text)
     text = expand_abbreviations(text)
     text = expand_roman(text)
     text = expand_numbers(text)
-    for sign, words in _LEFTOVER_CURRENCY:
+    for sign, words in _LEFTOVER_SIGNS:
         text = text.replace(sign, words)
     return _SLASH_RE.sub(" ", text)
 
