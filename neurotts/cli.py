@@ -384,6 +384,27 @@ def audit(
         run_audit(config, err)
 
 
+@app.command(name="export", cls=HelpCommand)
+def export_voice(
+    acoustic: Annotated[str | None, typer.Argument(help="Tacotron 2 run folder or checkpoint.", show_default=False)] = None,
+    overrides: Overrides = None,
+    vocoder: Annotated[str | None, typer.Option("--vocoder", "-v", help="griffinlim (the runtime's numpy Griffin-Lim).")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Voice folder to write: ONNX graphs and voice.json.")] = None,
+    cfg: PrintCfg = False,
+    config_dir: ConfigDir = None,
+) -> None:
+    """Export RUN as ONNX graphs + voice.json for `python -m neurotts.runtime DIR "Text." -o out.wav` (no torch)."""
+    from neurotts.export.config import ExportConfig
+    from neurotts.export.run import run as run_export
+
+    options = {"acoustic": acoustic, "vocoder": vocoder, "out": out}
+    extra = [f"{key}={hydra_quote(value)}" for key, value in options.items() if value is not None]
+    config = load("export", ExportConfig, [*(overrides or []), *extra], config_dir, cfg,
+                  how={"acoustic": "RUN", "out": "--out DIR"})
+    with user_errors():
+        run_export(config, err)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     command: Callable[..., object] = typer.main.get_command(app)
