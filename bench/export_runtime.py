@@ -144,12 +144,22 @@ def whole_sentence(model: Tacotron2, synth: Synthesizer, repeats: int) -> dict:
             "runtime_s": round(runtime_s, 3), "speedup": round(torch_s / runtime_s, 2)}
 
 
-def venv_size(packages: list[str]) -> int:
-    """MB of a fresh virtual environment with ``packages`` pip-installed (``du -sm``)."""
+def venv_size(packages: list[str], voice: Path | None = None) -> int:
+    """MB of a fresh virtual environment with ``packages`` pip-installed (``du -sm``). With
+    ``voice``, neurotts itself goes in too without its dependencies (no torch) and must speak
+    with that voice there: the runtime really runs in it."""
     with tempfile.TemporaryDirectory() as tmp:
         venv.create(tmp, with_pip=True)
-        pip = [str(Path(tmp) / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+        python = str(Path(tmp) / "bin" / "python")
+        pip = [python, "-m", "pip", "install", "--quiet"]
         subprocess.run([*pip, *packages], check=True, stdout=sys.stderr)
+        if voice is not None:
+            subprocess.run([*pip, "--no-deps", str(Path(__file__).resolve().parents[1])],
+                           check=True, stdout=sys.stderr)
+            code = ("import sys; from neurotts.runtime.__main__ import main; "
+                    "status = main(sys.argv[1:]); assert 'torch' not in sys.modules; sys.exit(status)")
+            subprocess.run([python, "-c", code, str(voice), SENTENCE, "-o",
+                            str(Path(tmp) / "check.wav")], check=True, stdout=sys.stderr, cwd=tmp)
         du = subprocess.run(["du", "-sm", tmp], check=True, capture_output=True, text=True)
         return int(du.stdout.split()[0])
 
@@ -176,17 +186,16 @@ def main() -> None:
                                                                          args.repeats)
             err.print(f"{n} threads: whole sentence ...")
             result["sentence_to_wav"][f"threads_{n}"] = whole_sentence(model, synth, args.repeats)
+        if args.sizes:
+            err.print("virtual environments ...")
+            result["install_mb"] = {"runtime": venv_size(RUNTIME_PACKAGES, folder),
+                                    "with_torch": venv_size([*RUNTIME_PACKAGES, "torch"]),
+                                    "runtime_packages": RUNTIME_PACKAGES}
     for key, (ours, theirs) in {"decoder_loop_batch1": ("onnxruntime_ms_per_step", "torch_ms_per_step"),
                                 "sentence_to_wav": ("runtime_s", "torch_s")}.items():
         runs = result[key].values()
         # Each engine at its own best thread count.
         result[key]["best_speedup"] = round(min(r[theirs] for r in runs) / min(r[ours] for r in runs), 2)
-    if args.sizes:
-        err.print("virtual environments ...")
-        runtime_mb = venv_size(RUNTIME_PACKAGES)
-        torch_mb = venv_size([*RUNTIME_PACKAGES, "torch"])
-        result["install_mb"] = {"runtime": runtime_mb, "with_torch": torch_mb,
-                                "packages": RUNTIME_PACKAGES}
     print(json.dumps(result))
 
 

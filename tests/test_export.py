@@ -146,3 +146,10 @@ def test_export_errors_are_one_line(voices, tmp_path):
         result = runner.invoke(app, ["export", *args])
         assert result.exit_code == 2, result.output
         assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_runtime_refuses_a_damaged_graph(copy_of, tmp_path, capsys):
+    folder = copy_of("dca")
+    (folder / "decoder_step.onnx").write_bytes(b"not a graph")
+    assert runtime_main([str(folder), "Hi.", "-o", str(tmp_path / "x.wav")]) == 2
+    assert "decoder_step.onnx: unreadable graph" in one_line(capsys)

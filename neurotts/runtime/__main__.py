@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the output cannot be written
+        print(f"error: {args.output}: {exc.strerror}", file=sys.stderr)
+        return 2
     cut = sum(spoken.hit_max)
     note = f" ({cut} of {len(spoken.sentences)} sentences cut by the length guard)" if cut else ""
     print(f"wrote {args.output}: {spoken.wav.size / synth.sample_rate:.2f} s{note}", file=sys.stderr)

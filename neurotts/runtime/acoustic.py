@@ -15,8 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf
 
-from neurotts.runtime.voice import Voice, check_graph_id
+from neurotts.runtime.voice import Voice, VoiceError, check_graph_id
+
+# What onnxruntime raises for a file it cannot load as a graph (none derives from RuntimeError).
+LOAD_ERRORS = (Fail, InvalidGraph, InvalidProtobuf)
 
 # step -> one (B, P_i) float32 mask per prenet layer (0 or 1 / (1 - p))
 MaskSource = Callable[[int], list[np.ndarray]]
@@ -52,7 +56,12 @@ def open_graph(voice: Voice, name: str, threads: int | None) -> ort.InferenceSes
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(voice.graph(name)), options, providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(voice.graph(name)), options,
+                                       providers=["CPUExecutionProvider"])
+    except LOAD_ERRORS as exc:  # a damaged or foreign file
+        raise VoiceError(f"{voice.graph(name)}: unreadable graph ({str(exc).splitlines()[0][:120]})"
+                         ) from None
     check_graph_id(voice, name, session.get_modelmeta().custom_metadata_map)
     return session
 
