@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -100,6 +102,21 @@ def test_cli_export_then_runtime_speaks(voices, tmp_path):
         assert code == 0
         wavs.append((tmp_path / name).read_bytes())
     assert wavs[0] == wavs[1] and len(wavs[0]) > 44  # a seed gives the same audio
+
+
+def test_runtime_speaks_without_torch(voices, tmp_path):
+    """A fresh interpreter speaks with the runtime's CLI and has loaded no torch (nor onnx)."""
+    code = ("import sys\n"
+            "from neurotts.runtime.__main__ import main\n"
+            "status = main(sys.argv[1:])\n"
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchaudio', 'onnx'))\n"
+            "print(bad)\n"
+            "sys.exit(status or (1 if bad else 0))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(voices["dca"][1]),
+                           "One sentence. And another one.", "-o", str(tmp_path / "x.wav")],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip() == "[]" and (tmp_path / "x.wav").stat().st_size > 44
 
 
 def one_line(capsys) -> str:
