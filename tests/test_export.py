@@ -29,6 +29,7 @@ from neurotts.runtime.voice import read_voice  # noqa: E402
 from tests.export_helpers import SEED, TEXTS, encode, make_checkpoint, masks_for  # noqa: E402
 
 runner = CliRunner()
+pytestmark = pytest.mark.slow  # three exports and their torch references, ~2 minutes on 2 cores
 ATTENTION = ("location", "dca", "multihead")
 
 
