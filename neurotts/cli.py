@@ -99,6 +99,11 @@ EXAMPLES: dict[str, list[str]] = {
         "neurotts eval -a runs/location -a runs/dca texts=long out=compare",
         "neurotts eval --cfg",
     ],
+    "export": [
+        "neurotts export runs/taco --out voice/",
+        "python -m neurotts.runtime voice/ \"Hello there.\" -o hello.wav",
+        "neurotts export --cfg",
+    ],
     "audit": [
         "neurotts audit data.root=LJSpeech-1.1 out=audit",
         "neurotts audit data.root=LJSpeech-1.1 out=audit -a runs/taco",
@@ -134,6 +139,7 @@ COMMANDS: dict[str, Command] = {
     "synth": Command("synth", "neurotts.synthesis.config:SynthConfig", "neurotts.synthesis.run:run"),
     "eval": Command("eval", "neurotts.evaluation.config:EvalConfig", "neurotts.evaluation.run:run"),
     "audit": Command("audit", "neurotts.audit.config:AuditConfig", "neurotts.audit.run:run"),
+    "export": Command("export", "neurotts.export.config:ExportConfig", "neurotts.export.run:run"),
 }
 
 
@@ -381,6 +387,24 @@ def audit(
                   how={"data.root": "data.root=DIR", "out": "out=DIR"})
     with user_errors():
         resolve(COMMANDS["audit"].run)(config, err)
+
+
+@app.command(name="export", cls=HelpCommand)
+def export_voice(
+    acoustic: Annotated[str | None, typer.Argument(help="Tacotron 2 run folder or checkpoint.", show_default=False)] = None,
+    overrides: Overrides = None,
+    vocoder: Annotated[str | None, typer.Option("--vocoder", "-v", help="griffinlim (the runtime's numpy Griffin-Lim).")] = None,
+    out: Annotated[str | None, typer.Option("--out", help="Voice folder to write: ONNX graphs and voice.json.")] = None,
+    cfg: PrintCfg = False,
+    config_dir: ConfigDir = None,
+) -> None:
+    """Export RUN as ONNX graphs + voice.json for `python -m neurotts.runtime DIR "Text." -o out.wav` (no torch)."""
+    options = {"acoustic": acoustic, "vocoder": vocoder, "out": out}
+    extra = [f"{key}={hydra_quote(value)}" for key, value in options.items() if value is not None]
+    config = load("export", [*(overrides or []), *extra], config_dir, cfg,
+                  how={"acoustic": "RUN", "out": "--out DIR"})
+    with user_errors():
+        resolve(COMMANDS["export"].run)(config, err)
 
 
 def main(argv: list[str] | None = None) -> None:
