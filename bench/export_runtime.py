@@ -41,8 +41,8 @@ from neurotts.checkpoint import FORMAT, VERSION, save_checkpoint
 from neurotts.config import CONFIG_DIR, load_config, to_dict, to_schema
 from neurotts.export.config import ExportConfig
 from neurotts.export.run import run as export
-from neurotts.models.registry import shipped_model_config
-from neurotts.models.tacotron2 import Tacotron2
+from neurotts.models.registry import model_config
+from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config
 from neurotts.runtime.synth import Synthesizer, frontend_of, sentences
 from neurotts.text.frontend import TextConfig, TextFrontend
 from neurotts.vocoders import GriffinLimModule
@@ -65,9 +65,11 @@ def build_voice(folder: Path, steps: int) -> tuple[Tacotron2, Path]:
     frontend = TextFrontend(TextConfig("characters"))
     n_text = len(frontend.encode(SENTENCE)[2])
     per_symbol = 2 * steps / n_text  # frames per symbol for `steps` steps of r=2 frames
-    cfg = shipped_model_config("tacotron2", audio, [*SIZE, "inference.stop_threshold=0.999999",
-                                                    f"inference.max_frames_per_symbol={per_symbol}",
-                                                    "inference.max_frames_offset=0"])
+    # The shipped model (the config's defaults) at the bench's sizes.
+    overrides = [*SIZE, "inference.stop_threshold=0.999999",
+                 f"inference.max_frames_per_symbol={per_symbol}", "inference.max_frames_offset=0"]
+    shipped = OmegaConf.structured(Tacotron2Config(n_mels=audio["n_mels"]))
+    cfg = model_config(OmegaConf.to_container(OmegaConf.merge(shipped, OmegaConf.from_dotlist(overrides))))
     model = Tacotron2(cfg, len(frontend.symbols)).eval()
     with torch.no_grad():  # a stop logit far below the threshold: every run takes `steps` steps
         model.decoder.stop_layer.bias.fill_(-30.0)

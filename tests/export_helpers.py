@@ -12,14 +12,15 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
+from bench.alignment_speed import ALIGNMENT_PROBE_TACOTRON2
 from neurotts.audio import MelNorm
 from neurotts.checkpoint import FORMAT, VERSION, save_checkpoint
 from neurotts.config import CONFIG_DIR, to_dict
 from neurotts.export.reference import infer_with_masks
-from neurotts.models.registry import ALIGNMENT_PROBE_TACOTRON2, shipped_model_config
 from neurotts.models.tacotron2 import Tacotron2
 from neurotts.runtime.acoustic import PrenetMasks
 from neurotts.text.frontend import TextConfig, TextFrontend
+from tests.model_configs import shipped_model_config
 
 # Three sentences of different lengths: a batch whose items stop on different frames.
 TEXTS = ["Printing, in the only sense with which we are at present concerned.",
