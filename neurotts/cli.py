@@ -99,6 +99,12 @@ EXAMPLES: dict[str, list[str]] = {
         "neurotts eval -a runs/location -a runs/dca texts=long out=compare",
         "neurotts eval --cfg",
     ],
+    "serve": [
+        "neurotts serve -a runs/taco",
+        "neurotts serve -a runs/taco -v runs/wavenet --port 8000",
+        "neurotts serve -a runs/taco --host 0.0.0.0 limits.queue_size=128",
+        "neurotts serve --cfg",
+    ],
     "audit": [
         "neurotts audit data.root=LJSpeech-1.1 out=audit",
         "neurotts audit data.root=LJSpeech-1.1 out=audit -a runs/taco",
@@ -129,6 +135,10 @@ def _help_schemas(name: str) -> tuple[str | None, list[tuple[str, type, str]]]:
         from neurotts.evaluation.run import EvalConfig
 
         return "eval", [("", EvalConfig, "")]
+    if name == "serve":
+        from neurotts.serve.config import ServeConfig
+
+        return "serve", [("", ServeConfig, "")]
     if name == "audit":
         from neurotts.audit.config import AuditConfig
 
@@ -382,6 +392,28 @@ def audit(
                   how={"data.root": "data.root=DIR", "out": "out=DIR"})
     with user_errors():
         run_audit(config, err)
+
+
+@app.command(cls=HelpCommand)
+def serve(
+    overrides: Overrides = None,
+    acoustic: Annotated[str | None, typer.Option("--acoustic", "-a", help="Acoustic model: run folder or checkpoint.")] = None,
+    vocoder: Annotated[str | None, typer.Option("--vocoder", "-v", help="WaveNet run folder or checkpoint, or griffinlim.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on (default 5002; 0: a free one).")] = None,
+    cfg: PrintCfg = False,
+    config_dir: ConfigDir = None,
+) -> None:
+    """Serve speech over HTTP: OpenAI-style /v1/audio/speech (streaming), /api/tts, a web page at /."""
+    from neurotts.serve.config import ServeConfig
+    from neurotts.serve.run import run as run_serve
+
+    options = {"acoustic": acoustic, "vocoder.path": vocoder, "host": host, "port": port}
+    extra = [f"{key}={hydra_quote(str(value))}" for key, value in options.items() if value is not None]
+    config = load("serve", ServeConfig, [*(overrides or []), *extra], config_dir, cfg,
+                  how={"acoustic": "--acoustic RUN"})
+    with user_errors():
+        run_serve(config, err)
 
 
 def main(argv: list[str] | None = None) -> None:

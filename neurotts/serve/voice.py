@@ -26,7 +26,7 @@ from neurotts.text.symbols import SPACE, default_symbols
 from neurotts.vocoders import GRIFFIN_LIM, GriffinLimVocoder, Vocoder, VocoderConfig, load_vocoder
 
 __all__ = [
-    "SPACE", "AudioConfig", "Encoded", "MelNorm", "SynthesisError", "Tacotron2", "TextFrontend",
+    "SPACE", "AudioConfig", "Encoded", "VocoderConfig", "MelNorm", "SynthesisError", "Tacotron2", "TextFrontend",
     "Voice", "decoder_lengths", "encode", "griffin_lim", "load_voice", "untrained_checkpoint", "pick_device", "seed_rng", "sequence_mask",
 ]
 
