@@ -93,8 +93,8 @@ class IncrementalDecoder:
                                                                     device=device))
             s.state = (*fresh.attention_rnn, *fresh.decoder_rnn, fresh.context,
                        fresh.attention.weights, fresh.attention.cumulative)
+        self._save()  # the running items' state, before the batch is rebuilt with the new ones
         self.items += sentences
-        self.state = None
 
     def leave(self, sentence: Sentence) -> None:
         """Take ``sentence`` out of the batch (finished or cancelled)."""

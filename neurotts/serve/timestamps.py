@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from neurotts.serve.voice import SPACE
+from neurotts.serve.voice import EOS, SPACE
 
 
 @dataclass
@@ -33,7 +33,7 @@ def _symbol_words(symbols: list[str]) -> list[tuple[int, int]]:
     phone (punctuation-only groups and the end symbol are not words)."""
     spans, start = [], 0
     for k, s in enumerate([*symbols, SPACE]):
-        if s == SPACE:
+        if s in (SPACE, EOS):
             if any(c.isalnum() for sym in symbols[start:k] for c in sym):
                 spans.append((start, k))
             start = k + 1

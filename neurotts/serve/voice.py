@@ -22,11 +22,11 @@ from neurotts.models.registry import DataSpec, build_model, shipped_model_config
 from neurotts.models.tacotron2 import Tacotron2, decoder_lengths
 from neurotts.synthesis import AcousticModel, Encoded, SynthesisError, encode, pick_device, seed_rng
 from neurotts.text.frontend import TextFrontend
-from neurotts.text.symbols import SPACE, default_symbols
+from neurotts.text.symbols import EOS, SPACE, default_symbols
 from neurotts.vocoders import GRIFFIN_LIM, GriffinLimVocoder, Vocoder, VocoderConfig, load_vocoder
 
 __all__ = [
-    "SPACE", "AudioConfig", "Encoded", "VocoderConfig", "MelNorm", "SynthesisError", "Tacotron2", "TextFrontend",
+    "EOS", "SPACE", "AudioConfig", "Encoded", "VocoderConfig", "MelNorm", "SynthesisError", "Tacotron2", "TextFrontend",
     "Voice", "decoder_lengths", "encode", "griffin_lim", "load_voice", "untrained_checkpoint", "pick_device", "seed_rng", "sequence_mask",
 ]
 
