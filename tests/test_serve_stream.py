@@ -18,7 +18,7 @@ from neurotts.serve.stream import (
     Stretch,
     postnet_radius,
 )
-from neurotts.serve.timestamps import Word, to_webvtt, word_times
+from neurotts.serve.timestamps import Word, to_json, to_webvtt, word_times
 from neurotts.serve.voice import VocoderConfig, griffin_lim, load_voice
 from tests.serve_support import tiny_checkpoint
 
@@ -175,20 +175,22 @@ def test_word_times_from_a_constructed_alignment():
     step = 2 * 256 / 22050
     words = word_times(alignment, "hi you.", symbols, 256, 2, 22050, n_frames=19)
     assert [w.word for w in words] == ["hi", "you."]
-    assert words[0].start == 0.0 and words[0].end == round(4 * step, 3)
-    assert words[1].start == round(5 * step, 3) and words[1].end == round(19 * 256 / 22050, 3)
+    assert words[0].start == 0.0 and words[0].end == pytest.approx(4 * step)
+    assert words[1].start == pytest.approx(5 * step)
+    assert words[1].end == pytest.approx(19 * 256 / 22050)
     # A word attention skipped gets zero length where the path passed it.
     skipped = np.full((4, 8), 0.01)
     skipped[np.arange(4), [0, 1, 7, 7]] = 1.0  # straight from "hi" to the end symbol
     words = word_times(skipped, "hi you.", symbols, 256, 2, 22050)
-    assert words[1].start == words[1].end == round(2 * step, 3)
+    assert words[1].start == words[1].end == pytest.approx(2 * step)
     # Word names come from the symbols when the text's words do not match them.
     assert [w.word for w in word_times(alignment, "hi", symbols, 256, 2, 22050)] == ["hi", "you."]
     with pytest.raises(ValueError):
         word_times(alignment[:, :5], "hi you.", symbols, 256, 2, 22050)
 
 
-def test_webvtt():
+def test_webvtt_and_json():
+    assert to_json([Word("a", 0.12345, 1 / 3)]) == [{"word": "a", "start": 0.123, "end": 0.333}]
     vtt = to_webvtt([Word("a&b", 0.0, 0.5), Word("c", 61.25, 3723.5)])
     assert vtt == ("WEBVTT\n\n00:00:00.000 --> 00:00:00.500\na&amp;b\n\n"
                    "00:01:01.250 --> 01:02:03.500\nc\n\n")

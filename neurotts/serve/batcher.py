@@ -27,8 +27,8 @@ from neurotts.serve.stream import (
     IncrementalDecoder,
     MelFinisher,
     Sentence,
-    Stretch,
     StreamConfig,
+    Stretch,
     Window,
 )
 from neurotts.serve.timestamps import Word, word_times

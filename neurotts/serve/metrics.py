@@ -67,6 +67,11 @@ class Metrics:
             if seconds is not None:
                 self.latency.setdefault((("endpoint", endpoint),), _Histogram()).observe(seconds)
 
+    def answered(self) -> int:
+        """Speech requests answered so far, whatever their status."""
+        with self._lock:
+            return sum(self.requests.values())
+
     def first_chunk(self, seconds: float) -> None:
         with self._lock:
             self.first_audio.observe(seconds)

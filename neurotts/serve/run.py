@@ -7,7 +7,9 @@ stops the engine and :func:`run` returns.
 
 from __future__ import annotations
 
+import signal
 import socket
+from types import FrameType
 
 import torch
 import uvicorn
@@ -21,6 +23,18 @@ from neurotts.serve.voice import load_voice, seed_rng
 
 class ServeError(UserError, OSError):
     """The server cannot start (the address is taken or cannot be bound)."""
+
+
+class ServeStopped(UserError):
+    """The server was stopped by a signal after the requests in flight were answered (the CLI
+    exits 128 + signal, printing this as a plain line: a requested stop is not an error)."""
+
+    label = None
+
+    def __init__(self, signal_number: int, served: int):
+        self.exit_code = 128 + signal_number
+        super().__init__(f"stopped by {signal.Signals(signal_number).name} after answering "
+                         f"every request in flight ({served} speech requests answered)")
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -57,9 +71,19 @@ def run(cfg: ServeConfig, console: Console) -> None:
     console.print(f"serving voice {cfg.voice!r} ({voice.acoustic.path}, vocoder "
                   f"{cfg.vocoder.path}) on http://{shown}:{port}/", markup=False,
                   highlight=False, soft_wrap=True)
-    app = build_app(Server(cfg, voice))
-    config = uvicorn.Config(app, log_level="warning", access_log=False,
+    server = Server(cfg, voice)
+    config = uvicorn.Config(build_app(server), log_level="warning", access_log=False,
                             timeout_graceful_shutdown=cfg.limits.shutdown_grace_s or None,
                             lifespan="on")
-    uvicorn.Server(config).run(sockets=[sock])
-    console.print("server stopped", markup=False, highlight=False)
+
+    def stopped(signal_number: int, frame: FrameType | None) -> None:
+        raise ServeStopped(signal_number, server.metrics.answered())
+
+    # uvicorn takes SIGINT and SIGTERM while it runs, drains, restores these handlers and
+    # raises the signal again: the stop then leaves run() as a ServeStopped.
+    previous = {sig: signal.signal(sig, stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -24,8 +24,7 @@ class Word:
 
     def shifted(self, offset: float, scale: float = 1.0) -> Word:
         """This word ``offset`` seconds later, its times first multiplied by ``scale``."""
-        return Word(self.word, round(offset + self.start * scale, 3),
-                    round(offset + self.end * scale, 3))
+        return Word(self.word, offset + self.start * scale, offset + self.end * scale)
 
 
 def _symbol_words(symbols: list[str]) -> list[tuple[int, int]]:
@@ -66,7 +65,7 @@ def word_times(alignment: np.ndarray, text: str, symbols: list[str], hop: int, r
         else:  # skipped: a point where the path first went past the word
             later = np.nonzero(path >= b)[0]
             start = end = (later[0] * step_s) if later.size else end_s
-        out.append(Word(name, round(float(start), 3), round(float(min(end, end_s)), 3)))
+        out.append(Word(name, float(start), float(min(end, end_s))))
     return out
 
 
@@ -89,4 +88,5 @@ def to_webvtt(words: list[Word]) -> str:
 
 
 def to_json(words: list[Word]) -> list[dict[str, object]]:
-    return [asdict(w) for w in words]
+    """Words as JSON-ready dicts, times rounded to milliseconds."""
+    return [{**asdict(w), "start": round(w.start, 3), "end": round(w.end, 3)} for w in words]
