@@ -7,6 +7,7 @@ server holds: one acoustic model, its frontend and audio settings, and a vocoder
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,14 +21,30 @@ from neurotts.config import CONFIG_DIR, AudioConfig, to_dict
 from neurotts.models.layers import sequence_mask
 from neurotts.models.registry import DataSpec, build_model, shipped_model_config
 from neurotts.models.tacotron2 import Tacotron2, decoder_lengths
-from neurotts.synthesis import AcousticModel, Encoded, SynthesisError, encode, pick_device, seed_rng
+from neurotts.synthesis import (
+    AcousticModel,
+    Encoded,
+    SynthesisError,
+    encode,
+    pick_device,
+    seed_rng,
+    synthesize_pieces,
+)
 from neurotts.text.frontend import TextFrontend
 from neurotts.text.symbols import EOS, SPACE, default_symbols
-from neurotts.vocoders import GRIFFIN_LIM, GriffinLimVocoder, Vocoder, VocoderConfig, load_vocoder
+from neurotts.vocoders import (
+    GRIFFIN_LIM,
+    GriffinLim,
+    GriffinLimVocoder,
+    Vocoder,
+    VocoderConfig,
+    load_vocoder,
+)
 
 __all__ = [
     "EOS", "SPACE", "AudioConfig", "Encoded", "VocoderConfig", "MelNorm", "SynthesisError", "Tacotron2", "TextFrontend",
-    "Voice", "decoder_lengths", "encode", "griffin_lim", "load_voice", "untrained_checkpoint", "pick_device", "seed_rng", "sequence_mask",
+    "Voice", "decoder_lengths", "encode", "griffin_lim", "load_voice", "sequential_synthesis",
+    "untrained_checkpoint", "pick_device", "seed_rng", "sequence_mask",
 ]
 
 
@@ -130,3 +147,19 @@ def untrained_checkpoint(path: Path, model_overrides: list[str], seed: int = 0) 
     }
     save_checkpoint(Path(path), payload)
     return sum(p.numel() for p in model.parameters())
+
+
+def sequential_synthesis(voice: Voice, texts: list[str], max_chars: int) -> tuple[float, float]:
+    """``texts`` through ``neurotts synth``'s synthesis path one sentence after another (batch
+    1; Griffin-Lim with the voice's iterations): the baseline the server's throughput is
+    measured against. Returns (seconds of audio, wall seconds)."""
+    vocoder = voice.vocoder
+    if voice.griffin_lim is not None:
+        vocoder = GriffinLim(voice.audio, voice.device, n_iter=voice.griffin_lim.n_iter)
+    audio = 0.0
+    started = time.perf_counter()
+    for text in texts:
+        for ids in voice.encode(text, max_chars).ids:
+            _, timing = synthesize_pieces([ids], voice.acoustic, vocoder, voice.device)
+            audio += timing.audio_s
+    return audio, time.perf_counter() - started
