@@ -255,3 +255,30 @@ def test_sigterm_drains_requests_in_flight(checkpoint):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_cli_serve_errors_are_one_line(checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from neurotts.cli import app
+
+    runner = CliRunner()
+    result = runner.invoke(app, ["serve", "--cfg"])
+    assert result.exit_code == 0 and "acoustic: ???" in result.stdout
+    cases = [
+        (["serve"], "set it with --acoustic RUN"),
+        (["serve", "-a", str(tmp_path / "missing")], "no such checkpoint or run folder"),
+        (["serve", "-a", str(checkpoint), "-v", "grifinlim", "device=cpu"], "did you mean griffinlim"),
+        (["serve", "-a", str(checkpoint), "stream.crossfade_frames=9", "device=cpu"], "at most"),
+        (["serve", "-a", str(checkpoint), "--port", "70000"], "port"),
+    ]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        cases.append((["serve", "-a", str(checkpoint), "--port", str(taken.getsockname()[1]),
+                       "device=cpu"], "cannot listen on 127.0.0.1"))
+        for args, words in cases:
+            result = runner.invoke(app, args)
+            lines = [ln for ln in result.output.splitlines() if ln.strip()]
+            assert result.exit_code == 2 and len(lines) == 1, result.output
+            assert lines[0].startswith("error:") and words in lines[0], result.output

@@ -187,9 +187,10 @@ class Speech:
                     self.words += [w.shifted(start) for w in payload]
                 elif kind == "end":
                     break
+                elif kind == "timeout":
+                    raise ApiError(504, payload, "timeout")
                 else:
-                    raise ApiError(504 if "time limit" in payload else 500, payload,
-                                   "timeout" if "time limit" in payload else "server_error")
+                    raise ApiError(500, payload, "server_error")
         self.finished = True
 
 

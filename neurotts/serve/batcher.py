@@ -37,8 +37,8 @@ from neurotts.serve.voice import Voice, griffin_lim
 log = logging.getLogger("neurotts.serve")
 
 # What a job's sink receives: ("audio", float32 samples), ("words", [Word] from the sentence
-# start), ("end", samples in the sentence) or ("error", one-line message); called from the
-# engine thread, so it must be thread-safe.
+# start), ("end", samples in the sentence), ("timeout", message) or ("error", message);
+# called from the engine thread, so it must be thread-safe.
 Sink = Callable[[str, object], None]
 
 
@@ -130,7 +130,7 @@ class Engine:
                 self._active.remove(job)
                 self.metrics.cancel("timeout" if late else "disconnect")
                 if late:
-                    job.sink("error", "the request took longer than its time limit")
+                    job.sink("timeout", "the request took longer than its time limit")
         decoder.step()
         self._send_audio(self._active)
         for job in [j for j in self._active if j.sentence.length is not None]:
