@@ -154,6 +154,11 @@ class Speech:
             SentenceJob(Sentence(x), piece, speed, deadline,
                         lambda kind, payload, q=q: loop.call_soon_threadsafe(q.put_nowait, (kind, payload)))
             for piece, x, q in zip(pieces, ids, self.queues, strict=True)]
+        # At most `ahead` sentences of one request decode at once: the first sentence's audio
+        # is not slowed by work on sentences that will only play after it.
+        ahead = server.cfg.limits.sentences_per_request
+        for k in range(ahead, len(self.jobs)):
+            self.jobs[k].gate = self.jobs[k - ahead]
         self.words: list[Word] = []
         self.samples = 0
         self.finished = False

@@ -52,6 +52,8 @@ class SentenceJob:
     deadline: float  # time.monotonic() after which the job is stopped
     sink: Sink
     cancelled: bool = False  # set by the request's side: the engine drops the job
+    gate: SentenceJob | None = None  # joins the batch only once this one has ended
+    ended: bool = False
     finisher: MelFinisher | None = None
     stretch: Stretch | None = None
     chunks: ChunkVocoder | None = None
@@ -102,8 +104,7 @@ class Engine:
                         self._cv.wait()
                     if self._stop and not self._waiting and not self._active:
                         return
-                    room = self.max_batch - len(self._active)
-                    joining = [self._waiting.popleft() for _ in range(min(room, len(self._waiting)))]
+                    joining = self._admit(self.max_batch - len(self._active))
                 try:
                     self._iterate(decoder, [j for j in joining if not j.cancelled])
                 except Exception as exc:  # a failure costs the jobs in hand, not the server
@@ -112,6 +113,21 @@ class Engine:
                         job.sink("error", f"synthesis failed ({type(exc).__name__})")
                     self._active = []
                     decoder = IncrementalDecoder(self.voice.model)
+
+    def _admit(self, room: int) -> list[SentenceJob]:
+        """Up to ``room`` waiting jobs whose gate has ended, in arrival order (cancelled ones
+        are dropped); the others keep their place. Called with the lock held."""
+        joining, kept = [], deque()
+        while self._waiting:
+            job = self._waiting.popleft()
+            if job.cancelled:
+                job.ended = True
+            elif len(joining) < room and (job.gate is None or job.gate.ended):
+                joining.append(job)
+            else:
+                kept.append(job)
+        self._waiting = kept
+        return joining
 
     def _iterate(self, decoder: IncrementalDecoder, joining: list[SentenceJob]) -> None:
         """Admit ``joining``, drop what is cancelled or late, step, and send the audio."""
@@ -128,6 +144,7 @@ class Engine:
             if job.cancelled or late:
                 decoder.leave(job.sentence)
                 self._active.remove(job)
+                job.ended = True
                 self.metrics.cancel("timeout" if late else "disconnect")
                 if late:
                     job.sink("timeout", "the request took longer than its time limit")
@@ -135,6 +152,7 @@ class Engine:
         self._send_audio(self._active)
         for job in [j for j in self._active if j.sentence.length is not None]:
             self._active.remove(job)
+            job.ended = True
             job.sink("words", self._words(job))
             job.sink("end", job.samples)
 

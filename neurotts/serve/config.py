@@ -19,6 +19,7 @@ class LimitsConfig:
     request_timeout_s: float = constrained(gt=0)  # a request still running then is stopped
     queue_size: int = constrained(ge=1)  # requests in the server at once; more: 503
     max_batch: int = constrained(ge=1)  # sentences decoded together
+    sentences_per_request: int = constrained(ge=1)  # of one request, decoded at once
     shutdown_grace_s: float = constrained(ge=0)  # on SIGTERM, how long in-flight requests may finish
 
 
