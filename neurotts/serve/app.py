@@ -180,7 +180,7 @@ class Speech:
             while True:
                 try:
                     kind, payload = await asyncio.wait_for(queue.get(), timeout=0.5)
-                except TimeoutError:
+                except asyncio.TimeoutError:  # (not TimeoutError: they differ before 3.11)
                     if await request.is_disconnected():
                         return
                     continue
