@@ -209,10 +209,10 @@ def test_client_that_disconnects_stops_its_work(server):
 
 def test_full_queue_is_503_and_time_limit_is_504(checkpoint):
     srv = ThreadServer(serve_config(checkpoint, "threads=1", "limits.queue_size=1",
-                                    "limits.request_timeout_s=1.0"))
+                                    "limits.request_timeout_s=3.0"))
     try:
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
-        conn.request("POST", SPEECH, json.dumps({"input": FIVE * 8}),
+        conn.request("POST", SPEECH, json.dumps({"input": FIVE * 30}),
                      {"Content-Type": "application/json"})
         held = conn.getresponse()  # streaming; not read on: the request stays in flight
         assert held.status == 200
@@ -223,7 +223,7 @@ def test_full_queue_is_503_and_time_limit_is_504(checkpoint):
         conn.close()
         assert len(rest) > 44
         # Non-streamed, the time limit before the answer is a 504.
-        late = request(srv.port, "POST", SPEECH, {"input": FIVE * 8, "stream": False})
+        late = request(srv.port, "POST", SPEECH, {"input": FIVE * 30, "stream": False})
         assert late.status == 504 and late.json()["error"]["type"] == "timeout"
         assert metric(srv.port, 'neurotts_cancelled_total{reason="timeout"}') >= 2
         assert metric(srv.port, 'neurotts_requests_total{endpoint="/v1/audio/speech",status="504"}') == 2
@@ -234,10 +234,10 @@ def test_full_queue_is_503_and_time_limit_is_504(checkpoint):
 def test_sigterm_drains_requests_in_flight(checkpoint):
     proc, port = start_process(checkpoint)
     try:
-        whole = request(port, "POST", SPEECH, {"input": FIVE, "response_format": "pcm"})
+        text = {"input": FIVE * 2, "response_format": "pcm"}
+        whole = request(port, "POST", SPEECH, text)
         results: list = []
-        client = threading.Thread(target=lambda: results.append(
-            request(port, "POST", SPEECH, {"input": FIVE, "response_format": "pcm"})))
+        client = threading.Thread(target=lambda: results.append(request(port, "POST", SPEECH, text)))
         client.start()
         deadline = time.monotonic() + 20
         while request(port, "GET", "/health").json()["in_flight"] == 0:

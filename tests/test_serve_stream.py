@@ -239,3 +239,24 @@ def test_engine_streams_chunks_or_whole_sentences(voice):
             # Griffin-Lim: several chunks per sentence; a whole-sentence vocoder (WaveNet's
             # path, stood in for by the whole-utterance Griffin-Lim here): one.
             assert (len(audio) > 1) if chunked else (len(audio) == 1)
+
+
+def test_serving_does_not_import_training():
+    from tests.test_architecture import loaded_after_import, under
+
+    loaded = loaded_after_import("neurotts.serve.app", "neurotts.serve.run")
+    assert "neurotts.serve.batcher" in loaded  # the check itself ran
+    assert under(loaded, "neurotts.training") == set()
+    # Everything outside neurotts.serve comes in through its one adapter module.
+    import ast
+    from pathlib import Path
+
+    import neurotts.serve
+
+    for path in Path(neurotts.serve.__file__).parent.glob("*.py"):
+        if path.name == "voice.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("neurotts."):
+                assert node.module.startswith(("neurotts.serve", "neurotts.config",
+                                               "neurotts.errors")), (path.name, node.module)
