@@ -42,12 +42,12 @@ def infer(model, ids: list[int]):
         return model.infer(text, lengths)
 
 
-def stream_one(voice, ids: list[int]) -> tuple[Sentence, torch.Tensor, list[int]]:
+def stream_one(voice, ids: list[int], every: int = 1) -> tuple[Sentence, torch.Tensor, list[int]]:
     """Decode one sentence with the incremental decoder; log-mels as they became final, and
     how many became final after each step."""
     dec, s = IncrementalDecoder(voice.model), Sentence(ids)
     dec.join([s])
-    finisher = MelFinisher(voice.model, voice.to_log_mel)
+    finisher = MelFinisher(voice.model, voice.to_log_mel, every)
     parts, counts = [], []
     while s.length is None:
         dec.step()
@@ -80,6 +80,12 @@ def test_incremental_decoding_equals_infer(tmp_path, attention):
     radius = postnet_radius(voice.model)
     assert sum(counts[:-1]) == (s.steps - 1) * voice.reduction_factor - radius > 0
     assert counts[0] == 0 and max(counts[:-1]) == voice.reduction_factor
+    # In runs of at least 8 frames (fewer postnet calls): the same mels.
+    with torch.inference_mode():
+        torch.manual_seed(7)
+        _, runs, counts = stream_one(voice, ids, every=8)
+    torch.testing.assert_close(runs, mels, atol=1e-5, rtol=1e-5)
+    assert all(c == 0 or c >= 8 for c in counts[:-1]) and sum(c > 0 for c in counts) > 2
 
 
 def test_sentences_join_and_leave_between_steps(voice):

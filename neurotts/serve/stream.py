@@ -17,6 +17,7 @@ into chunks, vocodes each with ``context`` frames of either side and cross-fades
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -171,7 +172,9 @@ def postnet_radius(model: Tacotron2) -> int:
 class MelFinisher:
     """Postnet + log-mel conversion of a sentence's frames, as they become final."""
 
-    def __init__(self, model: Tacotron2, to_log_mel):
+    def __init__(self, model: Tacotron2, to_log_mel: Callable[[torch.Tensor], torch.Tensor],
+                 every: int = 1):
+        self.every = every  # finalise in runs of at least this many frames (one postnet call each)
         self.postnet = model.postnet
         self.r = model.r
         self.radius = postnet_radius(model)
@@ -184,7 +187,7 @@ class MelFinisher:
         produced = s.steps * self.r  # frames made so far, past the stop included
         available = produced if s.length is None else s.length
         final = available if s.length is not None else max(0, produced - self.radius)
-        if final <= self.done:
+        if final <= self.done or (s.length is None and final - self.done < self.every):
             return s.frames.new_zeros(0, s.frames.shape[1])
         lo, hi = max(0, self.done - self.radius), min(available, final + self.radius)
         window = s.frames[lo:hi][None]  # (1, hi - lo, n_mels)
