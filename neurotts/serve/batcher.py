@@ -133,7 +133,7 @@ class Engine:
         """Admit ``joining``, drop what is cancelled or late, step, and send the audio."""
         for job in joining:
             # A postnet call per sentence per step would cost as much as the step itself.
-            job.finisher = MelFinisher(self.voice.model, self.voice.to_log_mel, every=8)
+            job.finisher = MelFinisher(self.voice.model, self.voice.to_log_mel, every=16)
             job.stretch = Stretch(job.speed)
             if self.voice.griffin_lim is not None:
                 job.chunks = ChunkVocoder(self.cfg, self.voice.hop_length)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchaudio.functional as AF
 
 from neurotts.audio import MelNorm
 from neurotts.checkpoint import FORMAT, VERSION, save_checkpoint
@@ -107,9 +106,13 @@ def load_voice(name: str, acoustic: str | Path, vocoder: VocoderConfig, device_n
 
 
 def griffin_lim(module: GriffinLimVocoder, log_mel: torch.Tensor) -> torch.Tensor:
-    """Log-mels ``(B, T, n_mels)`` -> waveforms ``(B, T * hop)``, as ``module`` makes them but
-    without its per-call peak normalisation: streamed chunks are vocoded one call each, and a
-    gain that depends on each chunk's own peak would make the level jump at the joins."""
+    """Log-mels ``(B, T, n_mels)`` -> waveforms ``(B, T * hop)``: ``module``'s inversion and
+    momentum Griffin-Lim (torchaudio's iteration, zero initial phase), without its per-call
+    peak normalisation (streamed chunks are vocoded one call each, and a gain that depends
+    on each chunk's own peak would make the level jump at the joins). The phase is renormalised
+    with ``torch.sgn`` (one pass) where torchaudio divides by ``abs() + 1e-16`` (three): the
+    same iteration up to float rounding, about a quarter faster on the CPU, where these
+    elementwise passes cost as much as the FFTs."""
     n_samples = log_mel.shape[-2] * module.hop_length
     if log_mel.shape[-2] < module.min_frames:  # the STFT's reflect padding needs a few frames
         pad = log_mel.new_full((*log_mel.shape[:-2], module.min_frames - log_mel.shape[-2],
@@ -117,10 +120,19 @@ def griffin_lim(module: GriffinLimVocoder, log_mel: torch.Tensor) -> torch.Tenso
         log_mel = torch.cat([log_mel, pad], dim=-2)
     linear = torch.clamp(torch.exp(log_mel.float()) @ module.inverse, min=0.0).transpose(-1, -2)
     linear = torch.cat([linear, linear[..., -1:]], dim=-1)  # (B, n_freqs, T + 1), as module does
-    return AF.griffinlim(
-        linear, module.window, module.n_fft, module.hop_length, module.win_length, power=1.0,
-        n_iter=module.n_iter, momentum=module.momentum,
-        length=log_mel.shape[-2] * module.hop_length, rand_init=False)[..., :n_samples]
+    length = log_mel.shape[-2] * module.hop_length
+    stft = {"n_fft": module.n_fft, "hop_length": module.hop_length,
+            "win_length": module.win_length, "window": module.window}
+    angles = torch.ones_like(linear, dtype=torch.complex64)  # (B, n_freqs, T + 1)
+    previous = None
+    keep = module.momentum / (1 + module.momentum)
+    for _ in range(module.n_iter):
+        wav = torch.istft(linear * angles, length=length, **stft)
+        rebuilt = torch.stft(wav, center=True, pad_mode="reflect", normalized=False,
+                             onesided=True, return_complex=True, **stft)
+        angles = torch.sgn(rebuilt if previous is None else rebuilt - keep * previous)
+        previous = rebuilt
+    return torch.istft(linear * angles, length=length, **stft)[..., :n_samples]
 
 
 def untrained_checkpoint(path: Path, model_overrides: list[str], seed: int = 0) -> int:
