@@ -141,7 +141,8 @@ def test_streamed_audio_is_close_to_whole_utterance_audio(voice):
     """Tolerance: spectral convergence ||S_stream - S_whole|| / ||S_whole|| <= 0.15 and mean
     log-spectral difference <= 1 dB, with the shipped chunking (first 16, then 96 frames,
     8 context, 2 cross-fade)."""
-    ids = voice.encode("A sentence long enough for several chunks of audio, surely.", 200).ids[0]
+    ids = voice.encode("A sentence long enough for several chunks of audio, surely, since it goes "
+                       "on and on for quite a while longer.", 200).ids[0]
     with torch.inference_mode():
         torch.manual_seed(1)
         ref = infer(voice.model, ids)
