@@ -104,6 +104,12 @@ EXAMPLES: dict[str, list[str]] = {
         "python -m neurotts.runtime voice/ \"Hello there.\" -o hello.wav",
         "neurotts export --cfg",
     ],
+    "serve": [
+        "neurotts serve -a runs/taco",
+        "neurotts serve -a runs/taco -v runs/wavenet --port 8000",
+        "neurotts serve -a runs/taco --host 0.0.0.0 limits.queue_size=128",
+        "neurotts serve --cfg",
+    ],
     "audit": [
         "neurotts audit data.root=LJSpeech-1.1 out=audit",
         "neurotts audit data.root=LJSpeech-1.1 out=audit -a runs/taco",
@@ -140,6 +146,7 @@ COMMANDS: dict[str, Command] = {
     "eval": Command("eval", "neurotts.evaluation.config:EvalConfig", "neurotts.evaluation.run:run"),
     "audit": Command("audit", "neurotts.audit.config:AuditConfig", "neurotts.audit.run:run"),
     "export": Command("export", "neurotts.export.config:ExportConfig", "neurotts.export.run:run"),
+    "serve": Command("serve", "neurotts.serve.config:ServeConfig", "neurotts.serve.run:run"),
 }
 
 
@@ -405,6 +412,25 @@ def export_voice(
                   how={"acoustic": "RUN", "out": "--out DIR"})
     with user_errors():
         resolve(COMMANDS["export"].run)(config, err)
+
+
+@app.command(cls=HelpCommand)
+def serve(
+    overrides: Overrides = None,
+    acoustic: Annotated[str | None, typer.Option("--acoustic", "-a", help="Acoustic model: run folder or checkpoint.")] = None,
+    vocoder: Annotated[str | None, typer.Option("--vocoder", "-v", help="WaveNet run folder or checkpoint, or griffinlim.")] = None,
+    host: Annotated[str | None, typer.Option("--host", help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port to listen on (default 5002; 0: a free one).")] = None,
+    cfg: PrintCfg = False,
+    config_dir: ConfigDir = None,
+) -> None:
+    """Serve speech over HTTP: OpenAI-style /v1/audio/speech (streaming), /api/tts, a web page at /."""
+    options = {"acoustic": acoustic, "vocoder.path": vocoder, "host": host, "port": port}
+    extra = [f"{key}={hydra_quote(str(value))}" for key, value in options.items() if value is not None]
+    config = load("serve", [*(overrides or []), *extra], config_dir, cfg,
+                  how={"acoustic": "--acoustic RUN"})
+    with user_errors():
+        resolve(COMMANDS["serve"].run)(config, err)
 
 
 def main(argv: list[str] | None = None) -> None:

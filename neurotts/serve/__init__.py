@@ -1,0 +1,1 @@
+"""``neurotts serve``: a streaming speech server (see neurotts.serve.app)."""
