@@ -11,6 +11,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from neurotts.text.frontend import TextConfig, TextFrontend
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SAMPLE = SHARED / "data" / "ljspeech-sample" / "LJSpeech-1.1"
 TEXTS = SHARED / "data" / "ljspeech-texts"
@@ -71,3 +73,14 @@ def make_corpus(tmp_path: Path) -> CorpusFactory:
         return root
 
     return build
+
+
+# The two text frontends, shared by the text tests (loading CMUdict once per module).
+@pytest.fixture(scope="module")
+def chars() -> TextFrontend:
+    return TextFrontend(TextConfig(symbol_set="characters"))
+
+
+@pytest.fixture(scope="module")
+def arpa() -> TextFrontend:
+    return TextFrontend(TextConfig(symbol_set="arpabet"))

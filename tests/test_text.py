@@ -15,16 +15,6 @@ from neurotts.text.symbols import EOS, PAD, SymbolTable
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "neurotts" / "configs" / "text"
 
 
-@pytest.fixture(scope="module")
-def chars() -> TextFrontend:
-    return TextFrontend(TextConfig(symbol_set="characters"))
-
-
-@pytest.fixture(scope="module")
-def arpa() -> TextFrontend:
-    return TextFrontend(TextConfig(symbol_set="arpabet"))
-
-
 # -- normalisation ------------------------------------------------------------------------------
 
 

@@ -7,18 +7,8 @@ import warnings
 
 import pytest
 
-from neurotts.text.frontend import TextConfig, TextError, TextFrontend, TextReport, TextWarning
+from neurotts.text.frontend import TextError, TextFrontend, TextReport, TextWarning
 from neurotts.text.normalize import normalize
-
-
-@pytest.fixture(scope="module")
-def chars() -> TextFrontend:
-    return TextFrontend(TextConfig(symbol_set="characters"))
-
-
-@pytest.fixture(scope="module")
-def arpa() -> TextFrontend:
-    return TextFrontend(TextConfig(symbol_set="arpabet"))
 
 
 def spoken(fe: TextFrontend, text: str) -> str:
