@@ -1,0 +1,69 @@
+"""IPA frontend: eSpeak NG through the bundled library, per-language number reading, symbols."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("espeakng_loader")
+pytest.importorskip("num2words")
+
+from neurotts.text import espeak, ipa  # noqa: E402
+from neurotts.text.symbols import SPACE  # noqa: E402
+
+
+def test_languages_resolve_and_unknown_lists_all():
+    assert espeak.resolve_language("de") == "de"
+    assert espeak.resolve_language("EN_us") == "en-us"
+    assert ipa.language("fr").num2words == "fr"
+    assert ipa.language("pt-br").num2words == "pt_BR"
+    with pytest.raises(espeak.EspeakError) as err:
+        ipa.language("klingon")
+    message = str(err.value)
+    assert "\n" not in message and "unknown language 'klingon'" in message
+    assert ", de," in message and ", es," in message and ", fr," in message
+
+
+@pytest.mark.parametrize(("lang", "raw", "said"), [
+    ("de", "Es kostet 12,50 € im Jahr 1865.", "zwölf Euro und fünfzig Cent im Jahr achtzehnhundertfünfundsechzig"),
+    ("de", "3,5 von 1.000", "drei Komma fünf von eintausend"),
+    ("es", "Cuesta 20 $ y 1.500 personas", "Cuesta veinte dólares y mil quinientos personas"),
+    ("fr", "Ça coûte 10 €.", "Ça coûte dix euros."),
+    ("en", "Dr. Smith paid $3.50.", "Doctor Smith paid three dollars, fifty cents."),
+])
+def test_numbers_are_read_in_the_language(lang, raw, said):
+    assert said in ipa.normalize(raw, ipa.language(lang))
+
+
+def test_phonemes_keep_punctuation_and_split_stress():
+    lang = ipa.language("es")
+    symbols = ipa.phonemize("¿Dónde está? Aquí, sí.", lang)
+    assert symbols[0] == "¿" and symbols[-1] == "."
+    assert "?" in symbols and "," in symbols
+    assert "ˈ" in symbols and not any(s.startswith("ˈ") and len(s) > 1 for s in symbols)
+    words = " ".join(symbols).split(f" {SPACE} ")
+    assert len(words) == 4  # dónde / está? / aquí, / sí.
+    assert ipa.is_speakable(symbols) and not ipa.is_speakable(["?", SPACE, "ˈ"])
+
+
+def test_french_elision_mark_is_not_a_symbol():
+    symbols = ipa.phonemize("Je ne sais pas.", ipa.language("fr"))
+    assert all("-" not in s for s in symbols)
+    assert symbols[:2] == ["ʒ", "ə"]
+
+
+def test_inventory_is_sorted_and_starts_with_the_fixed_symbols():
+    inv = ipa.inventory(["t", "a", ",", "ˈ", "a", SPACE, "tʃ"])
+    assert inv[:3] == ["_", "~", " "] and inv[3] == ","
+    assert inv[4:] == sorted(["t", "a", "ˈ", "tʃ"])
+    assert ipa.inventory(reversed(["t", "a", ",", "ˈ", "tʃ"])) == inv
+
+
+def test_dropped_names_symbols_nothing_reads():
+    assert ipa.dropped("a # b ~ c, l'homme") == {"#", "~"}
+
+
+def test_synthesize_makes_speech():
+    wav, sr = espeak.synthesize("Guten Tag.", "de")
+    assert sr == 22050 and wav.dtype == np.int16
+    assert 0.3 < wav.size / sr < 3.0 and np.abs(wav).max() > 1000
