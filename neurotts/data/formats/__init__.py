@@ -75,9 +75,10 @@ def _detect(root: Path, table: Path) -> Corpus:
         else:
             raise DatasetError(f"{root}: no corpus here: no {table.name}, no .csv/.tsv/.jsonl table "
                                f"and no audio files ({', '.join(AUDIO_SUFFIXES)})")
-    first = next((line for _, line, _ in text_lines(table) if line is None or line.strip()), None)
-    if first is None:
+    lines = [line for _, line, _ in text_lines(table) if line is None or line.strip()]
+    if not lines:
         raise DatasetError(f"{table}: empty file")
+    first = lines[0] or ""  # a first line that is not UTF-8 is no header; its row is a reject
     if is_coqui_header(first):
         return _note(read_coqui(table), "read as Coqui (its header is audio_file|text|...)")
     if looks_like_manifest(table, first):

@@ -131,6 +131,7 @@ def _table_records(path: Path, lines: list[tuple[int, str | None, str]],
         raise DatasetError(f"{path.name}:{head_no}: no header with tab, '|' or ',' separated "
                            "column names")
     names = [n.strip() for n in next(csv.reader([header], delimiter=sep))]
+    columns(names, f"{path.name}:{head_no}")  # a header without audio or text: say so here
     records = []
     for lineno, line, why in lines[1:]:
         where = f"{path.name}:{lineno}"
