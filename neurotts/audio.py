@@ -1,4 +1,5 @@
-"""Audio frontend: wav/flac I/O, mono mix, resampling, silence trimming, log-mel and mu-law.
+"""Audio frontend: reading any audio libsndfile decodes (wav, flac, ogg, mp3), mono mix,
+resampling, silence trimming, log-mel and mu-law.
 
 One :class:`AudioConfig` drives all of it (the store's, a checkpoint's, a vocoder's). Log-mels are computed with
 torchaudio transforms (Slaney mel scale and norm, magnitude spectrogram, clamp before log), so
@@ -47,15 +48,36 @@ class AudioError(UserError, ValueError):
     """An audio file that cannot be used; the message names the file."""
 
 
-def load_wav(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Read a wav/flac file as mono float32 in [-1, 1] at ``sample_rate``.
+@dataclass(frozen=True)
+class AudioSource:
+    """What a file held before it was converted to the audio config."""
 
-    Any bit depth soundfile reads is accepted; channels are averaged; other rates are
-    resampled (band-limited sinc, torchaudio). Raises :class:`AudioError` naming the file.
+    container: str  # soundfile's format name: "WAV", "FLAC", "OGG", "MP3", ...
+    sample_rate: int
+    channels: int
+
+    def describe(self) -> str:
+        """e.g. "flac 48 kHz stereo", the words a prepare summary counts clips by."""
+        layout = {1: "mono", 2: "stereo"}.get(self.channels, f"{self.channels} channels")
+        return f"{self.container.lower()} {self.sample_rate / 1000:g} kHz {layout}"
+
+    def converted(self, sample_rate: int) -> bool:
+        """True when reading it took more than decoding a mono wav at ``sample_rate``."""
+        return self.sample_rate != sample_rate or self.channels != 1 or self.container != "WAV"
+
+
+def read_audio(path: str | Path, sample_rate: int) -> tuple[np.ndarray, AudioSource]:
+    """Read any file libsndfile decodes (wav, flac, ogg/vorbis/opus, mp3, aiff, ...) as mono
+    float32 in [-1, 1] at ``sample_rate``, with what it held before.
+
+    Any bit depth is accepted; channels are averaged; other rates are resampled (band-limited
+    sinc, torchaudio). Raises :class:`AudioError` naming the file.
     """
     path = Path(path)
     try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)  # (T, C)
+        with sf.SoundFile(str(path)) as f:
+            source = AudioSource(f.format, f.samplerate, f.channels)
+            data = f.read(dtype="float32", always_2d=True)  # (T, C)
     except (sf.LibsndfileError, RuntimeError, OSError) as exc:
         raise AudioError(f"{path}: cannot read audio ({exc})") from None
     if data.shape[0] == 0:
@@ -63,9 +85,14 @@ def load_wav(path: str | Path, sample_rate: int) -> np.ndarray:
     wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if not np.isfinite(wav).all():
         raise AudioError(f"{path}: contains NaN or infinite samples")
-    if sr != sample_rate:
-        wav = resample(wav, sr, sample_rate)
-    return np.ascontiguousarray(wav, dtype=np.float32)
+    if source.sample_rate != sample_rate:
+        wav = resample(wav, source.sample_rate, sample_rate)
+    return np.ascontiguousarray(wav, dtype=np.float32), source
+
+
+def load_wav(path: str | Path, sample_rate: int) -> np.ndarray:
+    """:func:`read_audio` without the source description."""
+    return read_audio(path, sample_rate)[0]
 
 
 def resample(wav: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
@@ -167,11 +194,15 @@ def int16_to_float(wav: np.ndarray) -> np.ndarray:
 
 
 def load_clip(path: str | Path, cfg: AudioConfig) -> np.ndarray:
-    """A corpus clip as ``prepare`` keeps it: read at ``cfg.sample_rate``, silence trimmed (if
-    ``cfg.trim_silence``), cut to whole hops, as 16-bit PCM ``(n_samples,)`` int16 (its mel is
-    computed from these samples, so a store's features and audio agree exactly).
-    :class:`AudioError` when the file cannot be read or nothing of it is left."""
-    wav = load_wav(path, cfg.sample_rate)
+    """A corpus clip as ``prepare`` keeps it (see :func:`clip_from`)."""
+    return clip_from(load_wav(path, cfg.sample_rate), cfg, path)
+
+
+def clip_from(wav: np.ndarray, cfg: AudioConfig, path: str | Path) -> np.ndarray:
+    """A clip's samples (read at ``cfg.sample_rate``) as ``prepare`` keeps them: silence
+    trimmed (if ``cfg.trim_silence``), cut to whole hops, as 16-bit PCM ``(n_samples,)`` int16
+    (its mel is computed from these samples, so a store's features and audio agree exactly).
+    :class:`AudioError` naming ``path`` when nothing of it is left."""
     if cfg.trim_silence:
         wav = trim_silence(wav, cfg.trim_top_db, cfg.win_length, cfg.hop_length)
     wav = fit_to_hop(wav, cfg.hop_length)
