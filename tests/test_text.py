@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from neurotts.text.frontend import TextConfig, TextError, TextFrontend, TextWarning
+from neurotts.text.frontend import TextConfig, TextError, TextFrontend, TextReport, TextWarning
 from neurotts.text.normalize import normalize
 from neurotts.text.symbols import EOS, PAD, SymbolTable
 
@@ -278,8 +278,22 @@ def test_arpabet_possessive_and_initials(arpa: TextFrontend) -> None:
     assert arpa.to_symbols("A. Smith")[:2] == ["@EY1", "."]
 
 
-def test_oov_words_are_spelled_as_letters(arpa: TextFrontend) -> None:
+def test_oov_words_are_spelled_as_letters(arpa: TextFrontend, monkeypatch) -> None:
+    # Only where letter-to-sound has no answer (a phoneme outside the ARPAbet table).
+    from neurotts.text import lts
+
+    monkeypatch.setattr(lts, "guess", lambda word: None)
     assert arpa.to_symbols("the zqxv") == ["@DH", "@AH0", " ", "z", "q", "x", "v", EOS]
+
+
+def test_oov_words_are_pronounced_and_reported_with_the_guess(arpa: TextFrontend) -> None:
+    report = TextReport()
+    assert arpa.to_symbols("the Hidell rifle", report)[3:8] == ["@HH", "@AY1", "@D", "@AH0", "@L"]
+    assert report.oov == {"hidell": 1} and report.guesses == {"hidell": "HH AY1 D AH0 L"}
+    # All capitals: CMUdict's entry where it has one, eSpeak NG's reading (spelled) where not.
+    assert arpa.to_symbols("FBI")[:2] == ["@EH1", "@F"]
+    assert arpa.to_symbols("NASA")[:2] == ["@N", "@AE1"]
+    assert arpa.to_symbols("NKVD")[-3:] == ["@D", "@IY1", EOS]
 
 
 def test_inline_arpabet(arpa: TextFrontend) -> None:

@@ -14,7 +14,8 @@ Nothing is dropped silently: the normaliser reads what it can (``normalize.py``)
 rest (emoji, dingbats, stray symbols) in the text; characters outside the symbol set are then
 dropped with one ``TextWarning`` naming them (with their Unicode names when they are not plain
 ASCII), or, when the caller passes a :class:`TextReport`, counted there instead (``prepare``
-sums them over a corpus and prints one line). Words CMUdict lacks are counted there too, and
+sums them over a corpus and prints one line). Words CMUdict lacks are said with eSpeak NG's
+letter-to-sound guess in ARPAbet (``lts.py``) and counted there too, with that guess;
 :meth:`TextReport.messages` gives the warning lines for both. Text with nothing speakable left
 (no letter, no phone) is a ``TextError`` that names what was dropped.
 
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from neurotts.text import g2p
+from neurotts.text import g2p, lts
 from neurotts.text.charset import describe
 from neurotts.text.heterophones import WordContext
 from neurotts.text.normalize import normalize
@@ -68,14 +69,17 @@ class TextReport:
     """What the frontend could not say as written; pass one to collect it instead of warnings."""
 
     dropped: Counter[str] = field(default_factory=Counter)  # characters outside the symbol set
-    oov: Counter[str] = field(default_factory=Counter)  # lowercased words CMUdict lacks (spelled)
+    oov: Counter[str] = field(default_factory=Counter)  # lowercased words CMUdict lacks
+    # word -> the ARPAbet said for it ("HH AY1 D AH0 L"), or "" when it was spelled as letters
+    guesses: dict[str, str] = field(default_factory=dict)
 
     def messages(self, symbol_set: str) -> list[str]:
         """One warning line per kind of loss (dropped characters, spelled words); empty when
         the text was said as written. Callers prefix the line or file they came from."""
         lines = [dropped_message(self.dropped, symbol_set)] if self.dropped else []
         if self.oov:
-            lines.append(f"not in CMUdict, spelled as letters: {' '.join(sorted(self.oov))}")
+            said = "; ".join(f"{w} = {self.guesses[w] or '(spelled)'}" for w in sorted(self.oov))
+            lines.append(f"not in CMUdict, said by letter-to-sound: {said}")
         return lines
 
 
@@ -209,9 +213,14 @@ class TextFrontend:
             # An initialism CMUdict lacks ("P.S."): say each letter's name.
             phones = [p for letter in word if letter.isalpha() for p in g2p.letter_name(letter)]
         if phones is None:
-            # Out of vocabulary: spell it with the letter symbols the model also learns.
+            # Out of vocabulary: eSpeak NG's letter-to-sound rules in ARPAbet (see lts.py);
+            # spelled with the letter symbols the model also learns only when that fails.
+            guessed = lts.guess(word)
             report.oov[word.lower()] += 1
-            return [c for c in word.lower() if c in _SPEAKABLE or c == "'"]
+            report.guesses.setdefault(word.lower(), " ".join(guessed or ()))
+            if guessed is None:
+                return [c for c in word.lower() if c in _SPEAKABLE or c == "'"]
+            phones = list(guessed)
         return [phone_symbol(p) for p in phones]
 
     def _inline_phones(self, content: str) -> list[str]:
