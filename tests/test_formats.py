@@ -149,3 +149,19 @@ def test_empty_dir_and_unknown_format(tmp_path):
         read_corpus(tmp_path)
     with pytest.raises(DatasetError, match="expected one of auto, ljspeech"):
         read_corpus(tmp_path, "kaldi")
+
+
+SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "ljspeech-sample" / "LJSpeech-1.1"
+
+
+@pytest.mark.skipif(not SAMPLE.is_dir(), reason="needs ../shared/data/ljspeech-sample")
+@pytest.mark.parametrize("fmt", ["ljspeech", "piper", "coqui", "manifest", "folder"])
+def test_sample_relaid_reads_the_same_rows(tmp_path, fmt):
+    from tests.layouts import relay
+
+    lj = read_corpus(SAMPLE)
+    corpus = read_corpus(relay(SAMPLE, tmp_path / fmt, fmt))
+    assert corpus.format == fmt and not corpus.rejects
+    assert [(r.id, r.text, r.audio.resolve()) for r in corpus.rows] == [
+        (r.id, r.text, r.audio.resolve()) for r in lj.rows]
+    assert corpus.speakers == ([] if fmt in ("ljspeech", "folder") else ["lj"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 pytest.importorskip("espeakng_loader")
 pytest.importorskip("num2words")
@@ -67,3 +68,14 @@ def test_synthesize_makes_speech():
     wav, sr = espeak.synthesize("Guten Tag.", "de")
     assert sr == 22050 and wav.dtype == np.int16
     assert 0.3 < wav.size / sr < 3.0 and np.abs(wav).max() > 1000
+
+
+def test_spoken_corpus_reads_as_ljspeech(tmp_path):
+    from neurotts.data.formats import read_corpus
+    from neurotts.data.spoken import write_spoken_corpus
+
+    root = write_spoken_corpus(tmp_path / "es", "es", ("Hola, mundo.", "Dos y 3 son 5."))
+    corpus = read_corpus(root)
+    assert corpus.format == "ljspeech" and [r.id for r in corpus.rows] == ["es-0001", "es-0002"]
+    info = sf.info(str(corpus.rows[1].audio))
+    assert info.samplerate == 22050 and info.frames > 0.5 * 22050
