@@ -79,3 +79,36 @@ def test_spoken_corpus_reads_as_ljspeech(tmp_path):
     assert corpus.format == "ljspeech" and [r.id for r in corpus.rows] == ["es-0001", "es-0002"]
     info = sf.info(str(corpus.rows[1].audio))
     assert info.samplerate == 22050 and info.frames > 0.5 * 22050
+
+
+def test_ipa_frontend_fits_its_table_to_a_corpus():
+    from neurotts.text.frontend import TextConfig, TextError, TextFrontend, TextReport
+
+    fe = TextFrontend(TextConfig("ipa", "de"))
+    with pytest.raises(TextError, match="no symbol table yet"):
+        fe.encode("Hallo.")
+    texts = ["Guten Tag.", "Es kostet 3 €!"]
+    symbol_lists = [fe.to_symbols(fe.normalize(t)) for t in texts]
+    fitted = fe.fitted(symbol_lists)
+    assert fitted.table.to_list() == ipa.inventory(s for lst in symbol_lists for s in lst)
+    normalized, symbols, ids = fitted.encode("Es kostet 3 €!")
+    assert normalized == "Es kostet drei Euro!" and symbols == symbol_lists[1]
+    assert fitted.decode(ids) == symbols
+    # Rebuilt from the saved list (a store, a checkpoint): the same ids.
+    again = TextFrontend.from_symbols(TextConfig("ipa", "de"), fitted.table.to_list())
+    assert again.encode("Es kostet 3 €!")[2] == ids
+    # A phoneme the corpus never had is dropped and reported, not an error.
+    report = TextReport()
+    again.to_symbols("Zürich", report)
+    assert report.dropped
+
+
+def test_ipa_frontend_config_errors_are_one_line():
+    from neurotts.text.frontend import TextConfig, TextError, TextFrontend
+
+    with pytest.raises(TextError, match="text=ipa needs text.language"):
+        TextFrontend(TextConfig("ipa"))
+    with pytest.raises(TextError, match="English only; for text.language=de use text=ipa"):
+        TextFrontend(TextConfig("arpabet", "de"))
+    with pytest.raises(espeak.EspeakError, match="unknown language 'xx'"):
+        TextFrontend(TextConfig("ipa", "xx"))

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from omegaconf import MISSING
 
-from neurotts.text import g2p, lts
+from neurotts.text import g2p, ipa, lts
 from neurotts.text.charset import describe
 from neurotts.text.heterophones import WordContext
 from neurotts.text.normalize import normalize
@@ -57,7 +57,10 @@ __all__ = ["TextConfig", "TextError", "TextFrontend", "TextReport", "TextWarning
 class TextConfig:
     """Which symbol set text is turned into. Values come from ``configs/text/*.yaml``."""
 
-    symbol_set: str = MISSING  # "characters" | "arpabet"
+    symbol_set: str = MISSING  # "characters" | "arpabet" | "ipa"
+    # eSpeak NG language of symbol_set=ipa ("en-us", "de", "es", "fr", ...); the other symbol
+    # sets are English and take None.
+    language: str | None = None
 
 
 class TextWarning(UserWarning):
@@ -107,10 +110,24 @@ class TextFrontend:
         if cfg.symbol_set not in SYMBOL_SETS:
             raise TextError(f"unknown symbol_set {cfg.symbol_set!r}; expected one of {SYMBOL_SETS}")
         self.cfg = cfg
-        self.symbols = (
-            symbols if symbols is not None else SymbolTable(default_symbols(cfg.symbol_set))
-        )
         self._arpabet = cfg.symbol_set == "arpabet"
+        self._ipa: ipa.Language | None = None
+        if cfg.symbol_set == "ipa":
+            if cfg.language is None:
+                raise TextError("text=ipa needs text.language (e.g. text.language=de)")
+            self._ipa = ipa.language(cfg.language)  # an unknown one: one line listing all
+        elif cfg.language is not None:
+            raise TextError(f"text={cfg.symbol_set} is English only; for text.language="
+                            f"{cfg.language} use text=ipa")
+        # An ipa frontend has no table until a corpus gives one (see fitted()): its symbols
+        # are all kept, and ids cannot be asked for.
+        self.symbols: SymbolTable | None = (
+            symbols if symbols is not None or self._ipa is not None
+            else SymbolTable(default_symbols(cfg.symbol_set)))
+
+    def fitted(self, symbol_lists: Iterable[list[str]]) -> TextFrontend:
+        """An ipa frontend whose table holds the symbols of ``symbol_lists`` (a corpus's)."""
+        return TextFrontend(self.cfg, SymbolTable(ipa.inventory(s for lst in symbol_lists for s in lst)))
 
     @classmethod
     def from_symbols(cls, cfg: TextConfig, symbols: list[str]) -> TextFrontend:
@@ -128,8 +145,9 @@ class TextFrontend:
     # -- pipeline ------------------------------------------------------------------------------
 
     def normalize(self, raw: str) -> str:
-        """English normalisation (numbers, abbreviations, unicode); case is kept."""
-        return normalize(raw)
+        """English normalisation (numbers, abbreviations, unicode), or the ipa language's
+        (``ipa.normalize``); case is kept."""
+        return ipa.normalize(raw, self._ipa) if self._ipa is not None else normalize(raw)
 
     def to_symbols(self, normalized: str, report: TextReport | None = None) -> list[str]:
         """Symbols of normalised text, ending with EOS; whitespace collapsed to single spaces.
@@ -137,10 +155,23 @@ class TextFrontend:
         Dropped characters and unknown words go to ``report`` when one is given; without one a
         dropped character is a ``TextWarning``.
         """
-        parts = _INLINE_RE.split(normalized)
-        out: list[str] = []
         seen = TextReport() if report is None else report
         before = sum(seen.dropped.values())
+        out = self._ipa_symbols(normalized, seen) if self._ipa is not None else self._english(normalized, seen)
+        if report is None and sum(seen.dropped.values()) > before:
+            warnings.warn(dropped_message(seen.dropped, self.cfg.symbol_set), TextWarning, stacklevel=2)
+        out = self._tidy_spaces(out)
+        speakable = ipa.is_speakable(out) if self._ipa is not None else any(
+            s in _SPEAKABLE or is_phone_symbol(s) for s in out)
+        if not speakable:
+            lost = seen.dropped.keys() & set(normalized)
+            because = f"; {dropped_message(lost, self.cfg.symbol_set)}" if lost else ""
+            raise TextError(f"no speakable symbol (letter or phone) in {normalized!r}{because}")
+        return [*out, EOS]
+
+    def _english(self, normalized: str, seen: TextReport) -> list[str]:
+        parts = _INLINE_RE.split(normalized)
+        out: list[str] = []
         for i, part in enumerate(parts):
             if i % 2:
                 out += self._inline_phones(part)
@@ -150,31 +181,43 @@ class TextFrontend:
                 out += self._words_to_phones(part, seen)
             else:
                 out += self._characters(part, seen)
-        if report is None and sum(seen.dropped.values()) > before:
-            warnings.warn(dropped_message(seen.dropped, self.cfg.symbol_set), TextWarning, stacklevel=2)
-        out = self._tidy_spaces(out)
-        if not any(s in _SPEAKABLE or is_phone_symbol(s) for s in out):
-            lost = seen.dropped.keys() & set(normalized)
-            because = f"; {dropped_message(lost, self.cfg.symbol_set)}" if lost else ""
-            raise TextError(f"no speakable symbol (letter or phone) in {normalized!r}{because}")
-        return [*out, EOS]
+        return out
+
+    def _ipa_symbols(self, normalized: str, report: TextReport) -> list[str]:
+        assert self._ipa is not None
+        if _INLINE_RE.search(normalized):
+            raise TextError(f"inline ARPAbet {normalized!r} needs symbol_set='arpabet' "
+                            "(this frontend uses 'ipa')")
+        unsaid = ipa.dropped(normalized)
+        report.dropped.update(c for c in normalized if c in unsaid)
+        symbols = ipa.phonemize(normalized, self._ipa)
+        return self._keep(symbols, report) if self.symbols is not None else symbols
 
     def encode(self, raw: str, report: TextReport | None = None) -> tuple[str, list[str], list[int]]:
         """``raw`` -> (normalised text, symbols, ids); ``report`` as in :meth:`to_symbols`."""
         normalized = self.normalize(raw)
         symbols = self.to_symbols(normalized, report)
-        return normalized, symbols, self.symbols.to_ids(symbols)
+        return normalized, symbols, self.table.to_ids(symbols)
+
+    @property
+    def table(self) -> SymbolTable:
+        """The symbol table; an ipa frontend has one once fitted to a corpus or rebuilt from one."""
+        if self.symbols is None:
+            raise TextError("text=ipa has no symbol table yet: it is built from a corpus by prepare "
+                            "(a store or checkpoint carries it)")
+        return self.symbols
 
     def decode(self, ids: Iterable[int]) -> list[str]:
         """Symbols of ``ids``; pad ids are skipped so a padded batch row decodes cleanly."""
-        return [s for s in self.symbols.to_symbols(ids) if s != PAD]
+        return [s for s in self.table.to_symbols(ids) if s != PAD]
 
     # -- helpers -------------------------------------------------------------------------------
 
     def _keep(self, symbols: Iterable[str], report: TextReport) -> list[str]:
         out = []
+        table = self.table
         for s in symbols:
-            if s in self.symbols:
+            if s in table:
                 out.append(s)
             else:
                 report.dropped[s] += 1
@@ -237,7 +280,7 @@ class TextFrontend:
             if not g2p.is_valid_phone(p.upper()):
                 raise TextError(f"unknown ARPAbet phone {p!r} in {{{content}}}")
             symbol = phone_symbol(p.upper())
-            if symbol not in self.symbols:
+            if symbol not in self.table:
                 raise TextError(f"phone {p!r} is not in this frontend's symbol table")
             out.append(symbol)
         return out

@@ -1,6 +1,6 @@
 """Symbol inventories and the symbol <-> id table.
 
-Two inventories exist, chosen by ``TextConfig.symbol_set``:
+Three symbol sets exist, chosen by ``TextConfig.symbol_set``:
 
 - ``characters``: pad, EOS, space, punctuation, apostrophe and the lowercase letters.
 - ``arpabet``: the same, plus every ARPAbet phone of CMUdict with its stress digit, written
@@ -8,6 +8,9 @@ Two inventories exist, chosen by ``TextConfig.symbol_set``:
   letters stay in the inventory as the fallback for words CMUdict does not know: those are
   spelled letter by letter, which lets one model read both phones and characters (the
   mixed-representation trick) instead of dropping the word.
+
+- ``ipa``: IPA phonemes of any language eSpeak NG speaks; no fixed inventory, the table is
+  built from the symbols a corpus uses (``ipa.inventory``) and saved like the others.
 
 The id of a symbol is its position in the list; pad is always id 0 so zero-padded batches
 need no extra mask bookkeeping. The list is saved with checkpoints and feature stores and
@@ -32,7 +35,7 @@ PUNCTUATION = "!'(),-.:;?\""
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 PHONE_PREFIX = "@"
 
-SYMBOL_SETS = ("characters", "arpabet")
+SYMBOL_SETS = ("characters", "arpabet", "ipa")
 
 
 class TextError(UserError, ValueError):
@@ -70,6 +73,9 @@ def default_symbols(symbol_set: str) -> list[str]:
         return base
     if symbol_set == "arpabet":
         return base + [phone_symbol(p) for p in arpabet_phones()]
+    if symbol_set == "ipa":
+        raise TextError("symbol_set='ipa' has no fixed inventory: its table comes from a corpus "
+                        "(see text/ipa.py)")
     raise TextError(f"unknown symbol_set {symbol_set!r}; expected one of {SYMBOL_SETS}")
 
 
