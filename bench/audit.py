@@ -42,7 +42,7 @@ from neurotts.audit.corrupt import corrupt_corpus  # noqa: E402
 from neurotts.audit.measures import audio_measures, read_clip  # noqa: E402
 from neurotts.audit.run import run as run_audit  # noqa: E402
 from neurotts.config import load_config  # noqa: E402
-from neurotts.data.ljspeech import read_metadata  # noqa: E402
+from neurotts.data.formats import read_corpus  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -82,8 +82,8 @@ def _decode(path: str) -> float:
 
 
 def baseline(corpus: Path, every: int, workers: int) -> dict[str, float]:
-    rows, _ = read_metadata(corpus)
-    paths = [str(r.wav) for r in rows[::every]]
+    rows = read_corpus(corpus, "ljspeech").rows
+    paths = [str(r.audio) for r in rows[::every]]
     c0, t0 = cpu_seconds(), time.perf_counter()
     with mp.get_context("fork").Pool(workers) as pool:
         audio_s = sum(pool.imap_unordered(_decode, paths))
@@ -102,18 +102,18 @@ def profile(corpus: Path, n: int) -> dict[str, float]:
     from neurotts.text.frontend import TextFrontend
 
     cfg = load_config("audit", AuditConfig, [f"data.root={corpus}", "out=-"])
-    rows, _ = read_metadata(corpus)
+    rows = read_corpus(corpus, "ljspeech").rows
     rows = rows[:: max(1, len(rows) // n)][:n]
     fe, checker = TextFrontend(cfg.text), TranscriptChecker(cfg.transcript)
     spent = dict.fromkeys(("read", "audio_measures", "text", "resample_16k", "align",
                            "recognise"), 0.0)
     audio_s = 0.0
-    warm = read_clip(rows[0].wav)  # first calls load models and libraries: not per-clip costs
+    warm = read_clip(rows[0].audio)  # first calls load models and libraries: not per-clip costs
     checker.recognise(to_asr_pcm(warm.mono, warm.sample_rate), "warm up")
     checker.align(to_asr_pcm(warm.mono, warm.sample_rate), checker.words("warm up"))
     for row in rows:
         t = time.process_time()
-        clip = read_clip(row.wav)
+        clip = read_clip(row.audio)
         spent["read"] += time.process_time() - t
         t = time.process_time()
         audio_measures(clip, cfg.levels)

@@ -138,8 +138,8 @@ def test_bad_rows_are_rejected_by_line_and_good_ones_kept(tmp_path):
     assert [r.id for r in corpus.rows] == ["ok1", "ok2"]
     assert sorted(j.reason for j in corpus.rejects) == sorted([
             "metadata.csv:2: text is not valid UTF-8 (invalid start byte at byte 3)",
-            "metadata.csv:4: too many fields (4; expected ID|raw|normalized or ID|text)",
-            "metadata.csv:5: duplicate id (first at metadata.csv:1)",
+            "metadata.csv:4: too many fields (4; expected 3, ID|raw|normalized, or 2, ID|text)",
+            "metadata.csv:5: duplicate id (first at line 1)",
             "metadata.csv:6: empty transcript",
             "metadata.csv:7: invalid id 'a/b'"])
 

@@ -452,9 +452,12 @@ def test_arpabet_prepare_reports_oov_words_and_dropped_characters(make_corpus, t
                            f"out={out}", "text=arpabet", "num_workers=1"],
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
+    # Each unknown word is said with its letter-to-sound guess, listed beside it.
     assert (out / "oov.tsv").read_text().splitlines() == [
-        "word\tcount\texample_id", "zorblat\t3\tA1", "florp\t1\tA2"]
-    assert f"CMUdict lacks 2 word(s) (4 occurrence(s)), spelled as letters: see {out / 'oov.tsv'}" in proc.stderr
+        "word\tcount\texample_id\tsaid_as", "zorblat\t3\tA1\tZ AO1 R B L AE0 T",
+        "florp\t1\tA2\tF L AO1 R P"]
+    assert (f"CMUdict lacks 2 word(s) (4 occurrence(s)), pronounced by letter-to-sound: "
+            f"see {out / 'oov.tsv'}") in proc.stderr
     warning = [ln for ln in proc.stderr.splitlines() if "dropped characters" in ln]
     assert warning == ["  warning: dropped characters not in the 'arpabet' symbol set: '#' "
                        "(in 1 row(s); first metadata.csv:2, A2)"]

@@ -497,7 +497,7 @@ def test_text_command_prints_plain_warning_lines() -> None:
     assert "one times ten to the power of thirty" in result.output
     lines = result.output.splitlines()
     assert "warning: dropped characters not in the 'arpabet' symbol set: '#'" in lines
-    assert "not in CMUdict, spelled as letters: zqxv" in lines
+    assert "not in CMUdict, said by letter-to-sound: zqxv = Z IY2 K Y UW2 EH2 K S V IY1" in lines
     assert "TextWarning" not in result.output and ".py:" not in result.output
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from neurotts.data.ljspeech import Row, read_metadata
+from neurotts.data.formats import Row, read_corpus
 
 KINDS = ("swapped", "other_text", "half_words", "truncated", "noise", "silence", "clipping")
 
@@ -77,7 +77,7 @@ def corrupt_corpus(src: Path, dst: Path, per_kind: int, seed: int = 0,
     lend ``other_text`` its transcripts, so ``(len(KINDS) + 1) * per_kind + 1`` are needed.
     """
     d = damage or Damage()
-    rows, _ = read_metadata(src)
+    rows = read_corpus(src, "ljspeech").rows
     need = (len(KINDS) + 1) * per_kind + 1 + per_kind % 2
     if len(rows) < need:
         raise ValueError(f"{src}: {len(rows)} clips, {need} needed for {per_kind} per kind")
@@ -96,15 +96,15 @@ def corrupt_corpus(src: Path, dst: Path, per_kind: int, seed: int = 0,
         truth.update({r.id: kind for r in chosen})
         _damage_texts(kind, chosen, spare, texts)
     for row in rows:
-        out = dst / "wavs" / row.wav.name
+        out = dst / "wavs" / row.audio.name
         kind = truth.get(row.id)
         if kind in ("truncated", "noise", "silence", "clipping"):
-            wav, rate = sf.read(str(row.wav), dtype="float32", always_2d=True)
+            wav, rate = sf.read(str(row.audio), dtype="float32", always_2d=True)
             wav = wav.mean(axis=1)  # (n,): damaged clips are written mono
             pick = picks[kind].index(row)
             _write_wav(out, _damage_audio(kind, wav, rate, pick, d, rng), rate)
         else:
-            shutil.copyfile(row.wav, out)
+            shutil.copyfile(row.audio, out)
     (dst / "metadata.csv").write_text(
         "".join(f"{r.id}|{texts[r.id]}|{texts[r.id]}\n" for r in rows), encoding="utf-8")
     (dst / "corruptions.tsv").write_text(

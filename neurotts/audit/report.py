@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from neurotts.audit.config import AuditConfig, Limits
 from neurotts.audit.scoring import CHECKS, Record
 from neurotts.config import to_dict
-from neurotts.data.ljspeech import Reject
+from neurotts.data.formats import Reject
 from neurotts.files import atomic_write_text
 from neurotts.plots import save_figure
 

@@ -25,6 +25,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,14 @@ from neurotts.audit.measures import ClipError, audio_measures, read_clip
 from neurotts.audit.report import AuditSummary, write_report
 from neurotts.audit.scoring import Record, add_corpus_measures, score_clips
 from neurotts.config import ConfigError, to_dict
-from neurotts.data.ljspeech import Reject, Row, read_metadata
+from neurotts.data.formats import Reject, Row, read_corpus
 from neurotts.data.prepare import clip_progress, end_journal_line, read_journal, resolve_root
 from neurotts.data.store import JOURNAL, StoreLayout
 from neurotts.errors import IncompleteError
 from neurotts.evaluation.asr import import_optional, normalize_text, to_asr_pcm
 from neurotts.files import atomic_write_text
 from neurotts.text.frontend import TextError, TextFrontend, TextWarning
+from neurotts.text.ipa import is_ipa_phone
 from neurotts.text.symbols import LETTERS, is_phone_symbol
 
 # Bump when a measure's definition changes, so that old journal records are measured again.
@@ -79,20 +81,24 @@ def _text_measures(raw: str) -> Record:
     fe: TextFrontend = _worker["frontend"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TextWarning)  # dropped characters: prepare reports them
-        normalized, symbols, _ = fe.encode(raw)
-    n = sum(1 for s in symbols if s in LETTERS or is_phone_symbol(s))
+        normalized = fe.normalize(raw)
+        symbols = fe.to_symbols(normalized)  # no ids: an ipa table would need the whole corpus
+    if fe.cfg.symbol_set == "ipa":
+        n = sum(1 for s in symbols if is_ipa_phone(s))
+    else:
+        n = sum(1 for s in symbols if s in LETTERS or is_phone_symbol(s))
     return {"normalized": normalized, "n_symbols": n, "text_key": normalize_text(normalized)}
 
 
-def _measure(item: tuple[str, str, str, int]) -> Record:
+def _measure(item: tuple[str, str, str, str]) -> Record:
     """Stage 1 for one clip: text, audio and alignment measures (or why it failed)."""
-    uid, wav, raw, line = item
+    uid, wav, raw, where = item
     cfg: AuditConfig = _worker["cfg"]
-    rec: Record = {"id": uid, "line": line, "text": raw}
+    rec: Record = {"id": uid, "where": where, "text": raw}
     try:
         rec.update(_text_measures(raw))
     except TextError as exc:
-        return {**rec, "ok": False, "reason": f"{cfg.data.metadata}:{line}: {exc}"}
+        return {**rec, "ok": False, "reason": f"{where}: {exc}"}
     try:
         clip = read_clip(Path(wav))
     except ClipError as exc:
@@ -144,7 +150,7 @@ def _settings_key(cfg: AuditConfig) -> str:
 
 def _clip_key(settings: str, row: Row) -> str:
     try:
-        st = row.wav.stat()
+        st = row.audio.stat()
         stamp = f"{st.st_size}:{st.st_mtime_ns}"
     except OSError:
         stamp = "missing"
@@ -195,7 +201,7 @@ def _measure_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal, console
         return float(rec.get("duration", 0.0))
 
     if todo:
-        items = [(r.id, str(r.wav), r.text, r.line) for r in todo]
+        items = [(r.id, str(r.audio), r.text, r.where) for r in todo]
         _run_stage("measure", _measure, items, cfg, put, console)
     return len(rows) - len(todo)
 
@@ -217,7 +223,7 @@ def _recognise_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal,
         return float(records[uid]["duration"])
 
     if todo:
-        items = [(r.id, str(r.wav), records[r.id]["normalized"]) for r in todo]
+        items = [(r.id, str(r.audio), records[r.id]["normalized"]) for r in todo]
         _run_stage("recognise", _recognise, items, cfg, put, console)
 
 
@@ -237,7 +243,7 @@ def _acoustic_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal, consol
         task = bar.add_task("acoustic", total=len(todo), rate="")
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
-            found = checker.measure([(r.id, r.wav, r.text) for r in batch])
+            found = checker.measure([(r.id, r.audio, r.text) for r in batch])
             for r in batch:
                 journal.put({**records[r.id], **found[r.id], "acoustic_model": checker.name})
                 seconds += records[r.id]["duration"]
@@ -258,12 +264,14 @@ def run(cfg: AuditConfig, console: Console | None = None) -> AuditSummary:
     out = Path(cfg.out).expanduser()
     _check_out(out)
     out.mkdir(parents=True, exist_ok=True)
+    cfg = _english_transcripts_only(cfg, console)
     if cfg.transcript.enabled:  # fail before any work, not in every worker
         for module in ("pocketsphinx", "jiwer"):
             import_optional(module, "the audit's transcript check (or transcript.enabled=false)")
-    rows, rejects = read_metadata(root, cfg.data.metadata)
+    corpus = read_corpus(root, cfg.data.format, cfg.data.metadata)
+    rows, rejects = corpus.rows, corpus.rejects
     if not rows:
-        raise AuditError(f"{root / cfg.data.metadata}: no usable rows to audit")
+        raise AuditError(f"{corpus.source}: no usable rows to audit")
     atomic_write_text(out / "config.yaml", json.dumps(to_dict(cfg), indent=1) + "\n")
     times: dict[str, float] = {}
     journal = _Journal(out, read_journal(out))
@@ -282,6 +290,18 @@ def run(cfg: AuditConfig, console: Console | None = None) -> AuditSummary:
     finally:
         journal.close()
     return _finish(rows, rejects, cfg, out, journal.records, reused, times, console)
+
+
+def _english_transcripts_only(cfg: AuditConfig, console: Console) -> AuditConfig:
+    """The config with the transcript check off, said in one line, for a corpus that is not
+    English: pocketsphinx's model (the only one inside its wheel) is English."""
+    language = cfg.text.language
+    if not cfg.transcript.enabled or cfg.text.symbol_set != "ipa" or language is None \
+            or language.lower().startswith("en"):
+        return cfg
+    console.print(Text(f"transcript check skipped: the recogniser's model is English "
+                       f"(text.language={language})"), soft_wrap=True, highlight=False)
+    return replace(cfg, transcript=replace(cfg.transcript, enabled=False))
 
 
 def _finish(rows: list[Row], rejects: list[Reject], cfg: AuditConfig, out: Path,

@@ -13,6 +13,7 @@ from omegaconf import MISSING
 
 from neurotts.audio import AudioConfig
 from neurotts.config import constrained
+from neurotts.data.formats.rows import FORMATS
 from neurotts.text.frontend import TextConfig
 
 SPLIT_METHODS = ("hash", "standard", "lists")
@@ -43,6 +44,7 @@ class SplitConfig:
 class DataConfig:
     name: str = MISSING
     root: str | None = None
+    format: str = constrained(choices=FORMATS)  # auto: told by the content (data/formats)
     download: bool = False
     download_dir: str = MISSING
     url: str = MISSING

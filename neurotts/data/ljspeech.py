@@ -1,8 +1,6 @@
-"""LJSpeech-layout corpora: reading ``metadata.csv`` and downloading LJSpeech-1.1.
+"""LJSpeech-1.1: downloading, verifying and extracting it (``neurotts download``).
 
-A corpus folder holds ``metadata.csv`` (``ID|raw|normalized``, UTF-8 with or without a
-byte-order mark, one utterance a line) and ``wavs/ID.wav``. The reader never stops at a bad row: each problem becomes a
-:class:`Reject` naming the row, and every good row is kept.
+Reading a corpus, in this layout or any other, is :mod:`neurotts.data.formats`'s.
 """
 
 from __future__ import annotations
@@ -13,7 +11,6 @@ import shutil
 import tarfile
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -27,72 +24,7 @@ from rich.progress import (
 )
 
 from neurotts.data.config import PrepareConfig
-from neurotts.errors import UserError
-
-
-class DatasetError(UserError, RuntimeError):
-    """A corpus that cannot be used at all (missing folder, failed download, bad archive)."""
-
-
-@dataclass(frozen=True)
-class Row:
-    id: str
-    text: str  # the raw transcript (column 2); we normalise it ourselves
-    wav: Path
-    line: int  # 1-based line in metadata.csv, for messages
-
-
-@dataclass(frozen=True)
-class Reject:
-    id: str  # may be "" when a row is too broken to have one
-    reason: str
-
-
-def read_metadata(root: Path, metadata: str = "metadata.csv") -> tuple[list[Row], list[Reject]]:
-    """Parse ``root/metadata`` into rows and rejects (bad encoding, fields, duplicates, empty text).
-
-    The wav files are not opened here; a missing wav is found by the audio stage.
-    """
-    path = root / metadata
-    if not path.is_file():
-        raise DatasetError(f"{path}: metadata file not found (expected an LJSpeech-layout folder)")
-    rows: list[Row] = []
-    rejects: list[Reject] = []
-    first_line: dict[str, int] = {}
-    with open(path, "rb") as f:
-        for lineno, raw_line in enumerate(f, start=1):
-            where = f"{path.name}:{lineno}"
-            if lineno == 1 and raw_line.startswith(b"\xef\xbb\xbf"):
-                raw_line = raw_line[3:]  # a UTF-8 byte-order mark (editors on Windows write one)
-            try:
-                line = raw_line.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as exc:
-                rid = raw_line.split(b"|", 1)[0].decode("ascii", "replace")
-                rejects.append(Reject(rid, f"{where}: text is not valid UTF-8 ({exc.reason} at byte {exc.start})"))
-                continue
-            if not line.strip():
-                continue
-            fields = line.split("|")
-            rid = fields[0].strip()
-            if not 2 <= len(fields) <= 3:
-                kind = "few" if len(fields) < 2 else "many"
-                rejects.append(Reject(rid, f"{where}: too {kind} fields ({len(fields)}; expected 3, "
-                                           "ID|raw|normalized, or 2, ID|text)"))
-                continue
-            if not rid or "/" in rid or rid in (".", ".."):
-                rejects.append(Reject(rid, f"{where}: invalid id {rid!r}"))
-                continue
-            if rid in first_line:
-                rejects.append(Reject(rid, f"{where}: duplicate id (first at line {first_line[rid]})"))
-                continue
-            first_line[rid] = lineno
-            text = fields[1].strip()
-            if not text:
-                rejects.append(Reject(rid, f"{where}: empty transcript"))
-                continue
-            rows.append(Row(rid, text, root / "wavs" / f"{rid}.wav", lineno))
-    return rows, rejects
-
+from neurotts.data.formats import DatasetError
 
 # ----------------------------------------------------------------------------- download
 

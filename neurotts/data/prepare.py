@@ -35,10 +35,11 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from neurotts.audio import AudioConfig, AudioError, LogMel, int16_to_float, load_clip
+from neurotts.audio import AudioConfig, AudioError, LogMel, clip_from, int16_to_float, read_audio
 from neurotts.config import ConfigError, to_dict
 from neurotts.data.config import PrepareConfig
-from neurotts.data.ljspeech import Reject, Row, download_ljspeech, read_metadata
+from neurotts.data.formats import Corpus, Reject, Row, read_corpus
+from neurotts.data.ljspeech import download_ljspeech
 from neurotts.data.splits import (
     assign_splits,
     check_split_config,
@@ -48,9 +49,10 @@ from neurotts.data.splits import (
     split_sizes,
 )
 from neurotts.data.store import SPLITS, StoreLayout, Utterance, describe, utterance_record
+from neurotts.data.texts import EncodedTexts, encode_texts, text_notes, write_oov
 from neurotts.errors import IncompleteError
 from neurotts.files import atomic_save_npy, atomic_write_text
-from neurotts.text.frontend import TextError, TextFrontend, TextReport, dropped_message
+from neurotts.text.frontend import TextFrontend
 
 T = TypeVar("T")
 
@@ -72,24 +74,6 @@ class Summary:
     notes: list[str] = field(default_factory=list)  # one line each, printed after the summary
 
 
-@dataclass
-class TextTally:
-    """Per-row ``TextReport``s summed over the corpus, for the summary and ``oov.tsv``."""
-
-    oov: Counter[str] = field(default_factory=Counter)
-    oov_example: dict[str, str] = field(default_factory=dict)  # word -> first id that has it
-    dropped: Counter[str] = field(default_factory=Counter)
-    dropped_rows: list[Row] = field(default_factory=list)
-
-    def add(self, row: Row, report: TextReport) -> None:
-        self.oov.update(report.oov)
-        for word in report.oov:
-            self.oov_example.setdefault(word, row.id)
-        if report.dropped:
-            self.dropped.update(report.dropped)
-            self.dropped_rows.append(row)
-
-
 # ----------------------------------------------------------------------------- workers
 
 _worker: dict[str, Any] = {}
@@ -107,7 +91,8 @@ def _process(item: tuple[str, str]) -> dict[str, Any]:
     cfg: AudioConfig = _worker["audio"]
     out: StoreLayout = _worker["out"]
     try:
-        pcm = load_clip(wav_path, cfg)  # a vocoder learns mel -> audio from these samples
+        wav, source = read_audio(wav_path, cfg.sample_rate)
+        pcm = clip_from(wav, cfg, wav_path)  # a vocoder learns mel -> audio from these samples
     except AudioError as exc:
         reason = f"{wav_path}: file not found" if not Path(wav_path).exists() else str(exc)
         return {"id": uid, "ok": False, "reason": reason}
@@ -123,6 +108,7 @@ def _process(item: tuple[str, str]) -> dict[str, Any]:
     m64 = mel.astype(np.float64)
     return {
         "id": uid, "ok": True, "n_frames": int(mel.shape[0]), "n_samples": int(pcm.size),
+        "source": source.describe() if source.converted(cfg.sample_rate) else None,
         "sum": m64.sum(axis=0).tolist(), "sumsq": (m64 * m64).sum(axis=0).tolist(),
     }
 
@@ -173,27 +159,6 @@ def resolve_root(cfg: PrepareConfig) -> Path:
     return root
 
 
-def _encode_texts(rows: list[Row], fe: TextFrontend, metadata: str
-                  ) -> tuple[dict[str, tuple[str, list[int]]], list[Reject], TextTally]:
-    encoded: dict[str, tuple[str, list[int]]] = {}
-    rejects: list[Reject] = []
-    tally = TextTally()
-    for row in rows:
-        report = TextReport()
-        try:
-            normalized, _, ids = fe.encode(row.text, report)
-        except TextError as exc:
-            rejects.append(Reject(row.id, f"{metadata}:{row.line}: {exc}"))
-            continue
-        except Exception as exc:  # a normalisation rule that breaks on one text costs that row only
-            rejects.append(Reject(row.id, f"{metadata}:{row.line}: text could not be normalised "
-                                          f"({type(exc).__name__}: {exc})"))
-            continue
-        tally.add(row, report)
-        encoded[row.id] = (normalized, ids)
-    return encoded, rejects, tally
-
-
 def clip_progress(label: str) -> Progress:
     """The bar of a pass over a corpus's clips (prepare, audit): ``label`` in bold, count,
     the task's ``rate`` field (e.g. "120x real time"), elapsed time and ETA."""
@@ -212,7 +177,7 @@ def _run_audio(todo: list[Row], cfg: PrepareConfig, out: Path, done: dict[str, d
     stages overlap; its result is returned.
     """
     workers = cfg.num_workers or os.cpu_count() or 1
-    items = [(r.id, str(r.wav)) for r in todo]
+    items = [(r.id, str(r.audio)) for r in todo]
     init_args = (cfg.audio, str(out), cfg.save_audio)
     t0, audio_s = time.perf_counter(), 0.0
     with clip_progress("prepare") as bar, open(StoreLayout(out).journal, "a+", encoding="utf-8") as journal:
@@ -266,8 +231,7 @@ def _mel_stats(kept: list[Utterance], done: dict[str, dict[str, Any]], n_mels: i
 
 
 def _write_outputs(out: Path, kept: list[Utterance], rejects: list[Reject],
-                   done: dict[str, dict[str, Any]], cfg: PrepareConfig, fe: TextFrontend,
-                   tally: TextTally) -> None:
+                   done: dict[str, dict[str, Any]], cfg: PrepareConfig, enc: EncodedTexts) -> None:
     layout = StoreLayout(out)
     atomic_write_text(layout.manifest, "".join(utterance_record(u) + "\n" for u in kept))
     _write_rejects(out, rejects)
@@ -275,12 +239,10 @@ def _write_outputs(out: Path, kept: list[Utterance], rejects: list[Reject],
         stats = _mel_stats(kept, done, cfg.audio.n_mels)
         atomic_write_text(layout.stats, json.dumps(stats, indent=1))
     atomic_write_text(layout.symbols, json.dumps(
-        {"symbol_set": cfg.text.symbol_set, "symbols": fe.symbols.to_list()}, indent=1))
+        {"symbol_set": cfg.text.symbol_set, "symbols": enc.frontend.table.to_list()},
+        indent=1, ensure_ascii=False))
     if cfg.text.symbol_set == "arpabet":
-        # Words CMUdict lacks, most frequent first: the model spells them letter by letter.
-        words = sorted(tally.oov, key=lambda w: (-tally.oov[w], w))
-        atomic_write_text(layout.oov, "word\tcount\texample_id\n" + "".join(
-            f"{w}\t{tally.oov[w]}\t{tally.oov_example[w]}\n" for w in words))
+        write_oov(layout.oov, enc.tally)
 
 
 def _write_rejects(out: Path, rejects: list[Reject]) -> None:
@@ -301,19 +263,23 @@ def _open_store(cfg: PrepareConfig) -> Path:
 
 @dataclass
 class Selection:
-    """The metadata rows a run works on, and what was set aside before any audio work."""
+    """The corpus rows a run works on, and what was set aside before any audio work."""
 
     rows: list[Row]
     rejects: list[Reject]
     excluded: int
     notes: list[str]
+    source: Path  # the corpus's table (or folder), for messages
 
 
 def _select_rows(root: Path, cfg: PrepareConfig) -> Selection:
-    """Read metadata.csv, leave out data.exclude's ids and (method=lists) unlisted ones."""
+    """Read the corpus (``data.format``), leave out data.exclude's ids and (method=lists)
+    unlisted ones."""
     exclude = read_id_list(cfg.data.exclude, "data.exclude") if cfg.data.exclude else {}
-    rows, rejects = read_metadata(root, cfg.data.metadata)
-    notes = []
+    corpus: Corpus = read_corpus(root, cfg.data.format, cfg.data.metadata)
+    rows, rejects = corpus.rows, corpus.rejects
+    notes = [corpus.reading] + ([f"speakers: {len(corpus.speakers)} ({_listed(corpus.speakers)})"]
+                                if corpus.speakers else [])
     if exclude:
         # A duplicate row of an excluded id is excluded too, not reported as a duplicate.
         present = {r.id for r in rows} | {r.id for r in rejects}
@@ -326,13 +292,17 @@ def _select_rows(root: Path, cfg: PrepareConfig) -> Selection:
     excluded = len(rows) - len(kept)
     if cfg.data.split.method == "lists":
         listed = listed_ids(cfg.data.split)
-        rejects += [Reject(r.id, f"{cfg.data.metadata}:{r.line}: id is in none of the split lists")
+        rejects += [Reject(r.id, f"{r.where}: id is in none of the split lists")
                     for r in kept if r.id not in listed]
         kept = [r for r in kept if r.id in listed]
     split = cfg.data.split
     if kept and split.method == "hash" and None not in (split.val_size, split.test_size):
         split_sizes(len(kept), split)  # sizes that even every row could not meet: fail now
-    return Selection(kept, rejects, excluded, notes)
+    return Selection(kept, rejects, excluded, notes, corpus.source)
+
+
+def _listed(names: list[str], most: int = 5) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def _usable(rows: list[Row], encoded: dict[str, tuple[str, list[int]]],
@@ -351,7 +321,7 @@ def _usable(rows: list[Row], encoded: dict[str, tuple[str, list[int]]],
 
 def _nothing_usable(root: Path, cfg: PrepareConfig, sel: Selection, rejects: list[Reject]) -> str:
     """Why a run kept nothing, in one line."""
-    where = root / cfg.data.metadata
+    where = sel.source
     if not rejects and not sel.excluded:
         return f"{where}: no utterance rows in it"
     if not rejects:
@@ -376,10 +346,10 @@ def run(cfg: PrepareConfig, console: Console | None = None) -> Summary:
     todo = [r for r in sel.rows if not _is_done(out, done.get(r.id), cfg.save_audio)]
     # Text is encoded while the workers process audio; rows whose text fails are left out of
     # the manifest (their features stay on disk and are reused if the text is fixed).
-    encode = partial(_encode_texts, sel.rows, fe, cfg.data.metadata)
-    encoded, text_rejects, tally = _run_audio(todo, cfg, out, done, encode) if todo else encode()
-    usable, audio_rejects = _usable(sel.rows, encoded, done)
-    rejects = sel.rejects + text_rejects + audio_rejects
+    encode = partial(encode_texts, sel.rows, fe)
+    enc = _run_audio(todo, cfg, out, done, encode) if todo else encode()
+    usable, audio_rejects = _usable(sel.rows, enc.texts, done)
+    rejects = sel.rejects + enc.rejects + audio_rejects
     if not usable:
         _write_rejects(out, rejects)
         raise PrepareError(_nothing_usable(root, cfg, sel, rejects))
@@ -389,14 +359,14 @@ def run(cfg: PrepareConfig, console: Console | None = None) -> Summary:
     except ConfigError:
         _write_rejects(out, rejects)  # the audio work is journalled; a rerun reuses it
         raise
-    kept = [Utterance(r.id, splits[r.id], r.text, *encoded[r.id], done[r.id]["n_frames"],
-                      done[r.id]["n_samples"]) for r in usable]
-    _write_outputs(out, kept, rejects, done, cfg, fe, tally)
+    kept = [Utterance(r.id, splits[r.id], r.text, *enc.texts[r.id], done[r.id]["n_frames"],
+                      done[r.id]["n_samples"], r.speaker) for r in usable]
+    _write_outputs(out, kept, rejects, done, cfg, enc)
     audio_s = sum(u.n_samples for u in kept) / cfg.audio.sample_rate
     notes = [*sel.notes, *filter(None, [split_note(splits, cfg.data.split)]),
-             *_text_notes(tally, cfg, out)]
+             *_audio_notes(kept, done, cfg), *text_notes(enc.tally, cfg.text.symbol_set, StoreLayout(out).oov)]
     summary = Summary(len(kept), len(rejects), len(sel.rows) - len(todo), audio_s,
-                      time.perf_counter() - t0, out, sel.excluded, len(tally.oov), notes)
+                      time.perf_counter() - t0, out, sel.excluded, len(enc.tally.oov), notes)
     _print_summary(console, summary, kept, rejects)
     if cfg.strict and rejects:
         raise PrepareError(f"strict=true and {len(rejects)} utterance(s) were rejected; see {StoreLayout(out).rejects}")
@@ -412,17 +382,16 @@ def _is_done(out: Path, rec: dict[str, Any] | None, save_audio: bool) -> bool:
     return not save_audio or layout.wav(rec["id"]).exists()
 
 
-def _text_notes(tally: TextTally, cfg: PrepareConfig, out: Path) -> list[str]:
-    notes = []
-    if tally.dropped:
-        first = tally.dropped_rows[0]
-        notes.append(f"warning: {dropped_message(tally.dropped, cfg.text.symbol_set)} "
-                     f"(in {len(tally.dropped_rows)} row(s); first {cfg.data.metadata}:{first.line}, "
-                     f"{first.id})")
-    if tally.oov:
-        notes.append(f"CMUdict lacks {len(tally.oov)} word(s) ({sum(tally.oov.values())} "
-                     f"occurrence(s)), spelled as letters: see {out / 'oov.tsv'}")
-    return notes
+def _audio_notes(kept: list[Utterance], done: dict[str, dict[str, Any]], cfg: PrepareConfig) -> list[str]:
+    """One line on the clips that were not already mono wav at the audio config's rate."""
+    # Journals written before sources were recorded have no "source": counted as unconverted.
+    sources = Counter(done[u.id].get("source") for u in kept)
+    converted = {k: n for k, n in sources.items() if k is not None}
+    if not converted:
+        return []
+    target = f"{cfg.audio.sample_rate / 1000:g} kHz mono"
+    parts = ", ".join(f"{n} from {k}" for k, n in sorted(converted.items(), key=lambda kv: -kv[1]))
+    return [f"audio: {sum(converted.values())} of {len(kept)} clips converted to {target}: {parts}"]
 
 
 def _print_summary(console: Console, s: Summary, kept: list[Utterance], rejects: list[Reject]) -> None:

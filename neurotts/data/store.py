@@ -9,7 +9,7 @@ Layout of a store folder::
     rejects.tsv       id <TAB> reason, one line per skipped utterance
     mels/ID.npy       float32 (n_frames, n_mels) log-mel
     audio/ID.npy      int16 (n_samples,), n_samples == n_frames * hop_length
-    oov.tsv           words CMUdict lacks (symbol_set=arpabet)
+    oov.tsv           words CMUdict lacks and what was said for each (symbol_set=arpabet)
     .progress.jsonl   prepare's journal of finished audio work (a rerun resumes from it)
 
 :class:`StoreLayout` is the one place these names are spelled: ``prepare`` writes through it,
@@ -52,6 +52,7 @@ class Utterance:
     ids: list[int]  # symbol ids, EOS included
     n_frames: int
     n_samples: int
+    speaker: str | None = None  # the corpus's speaker label, where its format has one
 
 
 class StoreLayout:

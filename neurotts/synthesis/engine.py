@@ -72,7 +72,7 @@ class Encoded:
     text: str
     pieces: list[str]
     ids: list[list[int]]
-    report: TextReport  # characters the symbol set cannot say, words spelled as letters
+    report: TextReport  # characters the symbol set cannot say, words CMUdict lacks
 
 
 def encode(frontend: TextFrontend, text: str, max_chars: int | None) -> Encoded:

@@ -27,7 +27,7 @@ from neurotts.synthesis.engine import (
     seed_rng,
     synthesize,
 )
-from neurotts.text.frontend import TextFrontend, dropped_message
+from neurotts.text.frontend import TextFrontend, dropped_message, oov_message
 from neurotts.vocoders import Vocoder, load_vocoder
 
 
@@ -138,8 +138,7 @@ def _encode_lines(cfg: SynthConfig, lines: list[Line], frontend: TextFrontend,
             print_problem(console, "warning",
                           where + dropped_message(report.dropped, frontend.cfg.symbol_set))
         if report.oov:
-            print_problem(console, "warning", f"{where}not in CMUdict, spelled as letters: "
-                                              f"{' '.join(sorted(report.oov))}")
+            print_problem(console, "warning", where + oov_message(report))
 
 
 def _write_all(cfg: SynthConfig, lines: list[Line], acoustic: AcousticModel, vocoder: Vocoder,

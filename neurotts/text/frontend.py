@@ -50,7 +50,8 @@ from neurotts.text.symbols import (
     phone_symbol,
 )
 
-__all__ = ["TextConfig", "TextError", "TextFrontend", "TextReport", "TextWarning"]
+__all__ = ["TextConfig", "TextError", "TextFrontend", "TextReport", "TextWarning", "dropped_message",
+           "oov_message"]
 
 
 @dataclass
@@ -101,6 +102,12 @@ def dropped_message(chars: Iterable[str], symbol_set: str) -> str:
     names = describe(chars)
     return (f"dropped characters not in the {symbol_set!r} symbol set: {''.join(sorted(chars))!r}"
             + (f" ({names})" if names else ""))
+
+
+def oov_message(report: TextReport) -> str:
+    """The one line that names the words CMUdict lacks and what was said for each."""
+    said = "; ".join(f"{w} = {report.guesses[w] or '(spelled)'}" for w in sorted(report.oov))
+    return f"not in CMUdict, said by letter-to-sound: {said}"
 
 
 class TextFrontend:

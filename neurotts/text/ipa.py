@@ -199,6 +199,12 @@ def inventory(used: Iterable[str]) -> list[str]:
     return [PAD, EOS, SPACE, *punctuation, *phones]
 
 
+def is_ipa_phone(symbol: str) -> bool:
+    """True for a phoneme of this symbol set (not punctuation, space, stress, pad or EOS).
+    Only meaningful on ipa symbols: a letter of the characters set would pass too."""
+    return symbol not in IPA_PUNCTUATION and symbol not in (PAD, EOS, SPACE, *STRESS)
+
+
 def is_speakable(symbols: Iterable[str]) -> bool:
     """True when ``symbols`` hold at least one phoneme (not only spaces and punctuation)."""
-    return any(s not in IPA_PUNCTUATION and s not in (PAD, EOS, SPACE, *STRESS) for s in symbols)
+    return any(is_ipa_phone(s) for s in symbols)

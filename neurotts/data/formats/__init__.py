@@ -75,7 +75,7 @@ def _detect(root: Path, table: Path) -> Corpus:
         else:
             raise DatasetError(f"{root}: no corpus here: no {table.name}, no .csv/.tsv/.jsonl table "
                                f"and no audio files ({', '.join(AUDIO_SUFFIXES)})")
-    lines = [line for _, line, _ in text_lines(table) if line is None or line.strip()]
+    lines = [line.text for line in text_lines(table) if line.text is None or line.text.strip()]
     if not lines:
         raise DatasetError(f"{table}: empty file")
     first = lines[0] or ""  # a first line that is not UTF-8 is no header; its row is a reject

@@ -56,9 +56,9 @@ def read_folder(root: Path) -> Corpus:
 def _read_transcript(path: Path) -> tuple[str, str]:
     """(text, "") or ("", reason)."""
     parts = []
-    for lineno, line, reason in text_lines(path):
-        if line is None:
-            return "", reason if lineno == 1 else f"line {lineno}: {reason}"
-        parts.append(line.strip())
+    for line in text_lines(path):
+        if line.text is None:
+            return "", line.error if line.no == 1 else f"line {line.no}: {line.error}"
+        parts.append(line.text.strip())
     text = " ".join(p for p in parts if p)
     return (text, "") if text else ("", "empty transcript")

@@ -67,7 +67,7 @@ def looks_like_manifest(path: Path, first_line: str) -> bool:
 
 def read_manifest(path: Path) -> Corpus:
     """Rows of a CSV/TSV/JSONL manifest (see the module docstring)."""
-    lines = [(n, line, reason) for n, line, reason in text_lines(path) if line is None or line.strip()]
+    lines = [(ln.no, ln.text, ln.error) for ln in text_lines(path) if ln.text is None or ln.text.strip()]
     if not lines:
         raise DatasetError(f"{path}: empty manifest")
     is_json = path.suffix.lower() in (".jsonl", ".json") or (lines[0][1] or "").lstrip().startswith("{")

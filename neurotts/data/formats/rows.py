@@ -3,7 +3,7 @@
 A :class:`Row` is one utterance whatever the layout it came from; ``where`` names the place
 it was read ("metadata.csv:12", "spk1/a.txt:1") so that every later message about the row
 points at the line to fix. A reader never stops at a bad row: the row becomes a
-:class:`~neurotts.data.ljspeech.Reject` with a reason that starts with its ``where``.
+:class:`Reject` with a reason that starts with its ``where``.
 """
 
 from __future__ import annotations
@@ -11,14 +11,26 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
-from neurotts.data.ljspeech import DatasetError, Reject
+from neurotts.errors import UserError
 
 # Containers libsndfile reads (soundfile >= 0.12 with libsndfile >= 1.1 has MP3).
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 FORMATS = ("auto", "ljspeech", "piper", "coqui", "folder", "manifest")
 
 __all__ = ["AUDIO_SUFFIXES", "FORMATS", "Corpus", "DatasetError", "Reject", "Row"]
+
+
+class DatasetError(UserError, RuntimeError):
+    """A corpus that cannot be used at all (missing folder or table, failed download, bad
+    archive, a layout that cannot be told); one line."""
+
+
+@dataclass(frozen=True)
+class Reject:
+    id: str  # may be "" when a row is too broken to have one
+    reason: str  # starts with the row's "file:line" (or the clip's path)
 
 
 @dataclass(frozen=True)
@@ -45,17 +57,25 @@ class Corpus:
         return sorted({r.speaker for r in self.rows if r.speaker is not None})
 
 
-def text_lines(path: Path) -> Iterator[tuple[int, str | None, str]]:
-    """``(line number, text or None, reason)`` for each line of ``path``; a line that is not
-    UTF-8 gives None and the reason. A leading byte-order mark (Windows editors) is skipped."""
+class Line(NamedTuple):
+    no: int  # 1-based
+    text: str | None  # None when the line is not UTF-8
+    error: str  # why text is None ("" otherwise)
+    lossy: str  # the line decoded with replacement characters, to name a broken row's id
+
+
+def text_lines(path: Path) -> Iterator[Line]:
+    """Each line of ``path`` without its line ending; a line that is not UTF-8 has no text
+    and says why. A leading byte-order mark (Windows editors) is skipped."""
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
             if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]
+            lossy = raw.decode("utf-8", "replace").rstrip("\r\n")
             try:
-                yield lineno, raw.decode("utf-8").rstrip("\r\n"), ""
+                yield Line(lineno, raw.decode("utf-8").rstrip("\r\n"), "", lossy)
             except UnicodeDecodeError as exc:
-                yield lineno, None, f"text is not valid UTF-8 ({exc.reason} at byte {exc.start})"
+                yield Line(lineno, None, f"text is not valid UTF-8 ({exc.reason} at byte {exc.start})", lossy)
 
 
 def bad_id(rid: str) -> bool:
@@ -84,7 +104,9 @@ def keep_unique(rows: list[Row], rejects: list[Reject]) -> list[Row]:
     kept = []
     for r in rows:
         if r.id in first:
-            rejects.append(Reject(r.id, f"{r.where}: duplicate id (first at {first[r.id]})"))
+            file, _, line = first[r.id].rpartition(":")
+            at = f"line {line}" if r.where.rpartition(":")[0] == file else first[r.id]
+            rejects.append(Reject(r.id, f"{r.where}: duplicate id (first at {at})"))
             continue
         first[r.id] = r.where
         kept.append(r)

@@ -35,11 +35,12 @@ _AUDIO_FOLDERS = {"ljspeech": ("wavs",), "piper": ("wav", "wavs")}
 def split_rows(path: Path) -> tuple[list[tuple[int, list[str]]], list[Reject]]:
     """Non-blank lines of a ``|`` table as ``(line, fields)``; lines not UTF-8 as rejects."""
     rows, rejects = [], []
-    for lineno, line, reason in text_lines(path):
-        if line is None:
-            rejects.append(Reject("", f"{path.name}:{lineno}: {reason}"))
-        elif line.strip():
-            rows.append((lineno, line.split("|")))
+    for line in text_lines(path):
+        if line.text is None:
+            rid = line.lossy.split("|", 1)[0].strip()
+            rejects.append(Reject(rid, f"{path.name}:{line.no}: {line.error}"))
+        elif line.text.strip():
+            rows.append((line.no, line.text.split("|")))
     return rows, rejects
 
 
@@ -48,8 +49,8 @@ def read_pipe_table(path: Path, fmt: str, speaker_column: bool) -> Corpus:
     root = path.parent
     table, rejects = split_rows(path)
     rows = []
-    expected = "ID|speaker|text" if speaker_column else (
-        "ID|raw|normalized or ID|text" if fmt == "ljspeech" else "ID|text")
+    expected = "3, ID|speaker|text" if speaker_column else (
+        "3, ID|raw|normalized, or 2, ID|text" if fmt == "ljspeech" else "2, ID|text")
     allowed = (3,) if speaker_column else ((2, 3) if fmt == "ljspeech" else (2,))
     for lineno, fields in table:
         where = f"{path.name}:{lineno}"
@@ -80,20 +81,21 @@ def three_columns(table: list[tuple[int, list[str]]]) -> str | None:
 
     A row votes LJSpeech when its third field resembles its second (a normalised restatement;
     LJSpeech rows differ only where numbers or abbreviations were expanded), Piper when its
-    second field is a short label without spaces that does not resemble the third. One reading
-    must win nine rows in ten.
+    second field is a short label without spaces that does not resemble the third; other rows
+    do not vote. One reading must have nine votes in ten.
     """
     votes = {"ljspeech": 0, "piper": 0}
-    rows = [f for _, f in table if len(f) == 3]
-    for _, second, third in rows:
-        second, third = second.strip(), third.strip()
-        alike = difflib.SequenceMatcher(None, second.lower(), third.lower()).ratio() >= 0.6
-        if alike:
+    for _, fields in table:
+        if len(fields) != 3:
+            continue
+        second, third = fields[1].strip(), fields[2].strip()
+        if difflib.SequenceMatcher(None, second.lower(), third.lower()).ratio() >= 0.6:
             votes["ljspeech"] += 1
         elif second and len(second) <= 40 and " " not in second:
             votes["piper"] += 1
+    cast = sum(votes.values())
     for fmt, n in votes.items():
-        if rows and n >= 0.9 * len(rows):
+        if cast and n >= 0.9 * cast:
             return fmt
     return None
 
@@ -102,16 +104,16 @@ def read_coqui(path: Path) -> Corpus:
     """Rows of a Coqui ``metadata.csv`` (see the module docstring)."""
     root = path.parent
     lines = list(text_lines(path))
-    if not lines or lines[0][1] is None or not is_coqui_header(lines[0][1]):
+    if not lines or lines[0].text is None or not is_coqui_header(lines[0].text):
         raise DatasetError(f"{path}: no Coqui header (expected audio_file|text|speaker_name|emotion_name)")
-    header = [h.strip() for h in lines[0][1].split("|")]
+    header = [h.strip() for h in lines[0].text.split("|")]
     col = {name: k for k, name in enumerate(header)}
     pending: list[tuple[str, Path, str, str | None]] = []
     rejects = []
-    for lineno, line, reason in lines[1:]:
+    for lineno, line, reason, lossy in lines[1:]:
         where = f"{path.name}:{lineno}"
         if line is None:
-            rejects.append(Reject("", f"{where}: {reason}"))
+            rejects.append(Reject(Path(lossy.split("|", 1)[0]).stem, f"{where}: {reason}"))
             continue
         if not line.strip():
             continue
