@@ -43,7 +43,7 @@ from neurotts.data.store import JOURNAL, StoreLayout
 from neurotts.errors import IncompleteError
 from neurotts.evaluation.asr import import_optional, normalize_text, to_asr_pcm
 from neurotts.files import atomic_write_text
-from neurotts.text.frontend import TextError, TextFrontend, TextWarning
+from neurotts.text.frontend import TextError, TextFrontend, TextWarning, is_english
 from neurotts.text.ipa import is_ipa_phone
 from neurotts.text.symbols import LETTERS, is_phone_symbol
 
@@ -295,12 +295,10 @@ def run(cfg: AuditConfig, console: Console | None = None) -> AuditSummary:
 def _english_transcripts_only(cfg: AuditConfig, console: Console) -> AuditConfig:
     """The config with the transcript check off, said in one line, for a corpus that is not
     English: pocketsphinx's model (the only one inside its wheel) is English."""
-    language = cfg.text.language
-    if not cfg.transcript.enabled or cfg.text.symbol_set != "ipa" or language is None \
-            or language.lower().startswith("en"):
+    if not cfg.transcript.enabled or is_english(cfg.text):
         return cfg
     console.print(Text(f"transcript check skipped: the recogniser's model is English "
-                       f"(text.language={language})"), soft_wrap=True, highlight=False)
+                       f"(text.language={cfg.text.language})"), soft_wrap=True, highlight=False)
     return replace(cfg, transcript=replace(cfg.transcript, enabled=False))
 
 

@@ -46,6 +46,7 @@ from neurotts.synthesis.engine import (
     seed_rng,
     synthesize,
 )
+from neurotts.text.frontend import is_english
 from neurotts.vocoders import load_vocoder
 
 if TYPE_CHECKING:
@@ -301,7 +302,12 @@ def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Cons
     vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device, cfg.vocoder)
     inputs = _encode_items(items, acoustic)
     (out / "wavs").mkdir(parents=True, exist_ok=True)
-    asr = Recognition(cfg.asr)
+    english = is_english(acoustic.frontend.cfg)
+    if cfg.asr and not english:
+        console.print(Text(f"ASR skipped: the recogniser's model is English "
+                           f"(text.language={acoustic.frontend.cfg.language})"), soft_wrap=True,
+                      highlight=False)
+    asr = Recognition(cfg.asr and english)
     rows: list[dict[str, Any]] = []
     timing = Timing()
     figures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]] = []

@@ -64,6 +64,11 @@ class TextConfig:
     language: str | None = None
 
 
+def is_english(cfg: TextConfig) -> bool:
+    """True when texts under ``cfg`` are English (what pocketsphinx's bundled model hears)."""
+    return cfg.symbol_set != "ipa" or (cfg.language or "").lower().split("-")[0] == "en"
+
+
 class TextWarning(UserWarning):
     """Something in the text was dropped because the symbol set cannot say it."""
 

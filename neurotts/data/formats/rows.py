@@ -57,14 +57,14 @@ class Corpus:
         return sorted({r.speaker for r in self.rows if r.speaker is not None})
 
 
-class Line(NamedTuple):
+class TextLine(NamedTuple):
     no: int  # 1-based
     text: str | None  # None when the line is not UTF-8
     error: str  # why text is None ("" otherwise)
     lossy: str  # the line decoded with replacement characters, to name a broken row's id
 
 
-def text_lines(path: Path) -> Iterator[Line]:
+def text_lines(path: Path) -> Iterator[TextLine]:
     """Each line of ``path`` without its line ending; a line that is not UTF-8 has no text
     and says why. A leading byte-order mark (Windows editors) is skipped."""
     with open(path, "rb") as f:
@@ -73,9 +73,9 @@ def text_lines(path: Path) -> Iterator[Line]:
                 raw = raw[3:]
             lossy = raw.decode("utf-8", "replace").rstrip("\r\n")
             try:
-                yield Line(lineno, raw.decode("utf-8").rstrip("\r\n"), "", lossy)
+                yield TextLine(lineno, raw.decode("utf-8").rstrip("\r\n"), "", lossy)
             except UnicodeDecodeError as exc:
-                yield Line(lineno, None, f"text is not valid UTF-8 ({exc.reason} at byte {exc.start})", lossy)
+                yield TextLine(lineno, None, f"text is not valid UTF-8 ({exc.reason} at byte {exc.start})", lossy)
 
 
 def bad_id(rid: str) -> bool:
