@@ -121,9 +121,10 @@ def test_ipa_language_prepare_train_synth(spoken, tmp_path, lang):
     assert len(store.utterances) == 12
     symbols = json.loads((out / "symbols.json").read_text(encoding="utf-8"))["symbols"]
     used = {s for u in store.utterances for s in store_symbols(store, u.ids)}
-    assert set(symbols[3:]) == used - {"~"}  # the table is the corpus's own, nothing more
+    assert set(symbols[3:]) == used - {"~", " "}  # the table is the corpus's own, nothing more
     assert "ˈ" in symbols and not (out / "oov.tsv").exists()
-    assert "8 Uhr" not in str([u.normalized for u in store.utterances]) and "rejected" in output
+    assert not any(c.isdigit() for u in store.utterances for c in u.normalized)  # numbers read out
+    assert "read as LJSpeech" in output
     run = tmp_path / "tts"
     result = runner.invoke(app, ["train", "model=tacotron2", "experiment=tiny", f"data.features={out}",
                                  f"run.dir={run}", "trainer.max_steps=3", "trainer.val_every=3",
@@ -148,3 +149,14 @@ def test_unknown_language_is_one_line(spoken, tmp_path):
                                  "text=ipa", "text.language=xx"])
     assert result.exit_code == 2 and result.output.count("\n") == 1
     assert "unknown language 'xx'; eSpeak NG speaks: af," in result.output
+
+
+def test_audit_reads_other_formats_and_skips_the_english_transcript_check(spoken, tmp_path):
+    result = runner.invoke(app, ["audit", f"data.root={spoken['es']}", f"out={tmp_path / 'a'}",
+                                 "text=ipa", "text.language=es", "num_workers=1"])
+    assert result.exit_code == 0, result.output
+    skipped = [ln for ln in result.output.splitlines() if "transcript check skipped" in ln]
+    assert skipped == ["transcript check skipped: the recogniser's model is English (text.language=es)"]
+    records = [json.loads(ln) for ln in (tmp_path / "a" / ".progress.jsonl").read_text().splitlines()]
+    assert {r["id"] for r in records} == {f"es-{k:04d}" for k in range(1, 13)}
+    assert all(r["ok"] and r["n_symbols"] > 5 and r["where"].startswith("metadata.csv:") for r in records)
