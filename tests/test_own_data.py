@@ -96,6 +96,16 @@ def test_mixed_rates_and_formats_are_one_summary_line(make_corpus, tmp_path):
     assert "1 from ogg 16 kHz mono" in line and "1 from mp3 22.05 kHz stereo" in line
 
 
+def test_a_store_made_before_text_language_still_resumes(make_corpus, tmp_path):
+    root = make_corpus({f"R{k}": "Some words here." for k in range(4)}, seconds=0.5)
+    out = tmp_path / "store"
+    prepare(root, out)
+    config = out / "config.yaml"
+    config.write_text(config.read_text().replace("  language: null\n", ""))
+    assert "language" not in config.read_text()
+    assert "4 already done" in prepare(root, out)
+
+
 def test_folder_without_transcripts_is_one_line(tmp_path):
     (tmp_path / "clips").mkdir()
     sf.write(tmp_path / "clips" / "a.wav", np.zeros(2205, np.float32), 22050)
@@ -138,6 +148,13 @@ def test_ipa_language_prepare_train_synth(spoken, tmp_path, lang):
     assert result.exit_code == 0, result.output
     data, sr = sf.read(wav)
     assert sr == 22050 and data.size > 0
+    result = runner.invoke(app, ["eval", "--acoustic", str(run), "--vocoder", "griffinlim",
+                                 f"data.features={out}", f"out={tmp_path / 'report'}", "limit=1",
+                                 "device=cpu"])
+    assert result.exit_code == 0, result.output
+    assert f"ASR skipped: the recogniser's model is English (text.language={lang})" in result.output
+    report = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert report["summary"]["n_utterances"] == 1
 
 
 def store_symbols(store: FeatureStore, ids: list[int]) -> list[str]:

@@ -140,4 +140,7 @@ def utterance_record(u: Utterance) -> str:
 
 def describe(cfg: Any) -> dict[str, Any]:
     """The settings that make two stores' features comparable (used to refuse mixing them)."""
-    return {"audio": cfg["audio"], "text": cfg["text"], "save_audio": cfg["save_audio"]}
+    # A text setting left null (text.language of an English symbol set) equals one a store
+    # made before the setting existed does not have.
+    text = {k: v for k, v in cfg["text"].items() if v is not None}
+    return {"audio": cfg["audio"], "text": text, "save_audio": cfg["save_audio"]}
