@@ -61,6 +61,13 @@ def test_ambiguous_three_columns_ask_for_the_format(tmp_path):
     assert read_corpus(tmp_path, "ljspeech").rows[0].text == "one two"
 
 
+def test_two_columns_are_read_as_id_text(tmp_path):
+    (tmp_path / "metadata.csv").write_text("a|Hello there.\nb|Second line.\n")
+    corpus = read_corpus(tmp_path)
+    assert corpus.format == "ljspeech" and [r.text for r in corpus.rows] == ["Hello there.", "Second line."]
+    assert corpus.reading.startswith("read as ID|text")
+
+
 def test_three_columns_votes():
     assert three_columns([(1, ["a", "Dr. Who", "Doctor Who"])]) == "ljspeech"
     assert three_columns([(1, ["a", "spk_1", "A long sentence here."])]) == "piper"

@@ -134,7 +134,7 @@ def test_ipa_language_prepare_train_synth(spoken, tmp_path, lang):
     assert set(symbols[3:]) == used - {"~", " "}  # the table is the corpus's own, nothing more
     assert "ˈ" in symbols and not (out / "oov.tsv").exists()
     assert not any(c.isdigit() for u in store.utterances for c in u.normalized)  # numbers read out
-    assert "read as LJSpeech" in output
+    assert "read as ID|text (LJSpeech's and Piper's single-speaker layout)" in output
     run = tmp_path / "tts"
     result = runner.invoke(app, ["train", "model=tacotron2", "experiment=tiny", f"data.features={out}",
                                  f"run.dir={run}", "trainer.max_steps=3", "trainer.val_every=3",

@@ -107,6 +107,8 @@ def _field_count(table: Path) -> int:
 
 
 def _pipe_reading(fmt: str, speakers: bool, why: str) -> str:
+    if why == "2 columns":  # the one two-column layout LJSpeech and Piper share
+        return "read as ID|text (LJSpeech's and Piper's single-speaker layout): 2 columns"
     layout = {("ljspeech", False): "LJSpeech (ID|text|normalized)",
               ("piper", True): "Piper (ID|speaker|text)", ("piper", False): "Piper (ID|text)"}[fmt, speakers]
     return f"read as {layout}: {why}"
