@@ -112,3 +112,19 @@ def test_ipa_frontend_config_errors_are_one_line():
         TextFrontend(TextConfig("arpabet", "de"))
     with pytest.raises(espeak.EspeakError, match="unknown language 'xx'"):
         TextFrontend(TextConfig("ipa", "xx"))
+
+
+def test_text_command_shows_each_stage_for_ipa():
+    from typer.testing import CliRunner
+
+    from neurotts.cli import app
+
+    result = CliRunner().invoke(app, ["text", "¿Cuesta 20 €?", "text=ipa", "text.language=es"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert "¿Cuesta veinte euros?" in lines
+    assert "text=ipa: eSpeak NG language 'es', numbers read by num2words 'es'" in lines
+    symbols = next(ln for ln in lines if ln.startswith("¿ k w"))
+    assert symbols.endswith("? ~") and " | " in symbols
+    result = CliRunner().invoke(app, ["text", "hola", "text=ipa", "text.language=xx"])
+    assert result.exit_code == 2 and result.output.startswith("error: unknown language 'xx'")

@@ -137,6 +137,11 @@ class TextFrontend:
             symbols if symbols is not None or self._ipa is not None
             else SymbolTable(default_symbols(cfg.symbol_set)))
 
+    @property
+    def language(self) -> ipa.Language | None:
+        """The ipa language as eSpeak NG and num2words name it (None for the English sets)."""
+        return self._ipa
+
     def fitted(self, symbol_lists: Iterable[list[str]]) -> TextFrontend:
         """An ipa frontend whose table holds the symbols of ``symbol_lists`` (a corpus's)."""
         return TextFrontend(self.cfg, SymbolTable(ipa.inventory(s for lst in symbol_lists for s in lst)))

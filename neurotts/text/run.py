@@ -20,6 +20,11 @@ def run(cfg: PrepareConfig, console: Console, sentence: str) -> list[int]:
     fe = TextFrontend(cfg.text)
     normalized = fe.normalize(sentence)
     symbols = fe.to_symbols(normalized, report)
+    if fe.language is not None:
+        numbers = (f"num2words {fe.language.num2words!r}" if fe.language.num2words
+                   else "eSpeak NG (num2words lacks the language)")
+        console.print(f"text=ipa: eSpeak NG language {fe.language.espeak!r}, numbers read by "
+                      f"{numbers}", soft_wrap=True, highlight=False)
     if fe.symbols is None:
         fe = fe.fitted([symbols])
         console.print(f"ids in this sentence's own table ({len(fe.table)} symbols); a store's "
