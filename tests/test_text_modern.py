@@ -248,7 +248,7 @@ def test_report_messages_cover_both_kinds(arpa: TextFrontend) -> None:
         arpa.encode("zqxv ★", report)
     assert report.messages("arpabet") == [
         "dropped characters not in the 'arpabet' symbol set: '★' (U+2605 BLACK STAR)",
-        "not in CMUdict, spelled as letters: zqxv",
+        "not in CMUdict, said by letter-to-sound: zqxv = Z IY2 K Y UW2 EH2 K S V IY1",
     ]
     assert TextReport().messages("arpabet") == []
 

@@ -83,12 +83,11 @@ class TextReport:
     guesses: dict[str, str] = field(default_factory=dict)
 
     def messages(self, symbol_set: str) -> list[str]:
-        """One warning line per kind of loss (dropped characters, spelled words); empty when
+        """One warning line per kind of loss (dropped characters, words CMUdict lacks); empty when
         the text was said as written. Callers prefix the line or file they came from."""
         lines = [dropped_message(self.dropped, symbol_set)] if self.dropped else []
         if self.oov:
-            said = "; ".join(f"{w} = {self.guesses[w] or '(spelled)'}" for w in sorted(self.oov))
-            lines.append(f"not in CMUdict, said by letter-to-sound: {said}")
+            lines.append(oov_message(self))
         return lines
 
 
