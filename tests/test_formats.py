@@ -63,8 +63,10 @@ def test_ambiguous_three_columns_ask_for_the_format(tmp_path):
 
 def test_two_columns_are_read_as_id_text(tmp_path):
     (tmp_path / "metadata.csv").write_text("a|Hello there.\nb|Second line.\n")
+    touch_audio(tmp_path / "wav", ["a.wav", "b.flac"])  # Piper's single-speaker layout
     corpus = read_corpus(tmp_path)
     assert corpus.format == "ljspeech" and [r.text for r in corpus.rows] == ["Hello there.", "Second line."]
+    assert [r.audio for r in corpus.rows] == [tmp_path / "wav" / "a.wav", tmp_path / "wav" / "b.flac"]
     assert corpus.reading.startswith("read as ID|text")
 
 

@@ -1,6 +1,7 @@
 """Pipe-separated tables: LJSpeech, Piper and Coqui layouts.
 
-- LJSpeech: ``metadata.csv`` rows ``ID|raw|normalized`` (or ``ID|text``), audio ``wavs/ID.wav``.
+- LJSpeech: ``metadata.csv`` rows ``ID|raw|normalized`` (or ``ID|text``), audio ``wavs/ID.wav``
+  (or ``wav/``).
 - Piper: ``metadata.csv`` rows ``ID|text`` (one speaker) or ``ID|speaker|text``, audio in
   ``wav/`` or ``wavs/``; an ID may carry its file's suffix ("utt1.wav").
 - Coqui: a header ``audio_file|text|speaker_name|emotion_name`` (the last two optional), audio
@@ -30,7 +31,9 @@ from neurotts.data.formats.rows import (
 
 COQUI_HEADER = ("audio_file", "text")
 VOTERS = 400  # the columns a Coqui header must start with
-_AUDIO_FOLDERS = {"ljspeech": ("wavs",), "piper": ("wav", "wavs")}
+# Where each layout keeps its clips, first choice first; both look in both, since a
+# two-column table is read the same way whichever tool wrote it.
+_AUDIO_FOLDERS = {"ljspeech": ("wavs", "wav"), "piper": ("wav", "wavs")}
 
 
 def split_rows(path: Path) -> tuple[list[tuple[int, list[str]]], list[Reject]]:
