@@ -239,8 +239,7 @@ def _write_outputs(out: Path, kept: list[Utterance], rejects: list[Reject],
         stats = _mel_stats(kept, done, cfg.audio.n_mels)
         atomic_write_text(layout.stats, json.dumps(stats, indent=1))
     atomic_write_text(layout.symbols, json.dumps(
-        {"symbol_set": cfg.text.symbol_set, "symbols": enc.frontend.table.to_list()},
-        indent=1, ensure_ascii=False))
+        {"symbol_set": cfg.text.symbol_set, "symbols": enc.frontend.table.to_list()}, indent=1))
     if cfg.text.symbol_set == "arpabet":
         write_oov(layout.oov, enc.tally)
 
@@ -319,7 +318,7 @@ def _usable(rows: list[Row], encoded: dict[str, tuple[str, list[int]]],
     return usable, rejects
 
 
-def _nothing_usable(root: Path, cfg: PrepareConfig, sel: Selection, rejects: list[Reject]) -> str:
+def _nothing_usable(cfg: PrepareConfig, sel: Selection, rejects: list[Reject]) -> str:
     """Why a run kept nothing, in one line."""
     where = sel.source
     if not rejects and not sel.excluded:
@@ -352,7 +351,7 @@ def run(cfg: PrepareConfig, console: Console | None = None) -> Summary:
     rejects = sel.rejects + enc.rejects + audio_rejects
     if not usable:
         _write_rejects(out, rejects)
-        raise PrepareError(_nothing_usable(root, cfg, sel, rejects))
+        raise PrepareError(_nothing_usable(cfg, sel, rejects))
     # Splits are drawn from the usable utterances only, so the sizes asked for are the sizes made.
     try:
         splits = assign_splits([r.id for r in usable], cfg.data.split)
