@@ -87,6 +87,7 @@ def test_voice_file_describes_the_voice(voices):
     assert doc["acoustic"]["attention"] == "multihead" and doc["acoustic"]["reduction_factor"] == 2
     assert doc["audio"]["sample_rate"] == 22050 and len(doc["mel_norm"]["mean"]) == 80
     assert doc["speakers"] is None and doc["text"]["symbols"][0] == "_"
+    assert doc["text"]["symbol_set"] == "characters" and doc["text"]["language"] is None
     voice_ids = {json.loads((voices[a][1] / "voice.json").read_text())["voice_id"] for a in ATTENTION}
     assert len(voice_ids) == len(ATTENTION)
 

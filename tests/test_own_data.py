@@ -155,6 +155,17 @@ def test_ipa_language_prepare_train_synth(spoken, tmp_path, lang):
     assert f"ASR skipped: the recogniser's model is English (text.language={lang})" in result.output
     report = json.loads((tmp_path / "report" / "report.json").read_text())
     assert report["summary"]["n_utterances"] == 1
+    # An exported voice carries the language: the torch-free runtime phonemises like synth.
+    pytest.importorskip("onnxruntime")
+    from neurotts.runtime.__main__ import main as runtime_main
+
+    result = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "voice"),
+                                 "check.enabled=false"])
+    assert result.exit_code == 0, result.output
+    voice = json.loads((tmp_path / "voice" / "voice.json").read_text())
+    assert voice["text"]["symbol_set"] == "ipa" and voice["text"]["language"] == lang
+    assert runtime_main([str(tmp_path / "voice"), sentence, "-o", str(tmp_path / "rt.wav")]) == 0
+    assert sf.info(str(tmp_path / "rt.wav")).frames > 0
 
 
 def store_symbols(store: FeatureStore, ids: list[int]) -> list[str]:

@@ -80,7 +80,8 @@ def voice_document(trained: Trained, cfg: ExportConfig) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "format": FORMAT, "version": VERSION,
         "source": {"acoustic": str(trained.file), "step": trained.step},
-        "text": {"symbol_set": trained.text.symbol_set, "symbols": trained.symbols},
+        "text": {"symbol_set": trained.text.symbol_set, "language": trained.text.language,
+                 "symbols": trained.symbols},
         "audio": {k: getattr(trained.audio, k) for k in RUNTIME_AUDIO},
         "mel_norm": trained.mel_norm,
         "acoustic": asdict(acoustic),

@@ -34,7 +34,7 @@ class Spoken:
 
 
 def frontend_of(voice: Voice) -> TextFrontend:
-    return TextFrontend.from_symbols(TextConfig(voice.symbol_set), voice.symbols)
+    return TextFrontend.from_symbols(TextConfig(voice.symbol_set, voice.language), voice.symbols)
 
 
 def sentences(voice: Voice, frontend: TextFrontend, text: str) -> tuple[list[str], list[list[int]]]:

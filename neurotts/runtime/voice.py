@@ -52,6 +52,7 @@ class Voice:
     folder: Path
     voice_id: str
     symbol_set: str
+    language: str | None  # text=ipa's eSpeak NG language; None for the English symbol sets
     symbols: list[str]
     audio: dict[str, Any]  # sample_rate, n_fft, hop_length, win_length, n_mels, fmin, fmax, log_floor
     mel_norm: dict[str, Any]  # enabled, mean (n_mels,), std (n_mels,)
@@ -81,8 +82,9 @@ def read_voice(folder: str | Path) -> Voice:
         raise VoiceError(f"{path}: voice format version {data.get('version')}, but this runtime "
                          f"reads version {VERSION}: export the voice again with this neurotts")
     try:
+        # "language" came with text=ipa; a voice exported before it is English.
         voice = Voice(folder, str(data["voice_id"]), data["text"]["symbol_set"],
-                      list(data["text"]["symbols"]), dict(data["audio"]), dict(data["mel_norm"]),
+                      data["text"].get("language"), list(data["text"]["symbols"]), dict(data["audio"]), dict(data["mel_norm"]),
                       AcousticSettings(**data["acoustic"]), dict(data["synthesis"]),
                       dict(data["vocoder"]), data["speakers"])
     except (KeyError, TypeError) as exc:
