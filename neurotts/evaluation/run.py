@@ -9,11 +9,10 @@ are :mod:`neurotts.evaluation.report`'s; the schema is :mod:`neurotts.evaluation
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,6 +34,7 @@ from neurotts.evaluation.report import (
     write_report,
 )
 from neurotts.models import alignment as health
+from neurotts.progress import ItemProgress
 from neurotts.synthesis.engine import (
     AcousticModel,
     Encoded,
@@ -47,9 +47,6 @@ from neurotts.synthesis.engine import (
     synthesize,
 )
 from neurotts.vocoders import load_vocoder
-
-if TYPE_CHECKING:
-    from rich.progress import Progress
 
 
 class EvalError(UserError, ValueError):
@@ -218,57 +215,6 @@ def _measure(item: Item, res: Synthesized, ref: np.ndarray | None, acoustic: Aco
     return row
 
 
-def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-class EvalProgress:
-    """Utterances done, rate and ETA: a rich progress bar on a terminal, otherwise (a log file,
-    a batch job) one plain line per batch."""
-
-    def __init__(self, console: Console, total: int):
-        self.console, self.total = console, total
-        self.t0 = time.perf_counter()
-        self.bar: Progress | None = None
-        if console.is_terminal:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
-                console=console, transient=False,
-            )
-            self.task = self.bar.add_task("eval", total=total, rate="")
-
-    def __enter__(self) -> EvalProgress:
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def update(self, done: int) -> None:
-        elapsed = time.perf_counter() - self.t0
-        rate = done / max(elapsed, 1e-9)
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, rate=f"{rate:.2f} utt/s")
-            return
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
-        eta_text = _clock(eta) if math.isfinite(eta) else "?"
-        self.console.print(f"eval: {done}/{self.total} utterances, {rate:.2f} utt/s, "
-                           f"elapsed {_clock(elapsed)}, ETA {eta_text}", markup=False,
-                           highlight=False, soft_wrap=True)
-
-
 def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
     """Evaluate every acoustic model in ``cfg.acoustic`` on the same texts; returns the report
     (one model) or the comparison (several, with each model's report in ``out/NN-name/``)."""
@@ -306,7 +252,7 @@ def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Cons
     timing = Timing()
     figures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]] = []
     seed_rng(cfg.seed)  # each model of a comparison starts from the same seed
-    with EvalProgress(console, len(items)) as progress:
+    with ItemProgress(console, len(items), "eval", "utterances") as progress:
         for completed, t in synthesize(inputs, acoustic, vocoder, device, cfg.batch_size,
                                        keep_details=True):
             timing.add(t)
