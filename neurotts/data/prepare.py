@@ -50,7 +50,7 @@ from neurotts.data.splits import (
 from neurotts.data.store import SPLITS, StoreLayout, Utterance, describe, utterance_record
 from neurotts.errors import IncompleteError
 from neurotts.files import atomic_save_npy, atomic_write_text
-from neurotts.text.frontend import TextError, TextFrontend, TextReport, dropped_message
+from neurotts.text.frontend import TextError, TextFrontend, TextReport
 
 T = TypeVar("T")
 
@@ -106,11 +106,15 @@ def _process(item: tuple[str, str]) -> dict[str, Any]:
     uid, wav_path = item
     cfg: AudioConfig = _worker["audio"]
     out: StoreLayout = _worker["out"]
+    path = Path(wav_path)
+    if not path.is_file():
+        return {"id": uid, "ok": False, "reason": f"{wav_path}: file not found"}
+    if path.stat().st_size == 0:
+        return {"id": uid, "ok": False, "reason": f"{wav_path}: empty file (0 bytes)"}
     try:
         pcm = load_clip(wav_path, cfg)  # a vocoder learns mel -> audio from these samples
     except AudioError as exc:
-        reason = f"{wav_path}: file not found" if not Path(wav_path).exists() else str(exc)
-        return {"id": uid, "ok": False, "reason": reason}
+        return {"id": uid, "ok": False, "reason": str(exc)}
     seconds = pcm.size / cfg.sample_rate
     if seconds > cfg.max_duration:
         return {"id": uid, "ok": False,
@@ -330,14 +334,16 @@ def _select_rows(root: Path, cfg: PrepareConfig) -> Selection:
                     for r in kept if r.id not in listed]
         kept = [r for r in kept if r.id in listed]
     split = cfg.data.split
-    if kept and split.method == "hash" and None not in (split.val_size, split.test_size):
-        split_sizes(len(kept), split)  # sizes that even every row could not meet: fail now
+    if kept and split.method == "hash" and (split.val_size, split.test_size) != (None, None):
+        # Sizes that even every row could not meet: fail now, before any audio work.
+        split_sizes(len(kept), split, f"rows of {cfg.data.metadata}")
     return Selection(kept, rejects, excluded, notes)
 
 
 def _usable(rows: list[Row], encoded: dict[str, tuple[str, list[int]]],
-            done: dict[str, dict[str, Any]]) -> tuple[list[Row], list[Reject]]:
-    """Rows whose text and audio both came through; the audio failures as rejects."""
+            done: dict[str, dict[str, Any]], metadata: str) -> tuple[list[Row], list[Reject]]:
+    """Rows whose text and audio both came through; the audio failures as rejects, each named
+    by its ``metadata`` line."""
     usable, rejects = [], []
     for r in rows:
         if r.id not in encoded:
@@ -345,8 +351,24 @@ def _usable(rows: list[Row], encoded: dict[str, tuple[str, list[int]]],
         if done[r.id]["ok"]:
             usable.append(r)
         else:
-            rejects.append(Reject(r.id, done[r.id]["reason"]))
+            rejects.append(Reject(r.id, f"{metadata}:{r.line}: {done[r.id]['reason']}"))
     return usable, rejects
+
+
+# Clips shorter than this are kept but named in a warning: too short for any sentence (the
+# audit excludes them with the same bound), most likely a cut or a wrong file.
+SHORT_CLIP_S = 0.5
+
+
+def _short_note(usable: list[Row], done: dict[str, dict[str, Any]], cfg: PrepareConfig) -> list[str]:
+    sr = cfg.audio.sample_rate
+    short = [r for r in usable if done[r.id]["n_samples"] < SHORT_CLIP_S * sr]
+    if not short:
+        return []
+    first = short[0]
+    return [f"warning: {len(short)} clip(s) kept under {SHORT_CLIP_S} s (the audit excludes "
+            f"them); first {cfg.data.metadata}:{first.line}, {first.id}: "
+            f"{done[first.id]['n_samples'] / sr:.2f} s for {len(first.text)} characters of text"]
 
 
 def _nothing_usable(root: Path, cfg: PrepareConfig, sel: Selection, rejects: list[Reject]) -> str:
@@ -378,7 +400,7 @@ def run(cfg: PrepareConfig, console: Console | None = None) -> Summary:
     # the manifest (their features stay on disk and are reused if the text is fixed).
     encode = partial(_encode_texts, sel.rows, fe, cfg.data.metadata)
     encoded, text_rejects, tally = _run_audio(todo, cfg, out, done, encode) if todo else encode()
-    usable, audio_rejects = _usable(sel.rows, encoded, done)
+    usable, audio_rejects = _usable(sel.rows, encoded, done, cfg.data.metadata)
     rejects = sel.rejects + text_rejects + audio_rejects
     if not usable:
         _write_rejects(out, rejects)
@@ -394,7 +416,7 @@ def run(cfg: PrepareConfig, console: Console | None = None) -> Summary:
     _write_outputs(out, kept, rejects, done, cfg, fe, tally)
     audio_s = sum(u.n_samples for u in kept) / cfg.audio.sample_rate
     notes = [*sel.notes, *filter(None, [split_note(splits, cfg.data.split)]),
-             *_text_notes(tally, cfg, out)]
+             *_text_notes(tally, cfg, out), *_short_note(usable, done, cfg)]
     summary = Summary(len(kept), len(rejects), len(sel.rows) - len(todo), audio_s,
                       time.perf_counter() - t0, out, sel.excluded, len(tally.oov), notes)
     _print_summary(console, summary, kept, rejects)
@@ -416,7 +438,8 @@ def _text_notes(tally: TextTally, cfg: PrepareConfig, out: Path) -> list[str]:
     notes = []
     if tally.dropped:
         first = tally.dropped_rows[0]
-        notes.append(f"warning: {dropped_message(tally.dropped, cfg.text.symbol_set)} "
+        dropped = TextReport(dropped=tally.dropped).messages(cfg.text.symbol_set)[0]
+        notes.append(f"warning: {dropped} "
                      f"(in {len(tally.dropped_rows)} row(s); first {cfg.data.metadata}:{first.line}, "
                      f"{first.id})")
     if tally.oov:
