@@ -81,6 +81,8 @@ EXAMPLES: dict[str, list[str]] = {
     "text": [
         'neurotts text "Dr. Smith paid $2.5M on 12/25/2023."',
         'neurotts text "Say {HH AH0 L OW1}." text=arpabet',
+        'neurotts text "-5°C outside"',
+        "neurotts text --cfg",
     ],
     "train": [
         "neurotts train experiment=tiny data.features=feats run.dir=runs/tiny",
@@ -94,10 +96,12 @@ EXAMPLES: dict[str, list[str]] = {
         'neurotts synth "Hello there." -a runs/taco -o hello.wav',
         'neurotts synth "Hello there." -a runs/taco -v runs/wavenet -o hi.wav',
         "neurotts synth -i lines.txt -a runs/taco -o wavs/ max_chars=120",
+        "neurotts synth \"Again.\" -a runs/taco -o hello.wav --force",
         "neurotts synth --cfg",
     ],
     "eval": [
         "neurotts eval -a runs/taco data.features=feats out=report",
+        "neurotts eval -a runs/taco data.features=feats out=quick limit=20",
         "neurotts eval -a runs/taco -v runs/wavenet data.features=feats out=rep",
         "neurotts eval -a runs/location -a runs/dca texts=long out=compare",
         "neurotts eval --cfg",

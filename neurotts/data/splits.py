@@ -102,7 +102,8 @@ def split_sizes(n: int, cfg: SplitConfig, of: str = "usable utterances") -> tupl
         room -= val if cfg.val_size is None else 0
         test = cfg.test_size if cfg.test_size is not None else min(max(auto_test, 1), room)
     if val + test >= n:
-        asked = " + ".join(f"{name}_size={size}" if size is not None else f"{name} auto ({auto})"
+        asked = " + ".join(f"{name} {size}" if size is not None else
+                           f"{name} unset, scaled to {auto}"
                            for name, size, auto in (("val", cfg.val_size, val),
                                                     ("test", cfg.test_size, test)))
         raise ConfigError(
