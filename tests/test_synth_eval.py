@@ -602,30 +602,6 @@ def test_text_beginning_with_a_dash(runs, tmp_path):
     assert len(list((tmp_path / "d").glob("*.wav"))) == 3
 
 
-def test_text_cfg_needs_no_sentence():
-    result = invoke("text", "--cfg")
-    assert result.exit_code == 0 and "symbol_set:" in result.output, result.output
-    result = invoke("text")
-    assert result.exit_code == 2 and "missing argument SENTENCE" in one_error_line(result)
-
-
-@pytest.mark.parametrize("out,input_lines", [("/sys/x.wav", None), ("/proc/x/", None),
-                                              ("/sys/wavs/", 2)])
-def test_unwritable_output_is_one_line_before_any_model(tmp_path, out, input_lines):
-    """Root may write anywhere the permission bits say no: the check creates a file."""
-    if not Path(out).parts[1:2] or not Path("/" + Path(out).parts[1]).is_dir():
-        pytest.skip(f"no {out} here")
-    args = ["Hello."]
-    if input_lines:
-        text = tmp_path / "two.txt"
-        text.write_text("One.\nTwo.\n", encoding="utf-8")
-        args = ["-i", str(text)]
-    result = invoke("synth", *args, "-a", str(tmp_path / "no-such-run"), "-o", out)
-    assert result.exit_code == 2
-    line = one_error_line(result)
-    assert line.startswith(f"error: -o {out}: cannot write in /"), line
-
-
 def test_existing_output_is_not_replaced_without_force(runs, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     tts = str(runs["tts"])
@@ -645,12 +621,6 @@ def test_existing_output_is_not_replaced_without_force(runs, tmp_path, monkeypat
     result = invoke("synth", "-i", str(lines), "-a", tts, "-o", "w/")
     assert result.exit_code == 2 and "w/002.wav exists already" in one_error_line(result)
     assert (tmp_path / "w" / "002.wav").read_bytes() == b"mine"
-
-
-def test_repeated_option_is_an_error(tmp_path):
-    result = invoke("synth", "Hello.", "-a", "A", "-a", "B", "-o", str(tmp_path / "x.wav"))
-    assert result.exit_code == 2
-    assert one_error_line(result) == "error: --acoustic given 2 times (A, B): give it once"
 
 
 def test_synth_warns_about_short_audio_and_unsayable_characters(runs, tmp_path):
