@@ -206,7 +206,7 @@ def stage_synth(check: Check, run_dir: Path) -> None:
     device = "cpu" if check.args.dry_run else "cuda"
     result = check.run("synth", [check.args.python, "-m", "neurotts.cli", "synth", "--input",
                                  str(lines), "--acoustic", str(run_dir), "-o", str(wavs),
-                                 "--device", device], cap=50)
+                                 "--device", device, "--force"], cap=50)  # a rerun replaces them
     result["wavs"] = sorted(p.name for p in wavs.glob("*.wav")) if wavs.is_dir() else []
     check.write()
 

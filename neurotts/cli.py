@@ -26,7 +26,10 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
-from typer.core import TyperCommand
+
+# Typer vendors its own click: its parser raises these, not the installed click's.
+from typer._click.exceptions import NoSuchOption, UsageError
+from typer.core import TyperCommand, TyperOption
 
 from neurotts.config import (
     ConfigError,
@@ -78,6 +81,8 @@ EXAMPLES: dict[str, list[str]] = {
     "text": [
         'neurotts text "Dr. Smith paid $2.5M on 12/25/2023."',
         'neurotts text "Say {HH AH0 L OW1}." text=arpabet',
+        'neurotts text "-5°C outside"',
+        "neurotts text --cfg",
     ],
     "train": [
         "neurotts train experiment=tiny data.features=feats run.dir=runs/tiny",
@@ -91,10 +96,12 @@ EXAMPLES: dict[str, list[str]] = {
         'neurotts synth "Hello there." -a runs/taco -o hello.wav',
         'neurotts synth "Hello there." -a runs/taco -v runs/wavenet -o hi.wav',
         "neurotts synth -i lines.txt -a runs/taco -o wavs/ max_chars=120",
+        "neurotts synth \"Again.\" -a runs/taco -o hello.wav --force",
         "neurotts synth --cfg",
     ],
     "eval": [
         "neurotts eval -a runs/taco data.features=feats out=report",
+        "neurotts eval -a runs/taco data.features=feats out=quick limit=20",
         "neurotts eval -a runs/taco -v runs/wavenet data.features=feats out=rep",
         "neurotts eval -a runs/location -a runs/dca texts=long out=compare",
         "neurotts eval --cfg",
@@ -208,6 +215,45 @@ class HelpCommand(TyperCommand):
         super().format_help(ctx, formatter)
 
 
+class TextArgCommand(HelpCommand):
+    """A command whose first argument is text, which may begin with "-" ("-5°C", "-.5 dB",
+    "- a list item"): such an argument is text, not options, when what follows the "-" is no
+    letter and no second "-". Any other unknown option gets a hint to put the text after
+    ``--``. An option's value ("--seed -1") is left to the option."""
+
+    _TEXT_MARK = "\0"  # held in front of such text while click parses, removed after
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        takes_value = {name for p in self.params if isinstance(p, TyperOption) and not p.is_flag
+                       for name in (*p.opts, *p.secondary_opts)}
+        marked, previous = [], ""
+        for i, arg in enumerate(args):
+            if "--" in args[:i]:
+                marked.extend(args[i:])
+                break
+            looks_like_text = (len(arg) > 1 and arg[0] == "-" and not arg[1].isalpha()
+                               and arg[1] != "-")
+            text = looks_like_text and previous not in takes_value
+            marked.append(self._TEXT_MARK + arg if text else arg)
+            previous = arg
+        try:
+            rest = super().parse_args(ctx, marked)
+        except NoSuchOption as exc:
+            known = {name for p in self.params for name in (*p.opts, *p.secondary_opts)}
+            known.update(self.get_help_option_names(ctx))
+            word = next((a for a in args if a.startswith("-") and a.split("=")[0] not in known),
+                        exc.option_name)
+            raise UsageError(f"No such option: {word} (text that begins with '-' goes after "
+                             f"--: neurotts {self.name} -- \"{word}\")", ctx) from None
+        for key, value in ctx.params.items():
+            if isinstance(value, str):
+                ctx.params[key] = value.removeprefix(self._TEXT_MARK)
+            elif isinstance(value, list | tuple):
+                ctx.params[key] = [v.removeprefix(self._TEXT_MARK) if isinstance(v, str) else v
+                                   for v in value]
+        return rest
+
+
 def _version(value: bool) -> None:
     if value:
         from importlib.metadata import PackageNotFoundError, version
@@ -296,14 +342,17 @@ def toy_corpus(
         resolve(command.run)(resolve(command.schema)(out, utterances, seed), err)
 
 
-@app.command(cls=HelpCommand)
+@app.command(cls=TextArgCommand)
 def text(
-    sentence: Annotated[str, typer.Argument(help="Text to run through the frontend.")],
+    sentence: Annotated[str | None, typer.Argument(help="Text to run through the frontend.",
+                                                   show_default=False)] = None,
     overrides: Overrides = None,
     cfg: PrintCfg = False,
     config_dir: ConfigDir = None,
 ) -> None:
     """Show what the text frontend makes of SENTENCE: normalised text, symbols, ids."""
+    if sentence is None and not cfg:  # optional for click, so that --cfg alone works
+        raise fail("missing argument SENTENCE: the text to read (--cfg alone prints the config)")
     config = load("text", [*(overrides or []), "out=-"], config_dir, cfg)
     with user_errors():
         resolve(COMMANDS["text"].run)(config, err, sentence)
@@ -330,27 +379,38 @@ def train(overrides: Overrides = None, cfg: PrintCfg = False, config_dir: Config
         resolve(COMMANDS["train"].run)(config, err)
 
 
-@app.command(cls=HelpCommand)
+def _one(option: str, values: list[str] | None) -> str | None:
+    """The value of an option given at most once: a second one is an error, not a silent win."""
+    if values and len(values) > 1:
+        raise fail(f"{option} given {len(values)} times ({', '.join(values)}): give it once")
+    return values[0] if values else None
+
+
+@app.command(cls=TextArgCommand)
 def synth(
     sentence: Annotated[str | None, typer.Argument(help="Text to speak.", show_default=False)] = None,
     overrides: Overrides = None,
-    acoustic: Annotated[str | None, typer.Option("--acoustic", "-a", help="Acoustic model: run folder or checkpoint.")] = None,
-    vocoder: Annotated[str | None, typer.Option("--vocoder", "-v", help="WaveNet run folder or checkpoint, or griffinlim.")] = None,
-    output: Annotated[str | None, typer.Option("--output", "-o", help="A .wav file, or a folder (no suffix or a trailing /); with --input, numbered by line.")] = None,
-    input_file: Annotated[Path | None, typer.Option("--input", "-i", help="Text file: one wav per line.")] = None,
+    acoustic: Annotated[list[str] | None, typer.Option("--acoustic", "-a", help="Acoustic model: run folder or checkpoint.")] = None,
+    vocoder: Annotated[list[str] | None, typer.Option("--vocoder", "-v", help="WaveNet run folder or checkpoint, or griffinlim.")] = None,
+    output: Annotated[list[str] | None, typer.Option("--output", "-o", help="A .wav file, or a folder (no suffix or a trailing /); with --input, numbered by line. Existing files are not replaced without --force.")] = None,
+    input_file: Annotated[list[Path] | None, typer.Option("--input", "-i", help="Text file: one wav per line.")] = None,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed: the same seed gives the same audio.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace existing output files.")] = False,
     cfg: PrintCfg = False,
     config_dir: ConfigDir = None,
 ) -> None:
     """Speak TEXT (or each line of --input) with a trained acoustic model and a vocoder."""
-    if input_file is not None and sentence is not None:
+    inputs = _one("--input", [str(p) for p in input_file] if input_file else None)
+    if inputs is not None and sentence is not None:
         # With --input every positional argument is an override (`--input f.txt max_chars=80`).
         overrides, sentence = [sentence, *(overrides or [])], None
-    options = {"sentence": sentence, "input": input_file, "acoustic": acoustic, "vocoder.path": vocoder,
-               "output": output, "device": device}
+    options = {"sentence": sentence, "input": inputs, "acoustic": _one("--acoustic", acoustic),
+               "vocoder.path": _one("--vocoder", vocoder), "output": _one("--output", output),
+               "device": device}
     extra = [f"{key}={hydra_quote(str(value))}" for key, value in options.items() if value is not None]
     extra += [f"seed={seed}"] if seed is not None else []
+    extra += ["force=true"] if force else []
     config = load("synth", [*(overrides or []), *extra], config_dir, cfg,
                   how={"acoustic": "--acoustic RUN"})
     try:

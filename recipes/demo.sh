@@ -57,10 +57,11 @@ neurotts train model=wavenet experiment=tiny data.features="$out/features" \
 step "synthesise -> $out/wavs"
 printf '%s\n' "Printing, in the only sense with which we are at present concerned." \
   "The old house stood by the river." > "$out/sentences.txt"
+# --force: a rerun of the demo replaces the files it wrote before.
 neurotts synth --input "$out/sentences.txt" --acoustic "$out/tacotron2" --vocoder griffinlim \
-  -o "$out/wavs/griffinlim"
+  -o "$out/wavs/griffinlim" --force
 neurotts synth "The old house stood by the river." --acoustic "$out/tacotron2" \
-  --vocoder "$out/wavenet" -o "$out/wavs/wavenet/001.wav"
+  --vocoder "$out/wavenet" -o "$out/wavs/wavenet/001.wav" --force
 
 step "evaluate up to $n_eval test utterances -> $out/eval"
 neurotts eval --acoustic "$out/tacotron2" --vocoder griffinlim data.features="$out/features" \

@@ -267,3 +267,31 @@ def test_acoustic_check_flags_the_clip_a_trained_model_cannot_follow(make_corpus
         for key in ("focus", "monotonicity", "coverage", "band_mass"):
             assert 0.0 <= c[f"attention_{key}"] <= 1.0
     assert "teacher-forced loss" in (out / "audit.tsv").read_text()
+
+
+def _scored(records: dict[str, dict]) -> dict[str, dict]:
+    from neurotts.audit.scoring import score_clips
+
+    for name, r in records.items():
+        r.update(ok=True, sample_rate=SR, channels=1, encoding="PCM_16", audio_hash=name)
+    score_clips(records, list(records), config(Path("/corpus"), Path("/out")))
+    return records
+
+
+def test_every_scored_clip_gives_its_reasons():
+    """A score under every warning level (0.48 from an SNR just above its warn level) still
+    names where it comes from."""
+    r = _scored({"low": {"snr_db": 20.3}})["low"]
+    assert 0 < r["score"] < 0.5
+    assert r["reasons"] == ["SNR 20 dB (under its warning level)"]
+
+
+def test_noise_is_not_called_cut_off_but_a_cut_clip_is():
+    rng = np.random.default_rng(0)
+    noise = (0.3 * rng.standard_normal(2 * SR)).astype(np.float32)
+    cut = speechlike(1.0, SR)[: int(0.7 * SR)]  # ends mid-speech over a clean floor
+    records = _scored({"noise": level_measures(noise, SR, LEVELS),
+                       "cut": level_measures(cut, SR, LEVELS)})
+    assert records["noise"]["reasons"] == ["SNR 1 dB"]
+    assert "end_loudness" not in records["noise"]["scores"]
+    assert any("(cut off?)" in reason for reason in records["cut"]["reasons"])

@@ -101,8 +101,9 @@ def test_synth_writes_and_reports_a_markup_like_output(place):
                  "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert wav.is_file() and f"wrote {wav} (" in flat(result)
+    # --force: the file exists from above, and an existing output is refused without it.
     line = error_line(run("synth", "Hello.", "--acoustic", str(place["run"]), "-o", str(wav),
-                          "--vocoder", "griffin-lim"))
+                          "--vocoder", "griffin-lim", "--force"))
     assert "did you mean griffinlim?" in line
 
 

@@ -382,3 +382,53 @@ def test_constraint_metadata_mechanism():
         with pytest.raises(ConfigError) as info:
             to_schema(cfg, Outer, prefix="top.")
         assert str(info.value) == f"top.{message}"
+
+
+# ------------------------------------------------------------------ issue 25: arguments, outputs
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def one_error_line(result) -> str:
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    return lines[0]
+
+
+def test_text_argument_may_begin_with_a_dash():
+    for text, said in (("-5°C", "minus five degrees Celsius"), ("-40 below", "minus forty below")):
+        result = invoke("text", text)
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines()[0] == said
+
+
+def test_text_cfg_needs_no_sentence():
+    result = invoke("text", "--cfg")
+    assert result.exit_code == 0 and "symbol_set:" in result.output, result.output
+    result = invoke("text")
+    assert result.exit_code == 2 and "missing argument SENTENCE" in one_error_line(result)
+
+
+@pytest.mark.parametrize("out,input_lines", [("/sys/x.wav", None), ("/proc/x/", None),
+                                              ("/sys/wavs/", 2)])
+def test_unwritable_output_is_one_line_before_any_model(tmp_path, out, input_lines):
+    """Root may write anywhere the permission bits say no: the check creates a file."""
+    if not Path(out).parts[1:2] or not Path("/" + Path(out).parts[1]).is_dir():
+        pytest.skip(f"no {out} here")
+    args = ["Hello."]
+    if input_lines:
+        text = tmp_path / "two.txt"
+        text.write_text("One.\nTwo.\n", encoding="utf-8")
+        args = ["-i", str(text)]
+    result = invoke("synth", *args, "-a", str(tmp_path / "no-such-run"), "-o", out)
+    assert result.exit_code == 2
+    line = one_error_line(result)
+    assert line.startswith(f"error: -o {out}: cannot write in /"), line
+
+
+def test_repeated_option_is_an_error(tmp_path):
+    result = invoke("synth", "Hello.", "-a", "A", "-a", "B", "-o", str(tmp_path / "x.wav"))
+    assert result.exit_code == 2
+    assert one_error_line(result) == "error: --acoustic given 2 times (A, B): give it once"

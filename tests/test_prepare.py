@@ -462,3 +462,51 @@ def test_arpabet_prepare_reports_oov_words_and_dropped_characters(make_corpus, t
     assert warning == ["  warning: dropped characters not in the 'arpabet' symbol set: '#' "
                        "(in 1 row(s); first metadata.csv:2, A2)"]
     assert "TextWarning" not in proc.stderr and ".py:" not in proc.stderr
+
+
+def test_audio_rejects_name_their_metadata_line(make_corpus, tmp_path):
+    """Missing, zero-byte and non-audio wavs are rejected with their metadata.csv line; a
+    zero-byte file is called empty."""
+    root = write_bad_corpus(make_corpus)
+    out = tmp_path / "store"
+    result = runner.invoke(app, ["prepare", f"data.root={root}", f"out={out}", *SIZES,
+                                 "audio.max_duration=2.0"])
+    assert result.exit_code == 0, result.output
+    lines = {row.split("|", 1)[0]: n for n, row in enumerate(
+        (root / "metadata.csv").read_bytes().decode("utf-8", "replace").splitlines(), start=1)}
+    got = rejects(out)
+    for uid in ("MISSING", "ZERO", "CORRUPT", "TRUNC", "TOOLONG"):
+        assert got[uid].startswith(f"metadata.csv:{lines[uid]}: "), (uid, got[uid])
+    assert got["ZERO"].endswith("ZERO.wav: empty file (0 bytes)")
+    assert "Format not recognised" not in got["ZERO"]
+    assert got["MISSING"].endswith("MISSING.wav: file not found")
+
+
+def test_a_very_short_clip_is_kept_with_a_warning(make_corpus, tmp_path):
+    root = make_corpus(TEXTS)
+    sf.write(root / "wavs" / "BLIP.wav", speechlike(0.05, 22050, lead_silence=0.0), 22050)
+    with open(root / "metadata.csv", "a") as f:
+        f.write("BLIP|Sixteen letters.|x\n")
+    out = tmp_path / "store"
+    result = runner.invoke(app, ["prepare", f"data.root={root}", f"out={out}", *SIZES])
+    assert result.exit_code == 0, result.output
+    assert "BLIP" in {u.id for u in FeatureStore(out).utterances}
+    assert (f"warning: 1 clip(s) kept under 0.5 s (the audit excludes them); first "
+            f"metadata.csv:{len(TEXTS) + 1}, BLIP: ") in result.output
+    assert "for 16 characters of text" in result.output
+
+
+@pytest.mark.parametrize("sizes,needle", [
+    (["data.split.val_size=400"], "(val 400 + test unset, scaled to 0) leave no training data "
+                                  "from 12 rows of metadata.csv"),
+    (["data.split.val_size=6", "data.split.test_size=6"],
+     "(val 6 + test 6) leave no training data from 12 rows of metadata.csv"),
+])
+def test_split_sizes_are_checked_against_the_rows_before_audio(make_corpus, tmp_path, sizes, needle):
+    root = make_corpus(TEXTS)
+    out = tmp_path / "store"
+    result = runner.invoke(app, ["prepare", f"data.root={root}", f"out={out}", "num_workers=1",
+                                 *UNSIZED, *sizes])
+    assert result.exit_code == 2
+    assert needle in result.output, result.output
+    assert not (out / "mels").exists() or not list((out / "mels").iterdir())

@@ -706,3 +706,25 @@ def test_cpu_warning_and_loader_workers_capped_at_the_cores() -> None:
     workers, notes = loader_workers(cores + 3, cpu)
     assert workers == cores
     assert notes == [f"data.num_workers={cores + 3} lowered to {cores}: the {cores} CPU cores available"]
+
+
+@pytest.mark.parametrize("sig,says", [
+    (signal.SIGTERM, "(another SIGTERM changes nothing; SIGKILL stops at once, without one)"),
+    (signal.SIGUSR1, "(another SIGUSR1 changes nothing; SIGKILL stops at once, without one)"),
+    (signal.SIGINT, "(Ctrl-C again stops at once, without one)"),
+])
+def test_stop_announcement_names_what_the_signal_allows(capsys, sig, says) -> None:
+    """Only a second Ctrl-C aborts: after a SIGTERM the message does not offer Ctrl-C."""
+    with StopRequest(announce=True):
+        os.kill(os.getpid(), sig)
+    err = capsys.readouterr().err.strip()
+    assert err == f"{sig.name}: stopping after this step and saving a checkpoint {says}"
+
+
+def test_batch_larger_than_the_train_split_is_noted() -> None:
+    from neurotts.training.loop import batch_note
+
+    assert batch_note(32, 328) == []
+    assert batch_note(100000, 328) == [
+        "note: trainer.batch_size asks for 100000 utterances per step, more than the train "
+        "split's 328: each batch holds at most 328"]

@@ -465,3 +465,214 @@ def test_eval_texts_file_names_a_bad_line(runs, tmp_path):
     assert result.exit_code == 2
     assert f"texts={texts}:3: no speakable symbol" in one_error_line(result)
     assert not (tmp_path / "r" / "report.json").exists()
+
+
+# ------------------------------------------------------------------ issue 25: no input stalls
+
+
+def with_stop_threshold(runs, name: str, threshold: float) -> Path:
+    """A copy of the tiny Tacotron 2 whose stop token fires at ``threshold``: 1e-6 stops on the
+    first decoder step (a model that has not learnt to go on), 0.999999 never (one that has
+    not learnt to stop, running every item to its length guard)."""
+    from neurotts.checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+
+    path = runs["tts"].parent / f"{name}.pt"
+    if not path.exists():
+        payload = load_checkpoint(resolve_checkpoint(runs["tts"]))
+        payload["config"]["model"]["inference"]["stop_threshold"] = threshold
+        save_checkpoint(path, payload)
+    return path
+
+
+def thirty_lines(tmp_path: Path) -> Path:
+    """The issue's input: 30 short lines, line 7 being 4,000 letters without a space."""
+    lines = [f"Line number {i} is short." for i in range(1, 31)]
+    lines[6] = "".join("abcdefghijklmnopqrstuvwxyz"[(i * 7) % 26] for i in range(4000))
+    path = tmp_path / "thirty.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_unbroken_long_line_fails_alone_and_others_are_written(runs, tmp_path):
+    """A 4,000-letter token is refused by its line number before any synthesis (it cannot be
+    cut at a space within max_symbols); the 29 other lines are written. With a model that
+    never stops, every piece still ends at a guard bounded by max_symbols."""
+    never = with_stop_threshold(runs, "never-stops", 0.999999)
+    path = thirty_lines(tmp_path)
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    result = invoke("synth", "--input", str(path), "-a", str(never), "-o", f"{out}/", "--device",
+                    "cpu", "batch_size=8")
+    assert result.exit_code == 1, result.output
+    assert (f"error: --input {path}:7: a run of 4000 symbols with no space (over "
+            "max_symbols=300)") in result.output
+    assert len(list(out.glob("*.wav"))) == 29 and not (out / "007.wav").exists()
+    assert result.output.strip().splitlines()[-1].endswith("1 of 30 line(s) failed (line 7); "
+                                                           "29 file(s) written")
+    assert time.monotonic() - t0 < 240
+
+
+def test_pieces_are_capped_in_symbols(runs):
+    """max_symbols cuts a piece at its last space within the limit, even with max_chars=None
+    (each input whole); each part ends with EOS; a run longer than the cap with no space is a
+    SynthesisError."""
+    from neurotts.synthesis.engine import AcousticModel, SynthesisError, encode
+
+    acoustic = AcousticModel.load(runs["tts"], torch.device("cpu"))
+    fe = acoustic.frontend
+    text = " ".join(f"word{'s' * (i % 5)}" for i in range(200))
+    whole = encode(fe, text, max_chars=None)
+    capped = encode(fe, text, max_chars=None, max_symbols=50)
+    assert len(whole.ids) == 1 and len(whole.ids[0]) > 1000
+    assert len(capped.ids) > 20 and all(2 <= len(ids) <= 50 for ids in capped.ids)
+    assert all(ids[-1] == fe.symbols.eos_id for ids in capped.ids)
+    space = fe.symbols.to_ids([" "])[0]
+    # Nothing lost: each cut turns a space into the EOS that ends the part before it.
+    assert sum(len(i) for i in capped.ids) == len(whole.ids[0])
+    assert all(ids[0] != space and ids[-2] != space for ids in capped.ids)
+    with pytest.raises(SynthesisError, match="a run of 60 symbols with no space"):
+        encode(fe, "ok " + "x" * 60 + " ok", max_chars=None, max_symbols=50)
+
+
+def test_synth_sigterm_says_what_was_written(runs, tmp_path):
+    """A real SIGTERM to a real synth process: one line naming how many lines were done and
+    the files written, exit 143, and every file written is complete."""
+    never = with_stop_threshold(runs, "never-stops", 0.999999)
+    lines = tmp_path / "many.txt"
+    lines.write_text("".join(f"Line number {i} of the input.\n" for i in range(200)), encoding="utf-8")
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "neurotts.cli", "synth", "--input", str(lines), "--acoustic",
+         str(never), "-o", f"{out}/", "--device", "cpu", "batch_size=1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (out / "001.wav").exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no file written in 120 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 143, stderr
+    wavs = sorted(out.glob("*.wav"))
+    assert 1 <= len(wavs) < 200 and not list(out.glob("*.part"))
+    stopped = [ln for ln in stderr.splitlines() if "stopped by SIGTERM" in ln]
+    assert len(stopped) == 1, stderr
+    assert re.fullmatch(rf"interrupted: stopped by SIGTERM after {len(wavs)} of 200 line\(s\); "
+                        r"written: .*", stopped[0]), stopped[0]
+    assert str(wavs[0]) in stopped[0]
+    assert "Traceback" not in stderr
+    for wav in wavs:
+        data, sr = sf.read(wav)
+        assert sr == 22050 and data.size == sf.info(str(wav)).frames > 0
+
+
+def test_synth_progress_line_for_several_lines(runs, tmp_path):
+    lines = tmp_path / "in.txt"
+    lines.write_text("One.\nTwo.\nThree.\n", encoding="utf-8")
+    result = invoke("synth", "--input", str(lines), "-a", str(runs["tts"]), "-o",
+                    str(tmp_path / "o/"), "batch_size=2")
+    assert result.exit_code == 0, result.output
+    progress = re.findall(r"^synth: (\d)/3 lines, [\d.]+ lines/s, elapsed \d+:\d\d, ETA \S+$",
+                          result.output, re.M)
+    assert progress == ["2", "3"], result.output
+    single = invoke("synth", "One.", "-a", str(runs["tts"]), "-o", str(tmp_path / "one.wav"))
+    assert single.exit_code == 0 and "synth: " not in single.output
+
+
+def test_text_beginning_with_a_dash(runs, tmp_path):
+    """'-5°C' is text for `text` and `synth`; text that looks like an option gets a hint with
+    the -- form, which works; --input lines beginning with '-' are text."""
+    result = invoke("text", "-5°C")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == "minus five degrees Celsius"
+    result = invoke("text", "-hello")
+    assert result.exit_code == 2 and "text that begins with '-' goes after --" in result.output
+    assert "neurotts text -- \"-hello\"" in " ".join(result.output.replace("│", " ").split())
+    result = invoke("text", "--", "-hello")
+    assert result.exit_code == 0 and result.output.splitlines()[0] == "-hello"
+    wav = tmp_path / "cold.wav"
+    result = invoke("synth", "-5 degrees outside.", "-a", str(runs["tts"]), "-o", str(wav),
+                    "--seed", "3")
+    assert result.exit_code == 0 and sf.info(str(wav)).frames > 0, result.output
+    lines = tmp_path / "dash.txt"
+    lines.write_text("-5 degrees.\n- a list item\n--force\n", encoding="utf-8")
+    result = invoke("synth", "-i", str(lines), "-a", str(runs["tts"]), "-o", str(tmp_path / "d/"))
+    assert result.exit_code == 0, result.output
+    assert len(list((tmp_path / "d").glob("*.wav"))) == 3
+
+
+def test_existing_output_is_not_replaced_without_force(runs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tts = str(runs["tts"])
+    assert invoke("synth", "Hello.", "-a", tts).exit_code == 0
+    before = (tmp_path / "out.wav").read_bytes()
+    result = invoke("synth", "Something else entirely.", "-a", str(tmp_path / "no-such-run"))
+    assert result.exit_code == 2
+    assert one_error_line(result) == ("error: -o out.wav: out.wav exists already; --force "
+                                      "replaces it, or name another output with -o")
+    assert (tmp_path / "out.wav").read_bytes() == before
+    result = invoke("synth", "Something else entirely.", "-a", tts, "--force")
+    assert result.exit_code == 0 and (tmp_path / "out.wav").read_bytes() != before
+    lines = tmp_path / "in.txt"
+    lines.write_text("One.\nTwo.\n", encoding="utf-8")
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "002.wav").write_bytes(b"mine")
+    result = invoke("synth", "-i", str(lines), "-a", tts, "-o", "w/")
+    assert result.exit_code == 2 and "w/002.wav exists already" in one_error_line(result)
+    assert (tmp_path / "w" / "002.wav").read_bytes() == b"mine"
+
+
+def test_synth_warns_about_short_audio_and_unsayable_characters(runs, tmp_path):
+    at_once = with_stop_threshold(runs, "stops-at-once", 1e-6)
+    lines = tmp_path / "in.txt"
+    lines.write_text("Fine.\nA smile 😀 here.\n", encoding="utf-8")
+    result = invoke("synth", "-i", str(lines), "-a", str(at_once), "-o", str(tmp_path / "o/"))
+    assert result.exit_code == 0, result.output
+    assert (f"warning: --input {lines}:2: dropped characters not in the 'characters' symbol "
+            "set: '😀' (U+1F600 GRINNING FACE)") in result.output
+    assert ("warning: 2 of 2 file(s) are (line 1, 2) under 0.1 s long: the model stops at once"
+            in result.output), result.output
+    result = invoke("synth", "Fine.", "-a", str(at_once), "-o", str(tmp_path / "one.wav"))
+    assert "warning: the audio is under 0.1 s long" in result.output
+
+
+def test_eval_does_not_measure_max_steps_failures_and_stops_early(runs, tmp_path):
+    """A model that never stops: every utterance hits the guard. The recogniser never runs on
+    that audio, eval stops after the first batch with one line, and the report leads with the
+    failure count."""
+    from neurotts.evaluation import run as eval_run
+
+    never = with_stop_threshold(runs, "never-stops", 0.999999)
+    texts = tmp_path / "t.txt"
+    texts.write_text("".join(f"Sentence number {i} is here.\n" for i in range(20)), encoding="utf-8")
+    out = tmp_path / "r"
+    result = invoke("eval", "-a", str(never), f"texts={texts}", f"out={out}", "asr=false",
+                    "batch_size=8")
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("error: stopped after 8 of 20 utterances: 8 failed (max_steps 8); "
+                           "the model has not aligned yet"), last
+    assert "failed: 8 of 8 utterances (max_steps 8)" in result.output
+    report = json.loads((out / "report.json").read_text())
+    assert len(report["utterances"]) == 8
+    assert all(r["metrics_note"] == "not measured: hit max decoder steps"
+               for r in report["utterances"])
+    assert (out / "report.md").read_text().splitlines()[4].startswith(
+        "**failed: 8 of 8 utterances (max_steps 8)**")
+    assert "(incl. 8 failed)" in result.output  # attention means are over failed items
+    result = invoke("eval", "-a", str(never), f"texts={texts}", f"out={tmp_path / 'all'}",
+                    "asr=false", "stop_unaligned=false", "limit=9")
+    assert result.exit_code == 0 and "failed: 9 of 9 utterances" in result.output
+
+    class Recogniser:  # counts what it is asked to transcribe
+        calls = 0
+
+        def transcribe(self, wav, sr):
+            Recogniser.calls += 1
+            return "x"
+
+    asr = eval_run.Recognition(False)
+    asr.recognizer = Recogniser()
+    row = asr.add_failed("some words here", None, 22050)
+    assert Recogniser.calls == 0 and row["wer_synth"] == 1.0 and row["asr_synth"] == ""

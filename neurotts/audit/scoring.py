@@ -49,7 +49,7 @@ CHECKS: tuple[Check, ...] = (
     Check("leading_silence", _get("leading_silence"), lambda r, v: f"{v:.1f} s leading silence"),
     Check("trailing_silence", _get("trailing_silence"), lambda r, v: f"{v:.1f} s trailing silence"),
     Check("longest_pause", _get("longest_pause"), lambda r, v: f"{v:.1f} s pause"),
-    Check("end_loudness", _get("end_loudness"),
+    Check("end_loudness", lambda r: _judged_end(r),
           lambda r, v: f"ends {-r['end_level_db']:.0f} dB below its speech level, "
                        f"{r['end_level_db'] + r['snr_db']:.0f} dB above its noise floor (cut off?)"),
     Check("snr_db", _get("snr_db"), lambda r, v: f"SNR {v:.0f} dB"),
@@ -73,6 +73,17 @@ CHECKS: tuple[Check, ...] = (
     Check("attention_band_mass", _get("attention_band_mass"),
           lambda r, v: f"{_pct(v)} of the attention on the diagonal"),
 )
+
+
+# Under this SNR the speech level hardly stands above the noise floor (a noise clip): where the
+# clip ends between the two says nothing about a cut, and the SNR check names the problem.
+END_MIN_SNR_DB = 12.0
+
+
+def _judged_end(r: Record) -> float | None:
+    if "end_loudness" not in r or r["snr_db"] < END_MIN_SNR_DB:
+        return None
+    return r["end_loudness"]
 
 
 def _abs(v: float | None) -> float | None:
@@ -201,5 +212,7 @@ def score_clips(records: dict[str, Record], order: list[str], cfg: AuditConfig) 
         scores = {name: round(s, 4) for s, name, _ in items}
         top = items[0][0] if items else 0.0
         rest = sum(s for s, _, _ in items[1:] if s >= 0.5)
-        r.update(scores=scores, score=round(top + cfg.others_weight * rest, 4),
-                 reasons=[text for s, _, text in items if s >= 0.5])
+        reasons = [text for s, _, text in items if s >= 0.5]
+        if not reasons and top > 0:  # a score below every warning still says where it comes from
+            reasons = [f"{items[0][2]} (under its warning level)"]
+        r.update(scores=scores, score=round(top + cfg.others_weight * rest, 4), reasons=reasons)

@@ -90,12 +90,16 @@ def _process(item: tuple[str, str]) -> dict[str, Any]:
     uid, wav_path = item
     cfg: AudioConfig = _worker["audio"]
     out: StoreLayout = _worker["out"]
+    path = Path(wav_path)
+    if not path.is_file():
+        return {"id": uid, "ok": False, "reason": f"{wav_path}: file not found"}
+    if path.stat().st_size == 0:
+        return {"id": uid, "ok": False, "reason": f"{wav_path}: empty file (0 bytes)"}
     try:
         wav, source = read_audio(wav_path, cfg.sample_rate)
         pcm = clip_from(wav, cfg, wav_path)  # a vocoder learns mel -> audio from these samples
     except AudioError as exc:
-        reason = f"{wav_path}: file not found" if not Path(wav_path).exists() else str(exc)
-        return {"id": uid, "ok": False, "reason": reason}
+        return {"id": uid, "ok": False, "reason": str(exc)}
     seconds = pcm.size / cfg.sample_rate
     if seconds > cfg.max_duration:
         return {"id": uid, "ok": False,
@@ -295,8 +299,9 @@ def _select_rows(root: Path, cfg: PrepareConfig) -> Selection:
                     for r in kept if r.id not in listed]
         kept = [r for r in kept if r.id in listed]
     split = cfg.data.split
-    if kept and split.method == "hash" and None not in (split.val_size, split.test_size):
-        split_sizes(len(kept), split)  # sizes that even every row could not meet: fail now
+    if kept and split.method == "hash" and (split.val_size, split.test_size) != (None, None):
+        # Sizes that even every row could not meet: fail now, before any audio work.
+        split_sizes(len(kept), split, f"rows of {corpus.source}")
     return Selection(kept, rejects, excluded, notes, corpus.source)
 
 
@@ -306,7 +311,8 @@ def _listed(names: list[str], most: int = 5) -> str:
 
 def _usable(rows: list[Row], encoded: dict[str, tuple[str, list[int]]],
             done: dict[str, dict[str, Any]]) -> tuple[list[Row], list[Reject]]:
-    """Rows whose text and audio both came through; the audio failures as rejects."""
+    """Rows whose text and audio both came through; the audio failures as rejects, each named
+    by its row's ``file:line``."""
     usable, rejects = [], []
     for r in rows:
         if r.id not in encoded:
@@ -314,8 +320,24 @@ def _usable(rows: list[Row], encoded: dict[str, tuple[str, list[int]]],
         if done[r.id]["ok"]:
             usable.append(r)
         else:
-            rejects.append(Reject(r.id, done[r.id]["reason"]))
+            rejects.append(Reject(r.id, f"{r.where}: {done[r.id]['reason']}"))
     return usable, rejects
+
+
+# Clips shorter than this are kept but named in a warning: too short for any sentence (the
+# audit excludes them with the same bound), most likely a cut or a wrong file.
+SHORT_CLIP_S = 0.5
+
+
+def _short_note(usable: list[Row], done: dict[str, dict[str, Any]], cfg: PrepareConfig) -> list[str]:
+    sr = cfg.audio.sample_rate
+    short = [r for r in usable if done[r.id]["n_samples"] < SHORT_CLIP_S * sr]
+    if not short:
+        return []
+    first = short[0]
+    return [f"warning: {len(short)} clip(s) kept under {SHORT_CLIP_S} s (the audit excludes "
+            f"them); first {first.where}, {first.id}: "
+            f"{done[first.id]['n_samples'] / sr:.2f} s for {len(first.text)} characters of text"]
 
 
 def _nothing_usable(cfg: PrepareConfig, sel: Selection, rejects: list[Reject]) -> str:
@@ -363,7 +385,8 @@ def run(cfg: PrepareConfig, console: Console | None = None) -> Summary:
     _write_outputs(out, kept, rejects, done, cfg, enc)
     audio_s = sum(u.n_samples for u in kept) / cfg.audio.sample_rate
     notes = [*sel.notes, *filter(None, [split_note(splits, cfg.data.split)]),
-             *_audio_notes(kept, done, cfg), *text_notes(enc.tally, cfg.text.symbol_set, StoreLayout(out).oov)]
+             *_audio_notes(kept, done, cfg), *text_notes(enc.tally, cfg.text.symbol_set, StoreLayout(out).oov),
+             *_short_note(usable, done, cfg)]
     summary = Summary(len(kept), len(rejects), len(sel.rows) - len(todo), audio_s,
                       time.perf_counter() - t0, out, sel.excluded, len(enc.tally.oov), notes)
     _print_summary(console, summary, kept, rejects)

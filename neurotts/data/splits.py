@@ -85,11 +85,12 @@ def check_split_config(cfg: SplitConfig) -> None:
                 raise ConfigError(f"data.split.{split}_list={path}: no such file")
 
 
-def split_sizes(n: int, cfg: SplitConfig) -> tuple[int, int]:
+def split_sizes(n: int, cfg: SplitConfig, of: str = "usable utterances") -> tuple[int, int]:
     """(val, test) sizes for ``n`` usable utterances under method=hash.
 
     Explicit sizes are taken as asked, and are an error when they leave nothing to train on;
     null sizes scale with ``n`` (see the module docstring) and give way to explicit ones.
+    ``of`` names what ``n`` counts, for the error.
     """
     if cfg.val_size is not None and cfg.test_size is not None:
         val, test = cfg.val_size, cfg.test_size
@@ -101,10 +102,14 @@ def split_sizes(n: int, cfg: SplitConfig) -> tuple[int, int]:
         room -= val if cfg.val_size is None else 0
         test = cfg.test_size if cfg.test_size is not None else min(max(auto_test, 1), room)
     if val + test >= n:
+        asked = " + ".join(f"{name} {size}" if size is not None else
+                           f"{name} unset, scaled to {auto}"
+                           for name, size, auto in (("val", cfg.val_size, val),
+                                                    ("test", cfg.test_size, test)))
         raise ConfigError(
-            f"data.split sizes (val {val} + test {test}) leave no training data from {n} usable "
-            "utterances; lower data.split.val_size / data.split.test_size, or set them to null "
-            "to scale with the corpus"
+            f"data.split sizes ({asked}) leave no training data from {n} {of}; lower "
+            "data.split.val_size / data.split.test_size, or set them to null to scale with the "
+            "corpus"
         )
     return val, test
 

@@ -35,4 +35,5 @@ class EvalConfig:
     batch_size: int = constrained(ge=1)
     skip_run: int = constrained(ge=1)  # this many consecutive never-attended symbols count as a skip
     repeat_jump: int = constrained(ge=1)  # the peak moving back this many symbols counts as a repeat
+    stop_unaligned: bool = MISSING  # stop early when most of the first utterances fail
     plots: int = constrained(ge=0)  # how many utterances get alignment/mel plots

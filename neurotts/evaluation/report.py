@@ -121,12 +121,30 @@ def aggregate(cfg: EvalConfig, rows: list[dict[str, Any]], timing: Timing,
         "mean": mean,
         "not_available": _not_available(cfg, rows, mean),
         "failures": {k: int(sum(r[k] for r in rows)) for k in FAILURES},
-        "failed_utterances": int(sum(any(r[k] for k in FAILURES) for r in rows)),
+        "failed_utterances": int(sum(_failed(r) for r in rows)),
+        # How many failed utterances each mean includes: such a mean describes failures.
+        "failed_in_mean": {k: int(sum(_failed(r) and _finite(r.get(k)) for r in rows))
+                           for k in _LABELS},
         "asr": asr,
         "rtf": {"acoustic": timing.acoustic_s / audio_s, "vocoder": timing.vocoder_s / audio_s,
                 "total": timing.rtf, "asr": asr_seconds / audio_s},
         "audio_seconds": timing.audio_s,
     }
+
+
+def _failed(row: dict[str, Any]) -> bool:
+    return any(row[k] for k in FAILURES)
+
+
+def _finite(v: Any) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def failure_line(report: dict[str, Any]) -> str:
+    """What the report leads with: how many utterances failed, and how."""
+    kinds = ", ".join(f"{k} {v}" for k, v in report["failures"].items() if v)
+    return (f"failed: {report['failed_utterances']} of {report['n_utterances']} utterances"
+            + (f" ({kinds})" if kinds else ""))
 
 
 def _fmt(v: Any, reason: str | None = None) -> str:
@@ -142,7 +160,11 @@ def _measure_rows(report: dict[str, Any]) -> list[tuple[str, str, str]]:
         reason = report["not_available"].get(key)
         corpus = _corpus_rate(report, key)
         corpus_cell = "" if key not in _ASR else _fmt(corpus)
-        rows.append((label, _fmt(report["mean"][key], reason), corpus_cell))
+        mean = _fmt(report["mean"][key], reason)
+        failed = report["failed_in_mean"][key]
+        if failed and report["mean"][key] is not None:
+            mean += f" (incl. {failed} failed)"
+        rows.append((label, mean, corpus_cell))
     return rows
 
 
@@ -152,6 +174,8 @@ def write_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]],
     lines = [f"# neurotts eval: {report['n_utterances']} utterances", "",
              f"acoustic `{report['acoustic']}` (step {report['acoustic_step']}, "
              f"{report['attention']} attention), vocoder `{report['vocoder']}`", "",
+             f"**{failure_line(report)}**; a mean marked \"incl. N failed\" includes failed "
+             "utterances (max_steps utterances are not measured: no MCD/F0, WER 1)", "",
              "| measure | mean per utterance | corpus rate (all edits / all words or characters) |",
              "| --- | --- | --- |"]
     lines += [f"| {label} | {mean} | {corpus} |" for label, mean, corpus in _measure_rows(report)]
@@ -180,6 +204,8 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     factors."""
     from rich.table import Table
 
+    console.print(failure_line(report), markup=False, highlight=False, soft_wrap=True,
+                  style="bold red" if report["failed_utterances"] else None)
     table = Table(title=f"neurotts eval ({report['n_utterances']} utterances)",
                   caption="corpus rate: all ASR edits over all words (characters) of the texts")
     table.add_column("measure")

@@ -9,11 +9,10 @@ are :mod:`neurotts.evaluation.report`'s; the schema is :mod:`neurotts.evaluation
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,11 +21,12 @@ from rich.text import Text
 
 from neurotts.audio import save_wav
 from neurotts.data.store import FeatureStore
-from neurotts.errors import UserError
+from neurotts.errors import IncompleteError, UserError
 from neurotts.evaluation import metrics
 from neurotts.evaluation.config import EvalConfig
 from neurotts.evaluation.passages import LONG_PASSAGES, passage_ids
 from neurotts.evaluation.report import (
+    FAILURES,
     aggregate,
     compare,
     print_comparison,
@@ -35,6 +35,7 @@ from neurotts.evaluation.report import (
     write_report,
 )
 from neurotts.models import alignment as health
+from neurotts.progress import ItemProgress
 from neurotts.synthesis.engine import (
     AcousticModel,
     Encoded,
@@ -49,8 +50,9 @@ from neurotts.synthesis.engine import (
 from neurotts.text.frontend import is_english
 from neurotts.vocoders import load_vocoder
 
-if TYPE_CHECKING:
-    from rich.progress import Progress
+
+class NotAligned(IncompleteError):
+    """Most of the first utterances failed: eval stopped early with a partial report."""
 
 
 class EvalError(UserError, ValueError):
@@ -186,6 +188,24 @@ class Recognition:
         self.seconds += time.perf_counter() - t0
         return out
 
+    def add_failed(self, text: str, ref: np.ndarray | None, sr: int) -> dict[str, Any]:
+        """An utterance that failed outright: nothing recognised (every word an edit) without
+        running the recogniser on its audio; its recording is still transcribed."""
+        if self.recognizer is None:
+            return {}
+        from neurotts.evaluation.asr import cer, wer
+
+        t0 = time.perf_counter()
+        out: dict[str, Any] = {"asr_synth": "", "wer_synth": wer(text, ""), "cer_synth": cer(text, "")}
+        self.refs.append(text)
+        self.syn.append("")
+        if ref is not None:
+            hyp_ref = self.recognizer.transcribe(ref, sr)
+            self.rec.append(hyp_ref)
+            out.update(asr_reference=hyp_ref, wer_reference=wer(text, hyp_ref), cer_reference=cer(text, hyp_ref))
+        self.seconds += time.perf_counter() - t0
+        return out
+
     def summary(self) -> dict[str, Any]:
         if self.recognizer is None:
             return {}
@@ -212,62 +232,19 @@ def _measure(item: Item, res: Synthesized, ref: np.ndarray | None, acoustic: Aco
         "focus": m.focus, "monotonicity": m.monotonicity, "coverage": m.coverage,
         **failure_flags(align, res.hit_max[0], cfg.skip_run, cfg.repeat_jump),
     }
+    text = acoustic.frontend.normalize(item.text)
+    if res.hit_max[0]:
+        # Audio cut at the length guard did not align: the recogniser and DTW would spend
+        # most of the evaluation on it (minutes for max-length audio) to confirm a failure.
+        row["metrics_note"] = "not measured: hit max decoder steps"
+        row.update(asr.add_failed(text, ref, sr))
+        save_wav(out / "wavs" / f"{item.id}.wav", res.wav, sr)
+        return row
     if ref is not None:
         row.update(acoustic_metrics(ref, res.wav, sr))
-    row.update(asr.add(acoustic.frontend.normalize(item.text), res.wav, ref, sr))
+    row.update(asr.add(text, res.wav, ref, sr))
     save_wav(out / "wavs" / f"{item.id}.wav", res.wav, sr)
     return row
-
-
-def _clock(seconds: float) -> str:
-    s = int(round(seconds))
-    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-class EvalProgress:
-    """Utterances done, rate and ETA: a rich progress bar on a terminal, otherwise (a log file,
-    a batch job) one plain line per batch."""
-
-    def __init__(self, console: Console, total: int):
-        self.console, self.total = console, total
-        self.t0 = time.perf_counter()
-        self.bar: Progress | None = None
-        if console.is_terminal:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(
-                TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
-                console=console, transient=False,
-            )
-            self.task = self.bar.add_task("eval", total=total, rate="")
-
-    def __enter__(self) -> EvalProgress:
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def update(self, done: int) -> None:
-        elapsed = time.perf_counter() - self.t0
-        rate = done / max(elapsed, 1e-9)
-        if self.bar is not None:
-            self.bar.update(self.task, completed=done, rate=f"{rate:.2f} utt/s")
-            return
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
-        eta_text = _clock(eta) if math.isfinite(eta) else "?"
-        self.console.print(f"eval: {done}/{self.total} utterances, {rate:.2f} utt/s, "
-                           f"elapsed {_clock(elapsed)}, ETA {eta_text}", markup=False,
-                           highlight=False, soft_wrap=True)
 
 
 def run(cfg: EvalConfig, console: Console | None = None) -> dict[str, Any]:
@@ -312,7 +289,7 @@ def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Cons
     timing = Timing()
     figures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray | None]] = []
     seed_rng(cfg.seed)  # each model of a comparison starts from the same seed
-    with EvalProgress(console, len(items)) as progress:
+    with ItemProgress(console, len(items), "eval", "utterances") as progress:
         for completed, t in synthesize(inputs, acoustic, vocoder, device, cfg.batch_size,
                                        keep_details=True):
             timing.add(t)
@@ -324,9 +301,29 @@ def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Cons
                     ref_mel = None if store is None else store.mel(it.id)
                     figures.append((it.id, res.alignments[0], res.mels[0], ref_mel))
             progress.update(len(rows))
+            if cfg.stop_unaligned and _unaligned(rows) and len(rows) < len(items):
+                break
     report = aggregate(cfg, rows, timing, asr.summary(), asr.seconds, acoustic, vocoder)
     write_report(out, report, rows, figures)
     print_report(console, report)
+    if len(rows) < len(items):
+        raise NotAligned(f"stopped after {len(rows)} of {len(items)} utterances: "
+                         f"{report['failed_utterances']} failed ({_counts(report)}); the model "
+                         "has not aligned yet (train longer; stop_unaligned=false evaluates "
+                         f"every utterance); partial report in {out}")
     return report
+
+
+# Stop when more than this share of the first STOP_AFTER or more utterances measured failed.
+STOP_SHARE, STOP_AFTER = 0.75, 8
+
+
+def _unaligned(rows: list[dict[str, Any]]) -> bool:
+    failed = sum(any(r[k] for k in FAILURES) for r in rows)
+    return len(rows) >= STOP_AFTER and failed > STOP_SHARE * len(rows)
+
+
+def _counts(report: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in report["failures"].items() if v)
 
 

@@ -22,5 +22,7 @@ class SynthConfig:
     output: str = MISSING  # wav file (or folder with an input file)
     device: str = MISSING  # auto | cpu | cuda | cuda:N
     max_chars: int | None = constrained(ge=1)  # null: each input whole
+    max_symbols: int = constrained(ge=2)  # a piece's symbols (EOS included): bounds its decoder
+    force: bool = False  # replace existing output files (--force)
     pause: float = constrained(ge=0, le=60)  # seconds
     batch_size: int = constrained(ge=1)

@@ -28,6 +28,7 @@ from neurotts.errors import UserError
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, decoder_lengths
 from neurotts.text.chunking import split_text
 from neurotts.text.frontend import TextError, TextFrontend, TextReport
+from neurotts.text.symbols import SPACE
 from neurotts.vocoders import Vocoder
 
 
@@ -75,19 +76,57 @@ class Encoded:
     report: TextReport  # characters the symbol set cannot say, words CMUdict lacks
 
 
-def encode(frontend: TextFrontend, text: str, max_chars: int | None) -> Encoded:
+def encode(frontend: TextFrontend, text: str, max_chars: int | None,
+           max_symbols: int | None = None) -> Encoded:
     """Split ``text`` into pieces of at most ``max_chars`` characters (``None``: one piece) and
-    encode each; :class:`SynthesisError` when there is nothing to say in it."""
+    encode each; :class:`SynthesisError` when there is nothing to say in it. With
+    ``max_symbols``, a piece longer than that many symbols is cut again at its last space
+    within the limit, so the decoder's length guard (which grows with the piece) stays
+    bounded whatever the input; a run of more than ``max_symbols`` symbols with no space in
+    it cannot be cut anywhere sensible and is refused."""
     normalized = frontend.normalize(text)
     pieces = split_text(normalized, max_chars) if max_chars else [" ".join(normalized.split())]
     if not pieces or not "".join(pieces).strip():
         raise SynthesisError(f"nothing to say in {text!r}")
     report = TextReport()
     try:
-        ids = [frontend.symbols.to_ids(frontend.to_symbols(piece, report)) for piece in pieces]
+        symbols = [frontend.to_symbols(piece, report) for piece in pieces]
     except TextError as exc:
         raise SynthesisError(str(exc)) from None
-    return Encoded(text, pieces, ids, report)
+    if max_symbols is not None:
+        pieces, symbols = _cap_pieces(pieces, symbols, max_symbols)
+    return Encoded(text, pieces, [frontend.symbols.to_ids(s) for s in symbols], report)
+
+
+def _cap_pieces(pieces: list[str], symbols: list[list[str]], cap: int
+                ) -> tuple[list[str], list[list[str]]]:
+    """Pieces of at most ``cap`` symbols (EOS included): a longer one is cut after its last
+    space within the limit, each part ending with EOS; the text of a cut part is its symbols
+    (phones show as such)."""
+    out_pieces, out_symbols = [], []
+    for piece, syms in zip(pieces, symbols, strict=True):
+        if len(syms) <= cap:
+            out_pieces.append(piece)
+            out_symbols.append(syms)
+            continue
+        body, eos = syms[:-1], syms[-1]
+        while body:
+            if len(body) + 1 <= cap:
+                cut = len(body)
+            else:
+                spaces = [k for k, s in enumerate(body[:cap]) if s == SPACE and k > 0]
+                if not spaces:
+                    run = next((k for k, s in enumerate(body) if s == SPACE), len(body))
+                    raise SynthesisError(
+                        f"a run of {run} symbols with no space (over max_symbols={cap}) cannot "
+                        "be cut into pieces: not spoken (put spaces in it, or raise "
+                        "max_symbols)")
+                cut = spaces[-1]
+            part = body[:cut]
+            out_pieces.append("".join(part))
+            out_symbols.append([*part, eos])
+            body = body[cut + 1:]
+    return out_pieces, out_symbols
 
 
 @dataclass

@@ -171,7 +171,8 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
         newest=plan.path, replace_best=distributed.from_main(replace_best, env))
     run = Run(cfg, env, store, task, parts, precision, state, checkpoints)
     workers, lowered = loader_workers(cfg.data.num_workers, env)
-    notes = [*notes, *plan.messages, *written, *lowered, *cpu_warning(parts, env)]
+    notes = [*notes, *plan.messages, *written, *lowered, *cpu_warning(parts, env),
+             *batch_note(tc.batch_size * env.world_size, len(train_set))]
     sampler, loader = make_loader(train_set, task, tc, workers, env, train=True)
     _, val_loader = make_loader(val_set, task, tc, workers, env, train=False)
     log = on_main(lambda: open_logger(cfg, console, checkpoints), env,
@@ -194,6 +195,15 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
     log.info(summary(run, started, resumed_from))
     return TrainSummary(state.step, resumed_from, state.nonfinite_steps, state.best_val_loss,
                         Path(cfg.run.dir))
+
+
+def batch_note(batch: int, train_size: int) -> list[str]:
+    """A note when a batch (all ranks together) asks for more utterances than the train split
+    has: every batch is then the whole split, smaller than asked."""
+    if batch <= train_size:
+        return []
+    return [f"note: trainer.batch_size asks for {batch} utterances per step, more than the "
+            f"train split's {train_size}: each batch holds at most {train_size}"]
 
 
 def run_steps(run: Run, model: nn.Module, stream: Iterator[Any], val_loader: DataLoader,

@@ -69,8 +69,11 @@ class StopRequest:
             return
         self.signal, self._when = signal.Signals(signum), time.monotonic()
         if self.announce:
+            # Only a second Ctrl-C aborts: a repeated SIGTERM or SIGUSR1 is the same request.
+            again = ("Ctrl-C again stops at once" if self.signal == signal.SIGINT else
+                     f"another {self.signal.name} changes nothing; SIGKILL stops at once")
             sys.stderr.write(f"\n{self.signal.name}: stopping after this step and saving a "
-                             "checkpoint (Ctrl-C again stops at once, without one)\n")
+                             f"checkpoint ({again}, without one)\n")
 
     @staticmethod
     def interrupted(step: int, checkpoint: Path | None, signum: int) -> TrainingInterrupted:

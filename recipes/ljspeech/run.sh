@@ -77,10 +77,11 @@ fi
 
 if run_stage 4; then
   say 4 "synthesise samples into $exp/samples"
+  # --force: a rerun of this stage replaces the samples it wrote before.
   neurotts synth --input "$here/samples.txt" --acoustic "$exp/tacotron2" \
-    --vocoder "$exp/wavenet" -o "$exp/samples/wavenet"
+    --vocoder "$exp/wavenet" -o "$exp/samples/wavenet" --force
   neurotts synth --input "$here/samples.txt" --acoustic "$exp/tacotron2" \
-    --vocoder griffinlim -o "$exp/samples/griffinlim"
+    --vocoder griffinlim -o "$exp/samples/griffinlim" --force
 fi
 
 if run_stage 5; then
