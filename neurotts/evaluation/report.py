@@ -82,6 +82,7 @@ _LABELS = {
 _NEEDS_REFERENCE = ("mcd_db", "log_f0_rmse_cents", "vuv_error", "duration_ratio",
                     "wer_reference", "cer_reference")
 _ASR = ("wer_synth", "cer_synth", "wer_reference", "cer_reference")
+_OF_RECORDING = ("wer_reference", "cer_reference")
 
 
 def _not_available(cfg: EvalConfig, rows: list[dict[str, Any]], mean: dict[str, Any]) -> dict[str, str]:
@@ -122,8 +123,10 @@ def aggregate(cfg: EvalConfig, rows: list[dict[str, Any]], timing: Timing,
         "not_available": _not_available(cfg, rows, mean),
         "failures": {k: int(sum(r[k] for r in rows)) for k in FAILURES},
         "failed_utterances": int(sum(_failed(r) for r in rows)),
-        # How many failed utterances each mean includes: such a mean describes failures.
-        "failed_in_mean": {k: int(sum(_failed(r) and _finite(r.get(k)) for r in rows))
+        # How many failed utterances each mean of the synthesis includes: such a mean
+        # describes failures. The recordings' own rates do not depend on the synthesis.
+        "failed_in_mean": {k: 0 if k in _OF_RECORDING else
+                           int(sum(_failed(r) and _finite(r.get(k)) for r in rows))
                            for k in _LABELS},
         "asr": asr,
         "rtf": {"acoustic": timing.acoustic_s / audio_s, "vocoder": timing.vocoder_s / audio_s,

@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.text import Text
 
 from neurotts.data.config import PrepareConfig
-from neurotts.text.frontend import TextFrontend, TextReport
+from neurotts.text.frontend import TextFrontend, TextReport, dropped_message
 
 
 def run(cfg: PrepareConfig, console: Console, sentence: str) -> list[int]:
@@ -34,6 +34,10 @@ def run(cfg: PrepareConfig, console: Console, sentence: str) -> list[int]:
     # Symbols are shown space-separated, so the space symbol itself is shown as "|".
     print(" ".join("|" if s == " " else s for s in symbols))
     print(" ".join(str(i) for i in ids))
-    for message in report.messages(cfg.text.symbol_set):
-        console.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
+    if report.dropped:
+        console.print(Text.assemble(("warning:", "yellow"), " ",
+                                    dropped_message(report.dropped, cfg.text.symbol_set)),
+                      soft_wrap=True)
+    if report.oov:
+        console.print(f"not in CMUdict, spelled as letters: {' '.join(sorted(report.oov))}")
     return ids
