@@ -268,3 +268,15 @@ def test_serving_does_not_import_training():
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("neurotts."):
                 assert node.module.startswith(("neurotts.serve", "neurotts.config",
                                                "neurotts.errors")), (path.name, node.module)
+
+
+def test_a_run_past_max_symbols_is_refused_and_long_text_is_capped(tmp_path) -> None:
+    """The server encodes with synth's symbol cap: an unbroken run cannot become one piece
+    whose decoder stalls the shared batch, and long text is cut into bounded pieces."""
+    from neurotts.serve.voice import SynthesisError
+
+    voice = voice_at(tmp_path, ())
+    with pytest.raises(SynthesisError, match="max_symbols"):
+        voice.encode("x" * 400, 200, 300)
+    encoded = voice.encode(" ".join(["word"] * 120), 1000, 60)
+    assert len(encoded.ids) > 1 and max(len(ids) for ids in encoded.ids) <= 60

@@ -222,7 +222,7 @@ class Server:
             raise ApiError(503, f"the server is busy ({self.in_flight} requests in hand); retry later",
                            "overloaded", {"Retry-After": str(self.retry_after())})
         try:
-            encoded = self.voice.encode(text, self.cfg.max_chars)
+            encoded = self.voice.encode(text, self.cfg.max_chars, self.cfg.max_symbols)
         except SynthesisError as exc:
             raise ApiError(422, f"input: {exc}") from None
         return encoded.pieces, encoded.ids

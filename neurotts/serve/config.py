@@ -35,6 +35,7 @@ class ServeConfig:
     device: str = MISSING  # auto | cpu | cuda | cuda:N
     seed: int | None = constrained(ge=0, lt=2**63)  # seeds prenet dropout once at start
     max_chars: int = constrained(ge=1)  # a sentence longer than this is split at clauses
+    max_symbols: int = constrained(ge=2)  # a piece's symbols: bounds its decoder (as synth's)
     pause: float = constrained(ge=0, le=10)  # seconds of silence between sentences
     threads: int = constrained(ge=0)  # torch CPU threads; 0: torch's default
     limits: LimitsConfig = field(default_factory=LimitsConfig)

@@ -85,10 +85,10 @@ class ServedVoice:
         """Model-space mels ``(..., n_mels)`` -> log-mels in the store's units."""
         return self.acoustic.to_log_mel(mels)
 
-    def encode(self, text: str, max_chars: int) -> Encoded:
+    def encode(self, text: str, max_chars: int, max_symbols: int | None = None) -> Encoded:
         """``text`` split into sentences (clauses past ``max_chars``) and encoded; raises
         :class:`SynthesisError` when there is nothing to say."""
-        return encode(self.acoustic.frontend, text, max_chars)
+        return encode(self.acoustic.frontend, text, max_chars, max_symbols)
 
 
 def load_voice(name: str, acoustic: str | Path, vocoder: VocoderConfig, device_name: str,
