@@ -674,5 +674,5 @@ def test_eval_does_not_measure_max_steps_failures_and_stops_early(runs, tmp_path
 
     asr = eval_run.Recognition(False)
     asr.recognizer = Recogniser()
-    row = asr.add_failed("some words here", None, 22050)
+    row = asr.add("some words here", None, None, 22050)
     assert Recogniser.calls == 0 and row["wer_synth"] == 1.0 and row["asr_synth"] == ""

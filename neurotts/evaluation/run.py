@@ -171,34 +171,19 @@ class Recognition:
         self.rec: list[str] = []
         self.seconds = 0.0
 
-    def add(self, text: str, syn: np.ndarray, ref: np.ndarray | None, sr: int) -> dict[str, Any]:
+    def add(self, text: str, syn: np.ndarray | None, ref: np.ndarray | None, sr: int) -> dict[str, Any]:
+        """Recognise one item's synthesis ``syn`` and its recording ``ref`` (when there is
+        one). ``syn`` None: an utterance that failed outright, counted as nothing recognised
+        (every word an edit) without running the recogniser on its audio."""
         if self.recognizer is None:
             return {}
         from neurotts.evaluation.asr import cer, wer
 
         t0 = time.perf_counter()
-        hyp = self.recognizer.transcribe(syn, sr)
-        out = {"asr_synth": hyp, "wer_synth": wer(text, hyp), "cer_synth": cer(text, hyp)}
+        hyp = "" if syn is None else self.recognizer.transcribe(syn, sr)
+        out: dict[str, Any] = {"asr_synth": hyp, "wer_synth": wer(text, hyp), "cer_synth": cer(text, hyp)}
         self.refs.append(text)
         self.syn.append(hyp)
-        if ref is not None:
-            hyp_ref = self.recognizer.transcribe(ref, sr)
-            self.rec.append(hyp_ref)
-            out.update(asr_reference=hyp_ref, wer_reference=wer(text, hyp_ref), cer_reference=cer(text, hyp_ref))
-        self.seconds += time.perf_counter() - t0
-        return out
-
-    def add_failed(self, text: str, ref: np.ndarray | None, sr: int) -> dict[str, Any]:
-        """An utterance that failed outright: nothing recognised (every word an edit) without
-        running the recogniser on its audio; its recording is still transcribed."""
-        if self.recognizer is None:
-            return {}
-        from neurotts.evaluation.asr import cer, wer
-
-        t0 = time.perf_counter()
-        out: dict[str, Any] = {"asr_synth": "", "wer_synth": wer(text, ""), "cer_synth": cer(text, "")}
-        self.refs.append(text)
-        self.syn.append("")
         if ref is not None:
             hyp_ref = self.recognizer.transcribe(ref, sr)
             self.rec.append(hyp_ref)
@@ -237,7 +222,7 @@ def _measure(item: Item, res: Synthesized, ref: np.ndarray | None, acoustic: Aco
         # Audio cut at the length guard did not align: the recogniser and DTW would spend
         # most of the evaluation on it (minutes for max-length audio) to confirm a failure.
         row["metrics_note"] = "not measured: hit max decoder steps"
-        row.update(asr.add_failed(text, ref, sr))
+        row.update(asr.add(text, None, ref, sr))
         save_wav(out / "wavs" / f"{item.id}.wav", res.wav, sr)
         return row
     if ref is not None:

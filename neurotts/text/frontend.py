@@ -48,6 +48,7 @@ from neurotts.text.symbols import (
     default_symbols,
     is_phone_symbol,
     phone_symbol,
+    tidy_spaces,
 )
 
 __all__ = ["TextConfig", "TextError", "TextFrontend", "TextReport", "TextWarning", "dropped_message",
@@ -176,7 +177,7 @@ class TextFrontend:
         out = self._ipa_symbols(normalized, seen) if self._ipa is not None else self._english(normalized, seen)
         if report is None and sum(seen.dropped.values()) > before:
             warnings.warn(dropped_message(seen.dropped, self.cfg.symbol_set), TextWarning, stacklevel=2)
-        out = self._tidy_spaces(out)
+        out = tidy_spaces(out)
         speakable = ipa.is_speakable(out) if self._ipa is not None else any(
             s in _SPEAKABLE or is_phone_symbol(s) for s in out)
         if not speakable:
@@ -299,18 +300,6 @@ class TextFrontend:
             if symbol not in self.table:
                 raise TextError(f"phone {p!r} is not in this frontend's symbol table")
             out.append(symbol)
-        return out
-
-    @staticmethod
-    def _tidy_spaces(symbols: list[str]) -> list[str]:
-        # Dropped characters and brace groups can leave runs of spaces; one is enough.
-        out: list[str] = []
-        for s in symbols:
-            if s == SPACE and (not out or out[-1] == SPACE):
-                continue
-            out.append(s)
-        while out and out[-1] == SPACE:
-            out.pop()
         return out
 
 

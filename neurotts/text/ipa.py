@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from neurotts.text import espeak
-from neurotts.text.symbols import EOS, PAD, SPACE
+from neurotts.text.symbols import EOS, PAD, SPACE, tidy_spaces
 
 # Punctuation kept as prosody symbols; "'" and "-" are left inside words ("l'homme", "Jean-Luc").
 IPA_PUNCTUATION = ",.!?;:¿¡\"«»()…"
@@ -156,7 +156,7 @@ def phonemize(normalized: str, lang: Language) -> list[str]:
             out += _symbols(word)
         if piece[-1:].isspace() and words:
             out.append(SPACE)
-    return _tidy(out)
+    return tidy_spaces(out)
 
 
 def _symbols(word: list[str]) -> list[str]:
@@ -168,17 +168,6 @@ def _symbols(word: list[str]) -> list[str]:
             phone = phone[1:]
         if phone:
             out.append(phone)
-    return out
-
-
-def _tidy(symbols: list[str]) -> list[str]:
-    out: list[str] = []
-    for s in symbols:
-        if s == SPACE and (not out or out[-1] == SPACE):
-            continue
-        out.append(s)
-    while out and out[-1] == SPACE:
-        out.pop()
     return out
 
 

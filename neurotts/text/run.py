@@ -6,7 +6,7 @@ from rich.console import Console
 from rich.text import Text
 
 from neurotts.data.config import PrepareConfig
-from neurotts.text.frontend import TextFrontend, TextReport, dropped_message
+from neurotts.text.frontend import TextFrontend, TextReport, dropped_message, oov_message
 
 
 def run(cfg: PrepareConfig, console: Console, sentence: str) -> list[int]:
@@ -39,5 +39,5 @@ def run(cfg: PrepareConfig, console: Console, sentence: str) -> list[int]:
                                     dropped_message(report.dropped, cfg.text.symbol_set)),
                       soft_wrap=True)
     if report.oov:
-        console.print(f"not in CMUdict, spelled as letters: {' '.join(sorted(report.oov))}")
+        console.print(oov_message(report), soft_wrap=True, highlight=False)
     return ids

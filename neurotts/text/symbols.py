@@ -127,3 +127,16 @@ class SymbolTable:
     def to_list(self) -> list[str]:
         """A copy of the symbol list, for saving with a checkpoint or feature store."""
         return list(self.symbols)
+
+
+def tidy_spaces(symbols: list[str]) -> list[str]:
+    """``symbols`` with runs of the space symbol cut to one and none at the end: dropped
+    characters, brace groups and phonemizer output can leave runs of spaces; one is enough."""
+    out: list[str] = []
+    for s in symbols:
+        if s == SPACE and (not out or out[-1] == SPACE):
+            continue
+        out.append(s)
+    while out and out[-1] == SPACE:
+        out.pop()
+    return out
