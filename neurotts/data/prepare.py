@@ -301,7 +301,7 @@ def _select_rows(root: Path, cfg: PrepareConfig) -> Selection:
     split = cfg.data.split
     if kept and split.method == "hash" and (split.val_size, split.test_size) != (None, None):
         # Sizes that even every row could not meet: fail now, before any audio work.
-        split_sizes(len(kept), split, f"rows of {corpus.source}")
+        split_sizes(len(kept), split, f"rows of {corpus.source.name}")
     return Selection(kept, rejects, excluded, notes, corpus.source)
 
 
