@@ -17,6 +17,9 @@ reads it and no code runs on load)::
     best_step, best_id      step of best_val_loss, and an id of the best.pt this state
                             descends from (None: none yet); both absent in checkpoints
                             written before they existed
+    init_from               what a fine-tune started from (base checkpoint, its step, counts
+                            of loaded/mapped/new/skipped tensors, the symbol mapping and the
+                            data check); None for a run from scratch; absent in older files
 
 Files are written to ``NAME.part`` and renamed, so a crash never leaves a torn checkpoint
 under a real name. ``checkpoints/step_00001000.pt`` are periodic (the newest ``keep_last``
@@ -83,6 +86,7 @@ class Key:
     NONFINITE_STEPS = "nonfinite_steps"
     BEST_STEP = "best_step"
     BEST_ID = "best_id"
+    INIT_FROM = "init_from"
 
 
 _STEP_FILE = re.compile(r"^step_(\d+)\.pt$")

@@ -31,6 +31,9 @@ class ModelEntry:
     model: str  # its nn.Module class
     data_keys: tuple[str, ...]  # config fields that must equal the audio setting of that name
     takes_symbols: bool  # constructor takes n_symbols (the symbol table's size)
+    # State-dict key of the (n_symbols, dim) symbol embedding, whose rows follow the symbol
+    # table (fine-tuning maps them symbol by symbol); None for a model without one.
+    symbol_embedding: str | None = None
 
     def load(self) -> Any:
         return importlib.import_module(self.module)
@@ -39,7 +42,8 @@ class ModelEntry:
 # Imported lazily: a model's module is only loaded when that model is used.
 MODELS: dict[str, ModelEntry] = {
     "tacotron2": ModelEntry("neurotts.models.tacotron2", "Tacotron2Config", "Tacotron2",
-                            ("n_mels",), takes_symbols=True),
+                            ("n_mels",), takes_symbols=True,
+                            symbol_embedding="encoder.embedding.weight"),
     "wavenet": ModelEntry("neurotts.models.wavenet.model", "WaveNetConfig", "WaveNet",
                           ("n_mels", "hop_length"), takes_symbols=False),
 }

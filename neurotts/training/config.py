@@ -125,6 +125,9 @@ class TrainerConfig:
     keep_last: int = resumable(constrained(ge=1))
     resume: str = resumable(MISSING, QUIET)  # auto | never | path to a checkpoint
     max_nonfinite: int = resumable(constrained(ge=1))
+    # Module prefixes whose parameters do not train (README "Fine-tune a voice"). No resume
+    # policy: the optimizer state of a checkpoint only fits the same trainable set.
+    freeze: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -146,6 +149,9 @@ class TrainConfig:
     the typed version for the model it names."""
 
     model: dict[str, Any] = MISSING
+    # A run folder or checkpoint whose weights start this run (neurotts.training.init_from).
+    # Read at step 0 only: a resumed run continues from its own checkpoints.
+    init_from: str | None = resumable(None, QUIET)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: TrainDataConfig = field(default_factory=TrainDataConfig)
     run: RunConfig = field(default_factory=RunConfig)

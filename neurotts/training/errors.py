@@ -50,3 +50,11 @@ class SharedError(UserError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
+
+
+class FineTuneError(UserError):
+    """``init_from`` names something this run cannot start from (no checkpoint, another model
+    kind, other audio settings, ...), or ``trainer.freeze`` names no module; found before any
+    work, on every rank alike (exit 2)."""
+
+    every_rank = True

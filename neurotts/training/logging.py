@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
 
 # Scalars that are not loss terms: shown after them, in this order, in plain lines.
 _META = ("grad_norm", "lr", "loss_scale", "nonfinite_steps", "steps_per_s", "frames_per_s")
@@ -65,6 +66,12 @@ class TrainLogger:
     def info(self, message: str) -> None:
         if self.enabled:
             self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
+    def table(self, table: Table) -> None:
+        """A rich table (e.g. what a fine-tune took from its base); its cells are Text, so
+        paths and names print literally."""
+        if self.enabled:
+            self.console.print(table)
 
     def rate(self, step: int) -> float:
         """Mean steps/s since :meth:`start`."""

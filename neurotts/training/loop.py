@@ -52,9 +52,10 @@ from neurotts.training import distributed
 from neurotts.training.config import TrainConfig, TrainerConfig
 from neurotts.training.distributed import DistEnv, on_main
 from neurotts.training.errors import TrainingError, TrainingInterrupted
+from neurotts.training.init_from import InitReport, few_loaded_warning, initialise
 from neurotts.training.logging import TrainLogger, format_duration
 from neurotts.training.optim import autocast, resolve_precision, set_tf32
-from neurotts.training.resume import resume_run, write_run_files
+from neurotts.training.resume import ResumePlan, resume_run, write_run_files
 from neurotts.training.rundir import RunLock, make_run_dir
 from neurotts.training.state import Checkpoints, Trainables, TrainState, payload
 from neurotts.training.stopping import StopRequest, start_workers, worker_init
@@ -163,7 +164,8 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
         train_set.check_files()
         val_set.check_files()
         plan = resume_run(cfg, task, store, parts, state, env, manager)  # writes nothing
-    written, replace_best = on_main(lambda: write_run_files(cfg, manager, plan, state), env,
+        base, base_notes = start_from_base(cfg, task, store, parts, state, plan)  # nor this
+    written, replace_best = on_main(lambda: write_run_files(cfg, manager, plan, state, base), env,
                                     default=([], True))
     checkpoints = Checkpoints(
         manager, env, tc.checkpoint_every_minutes,
@@ -171,7 +173,8 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
         newest=plan.path, replace_best=distributed.from_main(replace_best, env))
     run = Run(cfg, env, store, task, parts, precision, state, checkpoints)
     workers, lowered = loader_workers(cfg.data.num_workers, env)
-    notes = [*notes, *plan.messages, *written, *lowered, *cpu_warning(parts, env),
+    notes = [*notes, *plan.messages, *base_notes, *written, *lowered, *frozen_note(parts, tc),
+             *cpu_warning(parts, env),
              *batch_note(tc.batch_size * env.world_size, len(train_set))]
     sampler, loader = make_loader(train_set, task, tc, workers, env, train=True)
     _, val_loader = make_loader(val_set, task, tc, workers, env, train=False)
@@ -180,6 +183,8 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
     resumed_from = state.step if plan.path is not None else None
     try:
         log.info(describe_start(task, parts, precision, env, len(train_set), len(val_set)))
+        if base is not None and env.is_main:
+            log.table(base.table())
         for note in notes:
             log.info(note)
         if state.step >= tc.max_steps:
@@ -195,6 +200,32 @@ def _train(cfg: TrainConfig, env: DistEnv, console: Console,
     log.info(summary(run, started, resumed_from))
     return TrainSummary(state.step, resumed_from, state.nonfinite_steps, state.best_val_loss,
                         Path(cfg.run.dir))
+
+
+def start_from_base(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Trainables,
+                    state: TrainState, plan: ResumePlan) -> tuple[InitReport | None, list[str]]:
+    """``init_from`` at step 0: the base's weights into the model (and the EMA), what was
+    taken kept in the state (hence in every checkpoint); what to print. A resumed run
+    continues from its own checkpoint and never reads the base again."""
+    if cfg.init_from is None:
+        return None, []
+    if plan.path is not None:
+        source = (state.init_from or {}).get("base", "no base")
+        return None, [f"init_from={cfg.init_from} not read: this run resumes from its own "
+                      f"checkpoint (it started from {source})"]
+    report = initialise(cfg.init_from, parts.model, task.name, store, cfg.data.normalize_mels)
+    if parts.ema is not None:
+        parts.ema.load_state_dict(parts.model.state_dict())
+    state.init_from = report.summary()
+    data_lines = report.data.lines() if report.data is not None else []
+    return report, [*report.lines(), *data_lines, *few_loaded_warning(report)]
+
+
+def frozen_note(parts: Trainables, tc: TrainerConfig) -> list[str]:
+    if not tc.freeze:
+        return []
+    frozen = sum(p.numel() for p in parts.model.parameters() if not p.requires_grad)
+    return [f"trainer.freeze: {', '.join(tc.freeze)} not trained ({frozen:,} values)"]
 
 
 def batch_note(batch: int, train_size: int) -> list[str]:

@@ -12,9 +12,31 @@ from neurotts.config import ConfigError
 from neurotts.training.config import OptimizerConfig, ScheduleConfig
 
 
+def freeze(model: nn.Module, prefixes: list[str]) -> int:
+    """Set ``requires_grad=False`` on every parameter under one of the module ``prefixes``
+    (``encoder``, ``decoder.attention``); returns how many values were frozen. A prefix that
+    matches no parameter raises :class:`FineTuneError` listing the top-level modules."""
+    from neurotts.training.errors import FineTuneError
+
+    names = [name for name, _ in model.named_parameters()]
+    for prefix in prefixes:
+        if not any(n == prefix or n.startswith(f"{prefix}.") for n in names):
+            tops = ", ".join(name for name, _ in model.named_children())
+            raise FineTuneError(f"trainer.freeze: {prefix!r} names no module of this model; its "
+                                f"top-level modules are {tops} (a dotted prefix such as "
+                                "encoder.embedding also works)")
+    frozen = 0
+    for name, param in model.named_parameters():
+        if any(name == p or name.startswith(f"{p}.") for p in prefixes):
+            param.requires_grad_(False)
+            frozen += param.numel()
+    return frozen
+
+
 def build_optimizer(model: nn.Module, cfg: OptimizerConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on weight matrices and conv kernels only (not biases, norm gains,
-    or other vectors), the usual choice for small recurrent models."""
+    or other vectors), the usual choice for small recurrent models. Frozen parameters
+    (``requires_grad=False``, see :func:`freeze`) are left out: no update, no decay."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay},

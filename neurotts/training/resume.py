@@ -24,6 +24,7 @@ from neurotts.training import distributed
 from neurotts.training.config import NEXT_EPOCH, QUIET, TrainConfig, resume_policy
 from neurotts.training.distributed import DistEnv, on_main
 from neurotts.training.errors import TrainingError
+from neurotts.training.init_from import InitReport, write_report
 from neurotts.training.state import (
     Trainables,
     TrainState,
@@ -182,10 +183,11 @@ def resume_run(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Trainab
 
 
 def write_run_files(cfg: TrainConfig, manager: CheckpointManager, plan: ResumePlan,
-                    state: TrainState) -> tuple[list[str], bool]:
+                    state: TrainState, base: InitReport | None = None) -> tuple[list[str], bool]:
     """Rank 0, once the resume is accepted: remove half-written files of a killed run, set
     aside damaged checkpoints (and, when an older checkpoint was chosen explicitly, the newer
-    ones it abandons), and write config.yaml. Returns what to print, and whether this run may
+    ones it abandons), and write config.yaml (and, for a run started from ``init_from``,
+    init_from.tsv and data_check.txt). Returns what to print, and whether this run may
     replace best.pt (only one its resumed state descends from: a best.pt of another history
     is kept, decided after the set-aside since a damaged best.pt goes too)."""
     notes = []
@@ -202,6 +204,8 @@ def write_run_files(cfg: TrainConfig, manager: CheckpointManager, plan: ResumePl
                     notes.append(f"{path} (step {step}) is newer than the chosen checkpoint: set "
                                  f"aside as {manager.set_aside(path, 'superseded').name}")
         atomic_write_text(Path(cfg.run.dir) / "config.yaml", to_yaml(cfg))
+        if base is not None:
+            write_report(Path(cfg.run.dir), base)
     except OSError as exc:
         raise TrainingError(write_failed(exc, plan.path, state.step)) from None
     if manager.best.is_file() and manager.peek(manager.best).get("best_id") != state.best_id:

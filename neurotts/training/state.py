@@ -28,7 +28,7 @@ from neurotts.training.config import TrainConfig, TrainerConfig
 from neurotts.training.distributed import DistEnv, gather_objects, on_main
 from neurotts.training.errors import TrainingError
 from neurotts.training.logging import TrainLogger
-from neurotts.training.optim import EMA, build_optimizer, build_scaler, build_scheduler
+from neurotts.training.optim import EMA, build_optimizer, build_scaler, build_scheduler, freeze
 from neurotts.training.tasks import Task
 
 
@@ -45,6 +45,7 @@ class Trainables:
     @classmethod
     def build(cls, model: nn.Module, cfg: TrainerConfig, precision: str,
               device: torch.device) -> Trainables:
+        freeze(model, cfg.freeze)  # before the optimizer, which leaves frozen parameters out
         optimizer = build_optimizer(model, cfg.optimizer)
         scheduler = build_scheduler(optimizer, cfg.schedule, cfg.optimizer.lr, cfg.max_steps)
         ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
@@ -69,6 +70,7 @@ class TrainState:
     best_id: str | None = None  # the best.pt this state descends from (see save_best)
     nonfinite_steps: int = 0  # total skipped
     nonfinite_streak: int = 0  # consecutive skipped
+    init_from: dict[str, Any] | None = None  # what a fine-tune started from (kept in checkpoints)
 
 
 def payload(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Trainables,
@@ -98,6 +100,7 @@ def payload(cfg: TrainConfig, task: Task, store: FeatureStore, parts: Trainables
         Key.BEST_ID: state.best_id,
         Key.VAL_LOSS: val_loss,
         Key.NONFINITE_STEPS: state.nonfinite_steps,
+        Key.INIT_FROM: state.init_from,
     }
 
 
@@ -123,6 +126,7 @@ def restore(path: Path, saved: dict[str, Any], task: Task, parts: Trainables, st
     state.best_val_loss = saved[Key.BEST_VAL_LOSS]
     # Optional entries: absent from checkpoints written before they existed.
     state.best_step, state.best_id = saved.get(Key.BEST_STEP), saved.get(Key.BEST_ID)
+    state.init_from = saved.get(Key.INIT_FROM)
     state.nonfinite_steps = saved[Key.NONFINITE_STEPS]
     rng = saved[Key.RNG]
     restore_rng(rng[env.rank] if env.rank < len(rng) else rng[0])
