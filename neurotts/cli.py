@@ -89,6 +89,7 @@ EXAMPLES: dict[str, list[str]] = {
         "neurotts train experiment=tacotron2_ljspeech data.features=DIR run.dir=DIR",
         "neurotts train experiment=wavenet_ljspeech data.features=DIR run.dir=DIR",
         "neurotts train model.attention.type=dca data.features=DIR run.dir=DIR",
+        "neurotts train experiment=tiny preset=finetune init_from=runs/tiny data.features=DIR run.dir=DIR",
         "neurotts train --cfg experiment=tiny model=wavenet",
         "torchrun --nproc_per_node=4 -m neurotts.cli train ...",
     ],

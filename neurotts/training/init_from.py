@@ -194,7 +194,7 @@ def transfer(model: nn.Module, base_state: dict[str, torch.Tensor], base_symbols
     rows, symbols = [], None
     for name, tensor in own.items():
         shape = tuple(tensor.shape)
-        if name == embedding_key and name in base_state:
+        if name == embedding_key and name in base_state and base_state[name].shape[1:] == tensor.shape[1:]:
             symbols = map_symbols(base_symbols, new_symbols)
             tensor.copy_(map_embedding(base_state[name].float(), base_symbols, symbols))
             counts = symbols.counts()
