@@ -12,7 +12,10 @@ the same settings and seed train: one from scratch, one with ``init_from`` the b
 * ``target_val_loss``: the scratch run's best validation loss within ``--scratch-steps``;
   ``steps_to_target``: the first validation step at which each run is at or below it;
   ``ratio``: fine-tune steps / scratch steps (goal: <= 0.25).
-* the validation curves of both runs.
+* the same for a fourth run, the fine-tune under ``preset=finetune``'s learning rate and
+  schedule (its step counts overridden to the bench's), unless ``--no-preset``;
+* ``step0``: alignment metrics and the loss of the val split (one batch) at step 0;
+* the validation curves, and wall and CPU seconds of each run (CPU: one core, one thread).
 
 Everything goes through the real commands' functions (prepare, train); runs resume, so a
 second call with the same ``--work`` reuses what is there. Progress on stderr, one JSON line
@@ -23,6 +26,7 @@ Usage: python bench/finetune.py [--work DIR] [--base-steps 600] [--scratch-steps
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -62,6 +66,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="clips longer than this many seconds are left out (CPU time)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--no-preset", action="store_true",
+                   help="skip the fourth run (the fine-tune again under preset=finetune)")
     return p.parse_args(argv)
 
 
@@ -93,7 +99,8 @@ def prepared(corpus: Path, out: Path, symbol_set: str, max_duration: float) -> P
         cfg = load_config("prepare", PrepareConfig, [
             f"data.root={corpus}", f"out={out}", f"text={symbol_set}", "data.split.val_size=10",
             "data.split.test_size=2", f"audio.max_duration={max_duration}", "num_workers=1"])
-        prepare(cfg, Console(file=io.StringIO()))
+        with contextlib.redirect_stdout(sys.stderr):  # its progress bar: stdout keeps the JSON
+            prepare(cfg, Console(file=io.StringIO()))
     return out
 
 
@@ -106,13 +113,14 @@ def train_config(store: Path, run_dir: Path, steps: int, args: argparse.Namespac
         "trainer.cpu_threads=1", f"trainer.seed={args.seed}", *extra])
 
 
-def run_training(cfg: Any, label: str) -> float:
-    t0 = time.perf_counter()
+def run_training(cfg: Any, label: str) -> dict[str, float]:
+    """Wall and CPU seconds of one run (one thread, loader in-process: CPU = one core's time)."""
+    t0, cpu0 = time.perf_counter(), time.process_time()
     note(f"[{label}] training to step {cfg.trainer.max_steps} in {cfg.run.dir}")
     log = io.StringIO()
     train(cfg, Console(file=log, width=200))
-    seconds = time.perf_counter() - t0
-    note(f"[{label}] done in {seconds:.0f} s")
+    seconds = {"wall": round(time.perf_counter() - t0, 1), "cpu": round(time.process_time() - cpu0, 1)}
+    note(f"[{label}] done: {seconds}")
     return seconds
 
 
@@ -123,8 +131,8 @@ def val_curve(run_dir: Path) -> dict[int, float]:
 
 @torch.no_grad()
 def band_mass_at_start(cfg: Any, init_from: Path | None) -> dict[str, float]:
-    """Alignment metrics of the model as a run starts (seeded as training seeds it), teacher
-    forced over the store's whole val split, in eval mode."""
+    """Alignment metrics and loss of the model as a run starts (seeded as training seeds
+    it), teacher forced over the store's whole val split as one batch, in eval mode."""
     store = FeatureStore(cfg.data.features)
     torch.manual_seed(cfg.trainer.seed)
     task = build_task(cfg, store)
@@ -135,7 +143,8 @@ def band_mass_at_start(cfg: Any, init_from: Path | None) -> dict[str, float]:
     batch = task.collate(items)
     out = model(batch.text, batch.text_lengths, batch.mels, batch.mel_lengths)
     dec = decoder_lengths(batch.mel_lengths, task.cfg.reduction_factor)
-    return alignment_metrics(out.alignments.float(), dec, batch.text_lengths).as_dict()
+    metrics = alignment_metrics(out.alignments.float(), dec, batch.text_lengths).as_dict()
+    return {**metrics, "val_loss": float(task.loss(model, batch, 0)[0])}
 
 
 def first_at_or_below(curve: dict[int, float], target: float) -> int | None:
@@ -162,7 +171,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
              "scratch": band_mass_at_start(scratch_cfg, None)}
     seconds["scratch"] = run_training(scratch_cfg, "scratch")
     seconds["finetune"] = run_training(ft_cfg, "finetune")
-    curves = {"scratch": val_curve(work / "run_scratch"), "finetune": val_curve(work / "run_finetune")}
+    runs = ["scratch", "finetune"]
+    if not args.no_preset:  # the same fine-tune under preset=finetune's lr and schedule
+        preset_cfg = train_config(new_store, work / "run_finetune_preset", ft_steps, args,
+                                  f"init_from={work / 'run_base'}", "preset=finetune")
+        seconds["finetune_preset"] = run_training(preset_cfg, "finetune_preset")
+        runs.append("finetune_preset")
+    curves = {name: val_curve(work / f"run_{name}") for name in runs}
     target = min(curves["scratch"].values())
     steps = {name: first_at_or_below(curve, target) for name, curve in curves.items()}
     ratio = (steps["finetune"] / steps["scratch"]
@@ -180,13 +195,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   "symbol_rules": init.get("symbols", {}).get("rules"),
                   "train_minutes": init.get("data_check", {}).get("minutes")},
         "band_mass_step0": {k: round(v["band_mass"], 3) for k, v in start.items()},
-        "alignment_step0": {k: {m: round(x, 3) for m, x in v.items()} for k, v in start.items()},
+        "finetune_val_at_first_check": next(iter(curves["finetune"].values()), None),
+        "step0": {k: {m: round(x, 3) for m, x in v.items()} for k, v in start.items()},
         "target_val_loss": round(target, 4),
         "steps_to_target": steps,
         "ratio": None if ratio is None else round(ratio, 3),
         "goal_ratio_at_most": 0.25,
         "val_curves": {k: {s: round(v, 4) for s, v in c.items()} for k, c in curves.items()},
-        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "seconds": seconds,
+        "cpu_s_total": round(time.process_time(), 1),
         "wall_s": round(time.perf_counter() - started, 1),
         "load_avg": os.getloadavg()[0],
     }
