@@ -288,3 +288,18 @@ def test_finetune_preset_composes_over_the_experiment(stores: dict[str, Path],
     shown = OmegaConf.create(result.output)
     assert shown.init_from == "runs/base" and shown.trainer.optimizer.lr == 3e-4
     assert shown.trainer.freeze == []
+
+
+def test_data_check_warns_on_little_audio_and_mostly_new_symbols(stores: dict[str, Path]) -> None:
+    from neurotts.training.datacheck import check_finetune_data
+
+    store = FeatureStore(stores["new"])
+    audio = {"sample_rate": 22050}
+    check = check_finetune_data(store, ["_", "~", " ", "a"], audio, uses_symbols=True)
+    assert check.utterances == 9 and check.sample_rate == check.base_sample_rate == 22050
+    assert 0 < check.minutes < 1 and len(check.warnings) == 2
+    assert "minutes of training audio" in check.warnings[0]
+    assert f"{len(check.unknown)} of the {len(check.used)} symbols used are new" in check.warnings[1]
+    assert "a" in check.used and "a" not in check.unknown and "Q" in check.unknown
+    known = check_finetune_data(store, store.symbols, audio, uses_symbols=True)
+    assert known.unknown == [] and len(known.warnings) == 1  # only the minutes
