@@ -31,6 +31,7 @@ bench:  ## Run the benchmarks (each prints one JSON line)
 	$(PY) bench/alignment_speed.py
 	$(PY) bench/wavenet_generate.py
 	$(PY) bench/train_tacotron2.py
+	$(PY) bench/finetune.py
 
 bench-gpu:  ## Every GPU check (<= 8 min, one H100): STORE=/tmp/store OUT=outputs/gpu-check [DRY_RUN=1: CPU toy run]
 	$(PY) bench/gpu_check.py --store $(or $(STORE),/tmp/store) --out $(or $(OUT),outputs/gpu-check) $(if $(DRY_RUN),--dry-run)

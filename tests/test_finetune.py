@@ -221,6 +221,7 @@ def test_freeze_keeps_modules_fixed_and_out_of_the_optimizer(stores: dict[str, P
     assert "top-level modules are encoder, decoder, postnet" in str(caught.value)
 
 
+@pytest.mark.slow
 def test_stopped_finetune_resumes_from_its_own_checkpoint(
         stores: dict[str, Path], base_runs: dict[str, Path], tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
