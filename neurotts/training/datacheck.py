@@ -24,6 +24,7 @@ from neurotts.text.symbols import PAD
 
 MIN_MINUTES = 10.0
 MAX_UNKNOWN_SHARE = 1 / 3
+LISTED = 30  # unknown symbols named in the printed line (all of them in data_check's dict)
 
 
 @dataclass
@@ -46,7 +47,9 @@ class DataCheck:
             known = len(self.used) - len(self.unknown)
             line = f"data check: the base knows {known} of the {len(self.used)} symbols the train split uses"
             if self.unknown:
-                line += f"; not: {' '.join(repr(s) for s in self.unknown)}"
+                shown = " ".join(repr(s) for s in self.unknown[:LISTED])
+                more = f" ... ({len(self.unknown)} in all)" if len(self.unknown) > LISTED else ""
+                line += f"; not: {shown}{more}"
             out.append(line)
         return out + self.warnings
 
