@@ -19,9 +19,11 @@ a checkpoint of that step is written, and
 Running the same command again resumes exactly there. A second Ctrl-C stops at once.
 
 Start: rank 0 creates and locks the run folder (:mod:`neurotts.training.rundir`), chooses the
-checkpoint to continue from, every rank loads it and checks which settings changed; only once
-that is accepted does rank 0 write anything (config.yaml, set-aside files), so a refused
-resume leaves the folder as it was.
+checkpoint to continue from, every rank loads it and checks which settings changed (a run with
+no checkpoint of its own and ``init_from`` set takes a base model's weights instead, see
+:mod:`~neurotts.training.init_from`); only once that is accepted does rank 0 write anything
+(config.yaml, set-aside files, init_from.tsv), so a refused resume or base leaves the folder
+as it was.
 
 Non-finite steps: when the loss or the (all-reduced, hence identical on every rank) gradient
 norm is not finite, the optimizer step is skipped on every rank, the step is counted and
