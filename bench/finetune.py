@@ -19,7 +19,7 @@ the same settings and seed train: one from scratch, one with ``init_from`` the b
 
 Everything goes through the real commands' functions (prepare, train); runs resume, so a
 second call with the same ``--work`` reuses what is there. Progress on stderr, one JSON line
-last on stdout. About 15 minutes of one core at the defaults.
+last on stdout. About 16 minutes of one core at the defaults (14 with ``--no-preset``).
 Usage: python bench/finetune.py [--work DIR] [--base-steps 600] [--scratch-steps 400]
 """
 
