@@ -9,6 +9,9 @@ reads it and no code runs on load)::
     config                  the resolved train config (model section included; its audio
                             section is not repeated there: the audio key below holds it)
     symbols, text, audio    the store's symbol table, text and audio settings
+    speakers                the store's speaker table, sorted names (id i is speakers[i]);
+                            [] for a single-speaker model; absent in checkpoints written
+                            before it existed (read as [])
     mel_norm                {"enabled", "mean", "std"}: how model-space mels map to log-mels
     step, epoch, global_batches_in_epoch, world_size
     optimizer, scheduler, scaler
@@ -39,7 +42,7 @@ import io
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +70,7 @@ class Key:
     EMA = "ema"
     CONFIG = "config"
     SYMBOLS = "symbols"
+    SPEAKERS = "speakers"
     TEXT = "text"
     AUDIO = "audio"
     MEL_NORM = "mel_norm"
@@ -251,6 +255,13 @@ class TrainedModel:
     mel_norm: MelNorm  # how model-space mels map to log-mels
     step: int
     path: Path  # the checkpoint file (a run folder resolved)
+    speakers: list[str] = field(default_factory=list)  # speaker table: id i is speakers[i]; [] one speaker
+
+    def speaker_id(self, name: str | None) -> int | None:
+        """The id of speaker ``name`` (None when no speaker is asked for); a name this model
+        does not have, or any name for a single-speaker model, is a :class:`SpeakerError`
+        that lists the speakers (see :func:`pick_speaker` for the rule without a name)."""
+        return pick_speaker(self.speakers, name, str(self.path))
 
 
 def load_trained(path: str | Path, kind: str, device: torch.device | str = "cpu") -> TrainedModel:
@@ -265,10 +276,35 @@ def load_trained(path: str | Path, kind: str, device: torch.device | str = "cpu"
             f"{file}: is a {payload[Key.MODEL_NAME]} checkpoint, but a {kind} checkpoint is needed here")
     cfg = model_config(payload[Key.CONFIG]["model"])
     symbols = list(payload[Key.SYMBOLS])
+    speakers = list(payload.get(Key.SPEAKERS) or [])
     audio = to_schema(payload[Key.AUDIO], AudioConfig)
-    model = build_model(cfg, DataSpec(len(symbols), audio))
+    model = build_model(cfg, DataSpec(len(symbols), audio, len(speakers)))
     weights = payload[Key.EMA] if payload.get(Key.EMA) is not None else payload[Key.MODEL]
     model.load_state_dict(weights)
     return TrainedModel(model.to(device).eval(), kind, cfg, symbols,
                         to_schema(payload[Key.TEXT], TextConfig), audio,
-                        MelNorm.from_state(payload[Key.MEL_NORM]), int(payload[Key.STEP]), file)
+                        MelNorm.from_state(payload[Key.MEL_NORM]), int(payload[Key.STEP]), file,
+                        speakers)
+
+
+class SpeakerError(UserError, ValueError):
+    """A speaker name a model does not have, or a speaker asked of a single-speaker model."""
+
+
+def pick_speaker(speakers: list[str], name: str | None, what: str,
+                 option: str = "--speaker") -> int | None:
+    """Speaker ``name``'s id in the table ``speakers`` (``what``: the model, ``option``: how
+    the user named the speaker, both for the message).
+
+    Rule without a name: None. For a multi-speaker model the caller then uses the first
+    speaker (id 0, the table is sorted) and says so -- as a multi-speaker voice answers a
+    request with no speaker everywhere in neurotts (synth, serve, the ONNX runtime)."""
+    if name is None:
+        return None
+    if not speakers:
+        raise SpeakerError(f"{option} {name}: {what} is a single-speaker model (trained on a "
+                           f"store without speaker labels); leave {option} out")
+    if name not in speakers:
+        raise SpeakerError(f"{option} {name}: {what} has no such speaker; its speakers: "
+                           f"{', '.join(speakers)}")
+    return speakers.index(name)

@@ -1,0 +1,187 @@
+"""Two speakers in one Tacotron 2: does each speak with its own pitch? (issue 21, part 3)
+
+A two-speaker corpus is made from the LJSpeech sample: speaker ``lj`` is the clips as they
+are, speaker ``lj_up4`` the same clips pitch-shifted by +4 semitones (librosa's phase-vocoder
+``pitch_shift``), written as one Piper/LJSpeech-style ``metadata.csv`` (``ID|speaker|text``).
+Both speakers say the same lines, so only the speaker id tells the model which pitch to use.
+``neurotts prepare`` and ``neurotts train`` (a small Tacotron 2) run on it as a user runs them;
+then ``neurotts synth --speaker NAME`` speaks held-out lines (LJSpeech lines that are not in
+the sample) with Griffin-Lim for each speaker, and the median F0 (``librosa.pyin``) over the
+voiced frames of each speaker's lines is compared. Target: ``lj_up4`` at least 3 semitones
+above ``lj`` (the recordings differ by 4).
+
+Prints progress to stderr and ONE JSON line last on stdout. Run it with one thread per
+process (OMP_NUM_THREADS=1) on a shared machine; ``--workdir`` keeps the corpus, store and run
+so that a second call re-measures without retraining (``--steps`` more continue the run).
+
+Usage: python bench/speakers.py [--clips 60] [--max-seconds 4] [--steps 600] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import librosa
+import numpy as np
+import soundfile as sf
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+SAMPLE = SHARED / "ljspeech-sample" / "LJSpeech-1.1"
+TEXTS = SHARED / "ljspeech-texts" / "metadata.csv"
+SPEAKERS = ("lj", "lj_up4")  # sorted, as the speaker table is: ids 0 and 1
+SHIFT = 4.0  # semitones of the second speaker
+# Held out: not in the sample, short (a few seconds of speech), plain words.
+FALLBACK_LINES = ["The committee met again on the following day.",
+                  "He said that the house was empty when he came back.",
+                  "There was no answer to the letter.",
+                  "The prisoners were taken to the court in the morning."]
+# A small Tacotron 2 (about 0.5M parameters): seconds per step on one core.
+SMALL = ["model.reduction_factor=3", "model.encoder.embedding_dim=64",
+         "model.encoder.conv_channels=64", "model.encoder.conv_layers=2",
+         "model.encoder.lstm_dim=64", "model.decoder.prenet_dims=[64,64]",
+         "model.decoder.attention_rnn_dim=128", "model.decoder.decoder_rnn_dim=128",
+         "model.attention.dim=64", "model.attention.location.n_filters=16",
+         "model.attention.location.kernel_size=15", "model.postnet.channels=64",
+         "model.postnet.layers=3", "model.speakers.embedding_dim=16"]
+
+
+def log(msg: str) -> None:
+    print(f"[speakers] {msg}", file=sys.stderr, flush=True)
+
+
+def make_corpus(root: Path, clips: int, max_seconds: float, sample: Path = SAMPLE) -> dict:
+    """Write the two-speaker corpus into ``root`` (kept if already there); its size."""
+    meta = root / "metadata.csv"
+    if meta.is_file():
+        return json.loads((root / "corpus.json").read_text())
+    rows = [ln.split("|") for ln in (sample / "metadata.csv").read_text(encoding="utf-8").splitlines()]
+    chosen = []
+    for row in rows:
+        info = sf.info(str(sample / "wavs" / f"{row[0]}.wav"))
+        if info.frames / info.samplerate <= max_seconds:
+            chosen.append((row[0], row[-1]))
+        if len(chosen) == clips:
+            break
+    (root / "wavs").mkdir(parents=True, exist_ok=True)
+    lines, seconds = [], 0.0
+    for uid, text in chosen:
+        y, sr = sf.read(sample / "wavs" / f"{uid}.wav", dtype="float32")
+        up = librosa.effects.pitch_shift(y, sr=sr, n_steps=SHIFT)
+        for speaker, wav in zip(SPEAKERS, (y, up), strict=True):
+            sf.write(root / "wavs" / f"{speaker}_{uid}.wav", wav, sr, subtype="PCM_16")
+            lines.append(f"{speaker}_{uid}|{speaker}|{text}")
+        seconds += 2 * y.size / sr
+    meta.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    info = {"clips_per_speaker": len(chosen), "minutes": round(seconds / 60, 2)}
+    (root / "corpus.json").write_text(json.dumps(info))
+    return info
+
+
+def held_out_lines(corpus_ids: set[str], n: int) -> list[str]:
+    """``n`` short LJSpeech lines whose clips are not in the sample."""
+    if not TEXTS.is_file():
+        return FALLBACK_LINES[:n]
+    out = []
+    for ln in TEXTS.read_text(encoding="utf-8").splitlines():
+        parts = ln.split("|")
+        text = parts[-1]
+        if parts[0] not in corpus_ids and 30 <= len(text) <= 60 and text.isascii() \
+                and not any(c.isdigit() for c in text):
+            out.append(text)
+        if len(out) == n:
+            break
+    return out
+
+
+def neurotts(*args: str) -> float:
+    """Run a neurotts command (the CLI, in a fresh process); its wall seconds."""
+    t0 = time.perf_counter()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, "-m", "neurotts.cli", *args], check=True, env=env,
+                   stdout=sys.stderr)
+    return time.perf_counter() - t0
+
+
+def median_f0(wavs: list[Path]) -> tuple[float, list[float]]:
+    """Median F0 (Hz) over the voiced frames of all ``wavs``, and each file's median."""
+    voiced, each = [], []
+    for path in wavs:
+        y, sr = sf.read(path, dtype="float32")
+        f0, flag, _ = librosa.pyin(y, fmin=60.0, fmax=600.0, sr=sr, frame_length=1024)
+        f = f0[flag & np.isfinite(f0)]
+        voiced.append(f)
+        each.append(round(float(np.median(f)), 1) if f.size else float("nan"))
+    allf = np.concatenate(voiced) if voiced else np.zeros(0)
+    return (float(np.median(allf)) if allf.size else float("nan")), each
+
+
+def semitones(hi: float, lo: float) -> float:
+    return float(12.0 * np.log2(hi / lo))
+
+
+def run(work: Path, clips: int, max_seconds: float, steps: int, lines: int,
+        extra: list[str]) -> dict:
+    corpus, store, run_dir = work / "corpus", work / "store", work / "run"
+    t0 = time.perf_counter()
+    info = make_corpus(corpus, clips, max_seconds)
+    log(f"corpus: {info} ({time.perf_counter() - t0:.0f} s)")
+    prepare_s = 0.0
+    if not (store / "manifest.jsonl").is_file():
+        prepare_s = neurotts("prepare", f"data.root={corpus}", f"out={store}",
+                             "data.format=piper")
+    train_s = neurotts("train", "experiment=tiny", f"data.features={store}", f"run.dir={run_dir}",
+                       *SMALL, f"trainer.max_steps={steps}", "trainer.batch_size=8",
+                       "trainer.val_every=100", "trainer.checkpoint_every=100",
+                       "trainer.log_every=25", "trainer.media.griffin_lim_iters=0",
+                       "trainer.schedule.warmup_steps=50", "trainer.optimizer.lr=2e-3", *extra)
+    ids = {ln.split("|")[0] for ln in (SAMPLE / "metadata.csv").read_text().splitlines()}
+    texts = held_out_lines(ids, lines)
+    (work / "lines.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    result = {"clips_per_speaker": info["clips_per_speaker"], "minutes": info["minutes"],
+              "steps": steps, "prepare_s": round(prepare_s, 1), "train_s": round(train_s, 1),
+              "lines": len(texts)}
+    medians = {}
+    for speaker in SPEAKERS:
+        out = work / "synth" / speaker
+        neurotts("synth", "-i", str(work / "lines.txt"), "-a", str(run_dir), "-o", f"{out}/",
+                 "--speaker", speaker, "--seed", "0", "--force")
+        medians[speaker], each = median_f0(sorted(out.glob("*.wav")))
+        result[f"f0_{speaker}_hz"] = round(medians[speaker], 1)
+        result[f"f0_{speaker}_per_line_hz"] = each
+    ref = {s: median_f0(sorted((corpus / "wavs").glob(f"{s}_*.wav"))[:10])[0] for s in SPEAKERS}
+    result["training_data_semitones"] = round(semitones(ref[SPEAKERS[1]], ref[SPEAKERS[0]]), 2)
+    result["semitones"] = round(semitones(medians[SPEAKERS[1]], medians[SPEAKERS[0]]), 2)
+    result["target_semitones"] = 3.0
+    result["passed"] = bool(result["semitones"] >= 3.0)
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clips", type=int, default=60, help="clips per speaker")
+    ap.add_argument("--max-seconds", type=float, default=4.0, help="longest clip used")
+    ap.add_argument("--steps", type=int, default=600, help="training steps (in all)")
+    ap.add_argument("--lines", type=int, default=6, help="held-out lines per speaker")
+    ap.add_argument("--workdir", type=Path, default=None, help="keep everything here")
+    ap.add_argument("overrides", nargs="*", help="more train overrides (key=value)")
+    args = ap.parse_args()
+    if not (SAMPLE / "metadata.csv").is_file():
+        print(json.dumps({"skipped": f"no LJSpeech sample at {SAMPLE}"}))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        result = run(work, args.clips, args.max_seconds, args.steps, args.lines, args.overrides)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
