@@ -14,6 +14,7 @@ one of them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -96,9 +97,9 @@ class Vocoder(Protocol):
     hop_length: int
 
     def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor,
-                 speaker: str | None = None) -> list[np.ndarray]:
+                 speakers: Sequence[str | None] | None = None) -> list[np.ndarray]:
         """``log_mels`` (B, T, n_mels), ``lengths`` (B,) frames -> float32 ``(lengths[i] * hop,)``;
-        ``speaker``: whose voice the mels are (used by a multi-speaker vocoder only)."""
+        ``speakers``: whose voice each item is (used by a multi-speaker vocoder only)."""
         ...
 
     def check_speaker(self, name: str | None, option: str = "--speaker") -> None:
@@ -120,7 +121,7 @@ class GriffinLimVocoder:
         self.hop_length = audio.hop_length
 
     def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor,
-                 speaker: str | None = None) -> list[np.ndarray]:
+                 speakers: Sequence[str | None] | None = None) -> list[np.ndarray]:
         return _trim(self.module(log_mels), lengths, self.hop_length)
 
     def check_speaker(self, name: str | None, option: str = "--speaker") -> None:
@@ -179,20 +180,22 @@ class WaveNetVocoder:
             raise VocoderError(f"{option} {name}: vocoder {self.name} has no such speaker; its "
                                f"speakers: {', '.join(self.speakers)}")
 
-    def speaker_ids(self, name: str | None, batch: int, device: torch.device
+    def speaker_ids(self, names: Sequence[str | None] | None, batch: int, device: torch.device
                     ) -> torch.Tensor | None:
         """``(batch,)`` ids for a multi-speaker vocoder (its first speaker for None), else None."""
         if not self.speakers:
             return None
-        self.check_speaker(name)
-        sid = 0 if name is None else self.speakers.index(name)
-        return torch.full((batch,), sid, dtype=torch.long, device=device)
+        names = list(names) if names is not None else [None] * batch
+        for name in names:
+            self.check_speaker(name)
+        ids = [0 if name is None else self.speakers.index(name) for name in names]
+        return torch.tensor(ids, dtype=torch.long, device=device)
 
     @torch.inference_mode()
     def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor,
-                 speaker: str | None = None) -> list[np.ndarray]:
+                 speakers: Sequence[str | None] | None = None) -> list[np.ndarray]:
         mels = self.norm.normalize(log_mels)  # the vocoder's own model space
-        speakers = self.speaker_ids(speaker, mels.shape[0], mels.device)
+        speakers = self.speaker_ids(speakers, mels.shape[0], mels.device)
         wav = generate_folded(self.model, mels, lengths, self.options, self.sample_rate,
                               speakers=speakers)
         return _trim(wav, lengths, self.hop_length)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,14 +62,15 @@ class AcousticModel:
                    TextFrontend.from_symbols(trained.text, trained.symbols), trained.audio,
                    trained.mel_norm, trained.path, trained.step, trained.speakers)
 
-    def speaker_ids(self, name: str | None, batch: int, device: torch.device
+    def speaker_ids(self, names: Sequence[str | None], device: torch.device
                     ) -> torch.Tensor | None:
-        """``(batch,)`` ids of speaker ``name`` for a multi-speaker model (its first speaker
-        when ``name`` is None), None for a single-speaker one."""
+        """``(B,)`` ids of the speakers ``names`` (None: the model's first speaker) for a
+        multi-speaker model; None for a single-speaker one."""
         if not self.speakers:
             return None
-        sid = pick_speaker(self.speakers, name, f"acoustic model {self.path}") or 0
-        return torch.full((batch,), sid, dtype=torch.long, device=device)
+        what = f"acoustic model {self.path}"
+        ids = [pick_speaker(self.speakers, name, what) or 0 for name in names]
+        return torch.tensor(ids, dtype=torch.long, device=device)
 
     def to_log_mel(self, mels: torch.Tensor) -> torch.Tensor:
         """Model-space mels -> log-mels in the store's units."""
@@ -204,9 +205,11 @@ def choose_speaker(acoustic: AcousticModel, vocoder: Vocoder, name: str | None,
 
 def synthesize_pieces(ids: list[list[int]], acoustic: AcousticModel, vocoder: Vocoder,
                       device: torch.device, keep_details: bool = False,
-                      speaker: str | None = None) -> tuple[list[Piece], Timing]:
+                      speakers: Sequence[str | None] | None = None) -> tuple[list[Piece], Timing]:
     """One batch through both models: all of ``ids`` at once (the caller bounds its size),
-    spoken by ``speaker`` (a multi-speaker model's; None: its first, see :func:`choose_speaker`)."""
+    piece i spoken by ``speakers[i]`` (a multi-speaker model's; None, or no list: its first
+    speaker, see :func:`choose_speaker`)."""
+    speakers = list(speakers) if speakers is not None else [None] * len(ids)
     lengths = torch.tensor([len(x) for x in ids], device=device)
     batch = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long, device=device)
     for i, piece in enumerate(ids):
@@ -216,12 +219,12 @@ def synthesize_pieces(ids: list[list[int]], acoustic: AcousticModel, vocoder: Vo
     t0 = time.perf_counter()
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # hit_max is reported per item below
-        out = acoustic.model.infer(batch, lengths, acoustic.speaker_ids(speaker, len(ids), device))
+        out = acoustic.model.infer(batch, lengths, acoustic.speaker_ids(speakers, device))
     log_mels = acoustic.to_log_mel(out.mels)  # (B, T, n_mels)
     _sync(device)
     timing.acoustic_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    wavs = vocoder(log_mels, out.mel_lengths, speaker)
+    wavs = vocoder(log_mels, out.mel_lengths, speakers)
     _sync(device)
     timing.vocoder_s = time.perf_counter() - t0
     dec_lengths = decoder_lengths(out.mel_lengths, acoustic.cfg.reduction_factor)
@@ -247,10 +250,11 @@ def _join(enc: Encoded, pieces: list[Piece], pause: np.ndarray) -> Synthesized:
 
 def synthesize(inputs: list[Encoded], acoustic: AcousticModel, vocoder: Vocoder,
                device: torch.device, batch_size: int, pause_s: float = 0.25,
-               keep_details: bool = False, speaker: str | None = None
+               keep_details: bool = False, speakers: Sequence[str | None] | None = None
                ) -> Iterator[tuple[list[tuple[int, Synthesized]], Timing]]:
-    """Synthesise ``inputs`` as ``speaker`` (multi-speaker models; see :func:`choose_speaker`):
-    all their pieces, in order, ``batch_size`` at a time, so the
+    """Synthesise ``inputs``, input i as ``speakers[i]`` (multi-speaker models; None, or no
+    list: the first speaker, see :func:`choose_speaker`): all their pieces, in order,
+    ``batch_size`` at a time, so the
     models never hold more than ``batch_size`` pieces however long an input is. After each
     batch, yields the inputs it completed, as (index into ``inputs``, utterance with its pieces
     joined by ``pause_s`` of silence), and the batch's timing (pauses count as audio)."""
@@ -261,7 +265,9 @@ def synthesize(inputs: list[Encoded], acoustic: AcousticModel, vocoder: Vocoder,
     for start in range(0, len(order), batch_size):
         chunk = order[start: start + batch_size]
         pieces, timing = synthesize_pieces([inputs[i].ids[j] for i, j in chunk], acoustic,
-                                           vocoder, device, keep_details, speaker)
+                                           vocoder, device, keep_details,
+                                           None if speakers is None else
+                                           [speakers[i] for i, _ in chunk])
         completed = []
         for (i, j), piece in zip(chunk, pieces, strict=True):
             pending.setdefault(i, []).append(piece)

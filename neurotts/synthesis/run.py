@@ -219,7 +219,7 @@ def _write_all(cfg: SynthConfig, lines: list[Line], acoustic: AcousticModel, voc
     with warnings.catch_warnings(record=True) as caught, progress or nullcontext():
         warnings.simplefilter("always")
         for completed, t in synthesize(inputs, acoustic, vocoder, device, cfg.batch_size,
-                                       cfg.pause, speaker=speaker):
+                                       cfg.pause, speakers=[speaker] * len(inputs)):
             timing.add(t)
             for i, utt in completed:
                 _write_one(todo[i], utt, sr, console)
