@@ -255,13 +255,7 @@ class TrainedModel:
     mel_norm: MelNorm  # how model-space mels map to log-mels
     step: int
     path: Path  # the checkpoint file (a run folder resolved)
-    speakers: list[str] = field(default_factory=list)  # speaker table: id i is speakers[i]; [] one speaker
-
-    def speaker_id(self, name: str | None) -> int | None:
-        """The id of speaker ``name`` (None when no speaker is asked for); a name this model
-        does not have, or any name for a single-speaker model, is a :class:`SpeakerError`
-        that lists the speakers (see :func:`pick_speaker` for the rule without a name)."""
-        return pick_speaker(self.speakers, name, str(self.path))
+    speakers: list[str] = field(default_factory=list)  # id i is speakers[i]; []: one speaker
 
 
 def load_trained(path: str | Path, kind: str, device: torch.device | str = "cpu") -> TrainedModel:
@@ -285,26 +279,3 @@ def load_trained(path: str | Path, kind: str, device: torch.device | str = "cpu"
                         to_schema(payload[Key.TEXT], TextConfig), audio,
                         MelNorm.from_state(payload[Key.MEL_NORM]), int(payload[Key.STEP]), file,
                         speakers)
-
-
-class SpeakerError(UserError, ValueError):
-    """A speaker name a model does not have, or a speaker asked of a single-speaker model."""
-
-
-def pick_speaker(speakers: list[str], name: str | None, what: str,
-                 option: str = "--speaker") -> int | None:
-    """Speaker ``name``'s id in the table ``speakers`` (``what``: the model, ``option``: how
-    the user named the speaker, both for the message).
-
-    Rule without a name: None. For a multi-speaker model the caller then uses the first
-    speaker (id 0, the table is sorted) and says so -- as a multi-speaker voice answers a
-    request with no speaker everywhere in neurotts (synth, serve, the ONNX runtime)."""
-    if name is None:
-        return None
-    if not speakers:
-        raise SpeakerError(f"{option} {name}: {what} is a single-speaker model (trained on a "
-                           f"store without speaker labels); leave {option} out")
-    if name not in speakers:
-        raise SpeakerError(f"{option} {name}: {what} has no such speaker; its speakers: "
-                           f"{', '.join(speakers)}")
-    return speakers.index(name)

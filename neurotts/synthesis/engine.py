@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from neurotts.audio import AudioConfig, MelNorm
-from neurotts.checkpoint import load_trained, pick_speaker
+from neurotts.checkpoint import load_trained
 from neurotts.errors import UserError
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, decoder_lengths
+from neurotts.speakers import pick_speaker
 from neurotts.text.chunking import split_text
 from neurotts.text.frontend import TextError, TextFrontend, TextReport
 from neurotts.text.symbols import SPACE
@@ -188,7 +189,7 @@ def choose_speaker(acoustic: AcousticModel, vocoder: Vocoder, name: str | None,
                    option: str = "--speaker") -> tuple[str | None, str | None]:
     """The speaker to speak as, and a note for the user (or None), before any synthesis.
 
-    ``name`` must be one of the acoustic model's speakers (a :class:`~neurotts.checkpoint.SpeakerError` listing
+    ``name`` must be one of the acoustic model's speakers (a :class:`~neurotts.speakers.SpeakerError` listing
     them otherwise, or for any name on a single-speaker model). No name on a multi-speaker
     model: its first speaker (the table is sorted), with a note naming it and the others. A
     multi-speaker vocoder must have the chosen speaker too (:meth:`Vocoder.check_speaker`)."""
