@@ -6,15 +6,20 @@ are, speaker ``lj_up4`` the same clips pitch-shifted by +4 semitones (librosa's 
 Both speakers say the same lines, so only the speaker id tells the model which pitch to use.
 ``neurotts prepare`` and ``neurotts train`` (a small Tacotron 2) run on it as a user runs them;
 then ``neurotts synth --speaker NAME`` speaks held-out lines (LJSpeech lines that are not in
-the sample) with Griffin-Lim for each speaker, and the median F0 (``librosa.pyin``) over the
-voiced frames of each speaker's lines is compared. Target: ``lj_up4`` at least 3 semitones
-above ``lj`` (the recordings differ by 4).
+the sample) with Griffin-Lim for each speaker, and the two speakers' lines are compared:
+
+* ``semitones``: median F0 (``librosa.pyin``) over the voiced frames of each speaker's lines.
+  Target: ``lj_up4`` at least 3 semitones above ``lj`` (the recordings differ by 4). NaN when
+  pyin finds no voiced frame: a small model trained minutes smears the harmonics of its mels.
+* ``spectral_shift``: the shift (semitones) that best matches the two speakers' mean log
+  spectra on a log-frequency axis. ``librosa``'s pitch shift resamples, so the envelope moves
+  by the same 4 semitones as the pitch; this is what a smeared spectrum keeps of a speaker.
 
 Prints progress to stderr and ONE JSON line last on stdout. Run it with one thread per
 process (OMP_NUM_THREADS=1) on a shared machine; ``--workdir`` keeps the corpus, store and run
 so that a second call re-measures without retraining (``--steps`` more continue the run).
 
-Usage: python bench/speakers.py [--clips 60] [--max-seconds 4] [--steps 600] [--workdir DIR]
+Usage: python bench/speakers.py [--clips 60] [--max-seconds 4] [--steps 800] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -127,6 +132,30 @@ def semitones(hi: float, lo: float) -> float:
     return float(12.0 * np.log2(hi / lo))
 
 
+def mean_log_spectrum(wavs: list[Path]) -> np.ndarray:
+    """Mean log power over the louder half of the frames of ``wavs``, on a grid of tenths of
+    a semitone from 100 Hz to 6 kHz: what is left of a speaker when the harmonics are
+    smeared (the envelope, which a pitch shift by resampling moves with the pitch)."""
+    grid = 100.0 * 2.0 ** (np.arange(0, 12 * np.log2(6000 / 100), 0.1) / 12)
+    spectra = []
+    for path in wavs:
+        y, sr = sf.read(path, dtype="float32")
+        power = np.abs(librosa.stft(y, n_fft=2048, hop_length=256)) ** 2  # (F, T)
+        loud = power.sum(0) >= np.median(power.sum(0))
+        freqs = librosa.fft_frequencies(sr=sr, n_fft=2048)
+        spectra.append(np.interp(grid, freqs, np.log(power[:, loud].mean(1) + 1e-10)))
+    return np.mean(spectra, axis=0)
+
+
+def spectral_shift(lo: list[Path], hi: list[Path]) -> float:
+    """Semitones by which ``hi``'s mean log spectrum sits above ``lo``'s: the shift (in
+    tenths, -8 to +8 semitones) that best correlates the two."""
+    a, b = mean_log_spectrum(lo), mean_log_spectrum(hi)
+    m, shifts = 80, np.arange(-80, 81)  # b[i + k] against a[i], i over the middle of the grid
+    score = [np.corrcoef(a[m: a.size - m], b[m + k: b.size - m + k])[0, 1] for k in shifts]
+    return float(shifts[int(np.argmax(score))] / 10.0)
+
+
 def run(work: Path, clips: int, max_seconds: float, steps: int, lines: int,
         extra: list[str]) -> dict:
     corpus, store, run_dir = work / "corpus", work / "store", work / "run"
@@ -148,17 +177,22 @@ def run(work: Path, clips: int, max_seconds: float, steps: int, lines: int,
     result = {"clips_per_speaker": info["clips_per_speaker"], "minutes": info["minutes"],
               "steps": steps, "prepare_s": round(prepare_s, 1), "train_s": round(train_s, 1),
               "lines": len(texts)}
-    medians = {}
+    medians, wavs = {}, {}
     for speaker in SPEAKERS:
         out = work / "synth" / speaker
         neurotts("synth", "-i", str(work / "lines.txt"), "-a", str(run_dir), "-o", f"{out}/",
                  "--speaker", speaker, "--seed", "0", "--force")
-        medians[speaker], each = median_f0(sorted(out.glob("*.wav")))
+        wavs[speaker] = sorted(out.glob("*.wav"))
+        medians[speaker], each = median_f0(wavs[speaker])
         result[f"f0_{speaker}_hz"] = round(medians[speaker], 1)
         result[f"f0_{speaker}_per_line_hz"] = each
-    ref = {s: median_f0(sorted((corpus / "wavs").glob(f"{s}_*.wav"))[:10])[0] for s in SPEAKERS}
+    recorded = {s: sorted((corpus / "wavs").glob(f"{s}_*.wav"))[:10] for s in SPEAKERS}
+    ref = {s: median_f0(recorded[s])[0] for s in SPEAKERS}
     result["training_data_semitones"] = round(semitones(ref[SPEAKERS[1]], ref[SPEAKERS[0]]), 2)
+    result["training_data_spectral_shift"] = spectral_shift(*(recorded[s] for s in SPEAKERS))
+    # NaN when pyin finds no voiced frame in one speaker's lines (smeared harmonics).
     result["semitones"] = round(semitones(medians[SPEAKERS[1]], medians[SPEAKERS[0]]), 2)
+    result["spectral_shift"] = spectral_shift(*(wavs[s] for s in SPEAKERS))
     result["target_semitones"] = 3.0
     result["passed"] = bool(result["semitones"] >= 3.0)
     return result
@@ -168,7 +202,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clips", type=int, default=60, help="clips per speaker")
     ap.add_argument("--max-seconds", type=float, default=4.0, help="longest clip used")
-    ap.add_argument("--steps", type=int, default=600, help="training steps (in all)")
+    ap.add_argument("--steps", type=int, default=800, help="training steps (in all)")
     ap.add_argument("--lines", type=int, default=6, help="held-out lines per speaker")
     ap.add_argument("--workdir", type=Path, default=None, help="keep everything here")
     ap.add_argument("overrides", nargs="*", help="more train overrides (key=value)")
