@@ -189,10 +189,11 @@ def choose_speaker(acoustic: AcousticModel, vocoder: Vocoder, name: str | None,
                    option: str = "--speaker") -> tuple[str | None, str | None]:
     """The speaker to speak as, and a note for the user (or None), before any synthesis.
 
-    ``name`` must be one of the acoustic model's speakers (a :class:`~neurotts.speakers.SpeakerError` listing
-    them otherwise, or for any name on a single-speaker model). No name on a multi-speaker
-    model: its first speaker (the table is sorted), with a note naming it and the others. A
-    multi-speaker vocoder must have the chosen speaker too (:meth:`Vocoder.check_speaker`)."""
+    ``name`` must be one of the acoustic model's speakers (else a
+    :class:`~neurotts.speakers.SpeakerError` listing them; any name on a single-speaker
+    model is one too). No name on a multi-speaker model: its first speaker (the table is
+    sorted), with a note naming it and the others. A multi-speaker vocoder must have the
+    chosen speaker too (:meth:`Vocoder.check_speaker`)."""
     what = f"acoustic model {acoustic.path}"
     pick_speaker(acoustic.speakers, name, what, option)
     note = None
@@ -255,8 +256,8 @@ def synthesize(inputs: list[Encoded], acoustic: AcousticModel, vocoder: Vocoder,
                ) -> Iterator[tuple[list[tuple[int, Synthesized]], Timing]]:
     """Synthesise ``inputs``, input i as ``speakers[i]`` (multi-speaker models; None, or no
     list: the first speaker, see :func:`choose_speaker`): all their pieces, in order,
-    ``batch_size`` at a time, so the
-    models never hold more than ``batch_size`` pieces however long an input is. After each
+    ``batch_size`` at a time, so the models never hold more than ``batch_size`` pieces
+    however long an input is. After each
     batch, yields the inputs it completed, as (index into ``inputs``, utterance with its pieces
     joined by ``pause_s`` of silence), and the batch's timing (pauses count as audio)."""
     order = [(i, j) for i, enc in enumerate(inputs) for j in range(len(enc.ids))]
