@@ -67,7 +67,8 @@ def make_corpus(root: Path, clips: int, max_seconds: float, sample: Path = SAMPL
     meta = root / "metadata.csv"
     if meta.is_file():
         return json.loads((root / "corpus.json").read_text())
-    rows = [ln.split("|") for ln in (sample / "metadata.csv").read_text(encoding="utf-8").splitlines()]
+    table = (sample / "metadata.csv").read_text(encoding="utf-8")
+    rows = [ln.split("|") for ln in table.splitlines()]
     chosen = []
     for row in rows:
         info = sf.info(str(sample / "wavs" / f"{row[0]}.wav"))

@@ -5,7 +5,8 @@ The wrappers here call the trained model's own submodules, so an exported graph 
 
 ``encoder``       ids ``(B, T_text)`` int64, lengths ``(B,)`` int64 (and, for a multi-speaker
                   model, ``speaker`` ``(B,)`` int64 ids in voice.json's ``speakers``: the
-                  speaker vector is added to the encoder outputs there, as in the model) -> the per-utterance
+                  speaker vector is added to the encoder outputs there, as in the model)
+                  -> the per-utterance
                   tensors the decoder reads every step (``utt.*``: attention keys/values, score
                   bias, validity) and the decoder's initial state (``state.*``).
 ``decoder_step``  the previous frame ``(B, n_mels)``, one prenet dropout mask per prenet layer

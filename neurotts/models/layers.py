@@ -189,7 +189,7 @@ class ZoneoutLSTMCell(nn.Module):
 
 
 class SpeakerEmbedding(nn.Module):
-    """Speaker ids ``(B,)`` -> one learned vector per speaker, projected to ``out_dim``: ``(B, out_dim)``.
+    """Speaker ids ``(B,)`` -> each speaker's learned vector projected to ``(B, out_dim)``.
 
     A table of ``n_speakers`` vectors of ``dim`` and a linear map to the width of the stream it is
     added to. The map starts at zero, so a model whose other weights come from a

@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="seed of the prenet dropout: the same seed gives the same audio")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per graph")
     parser.add_argument("--speaker", default=None,
-                        help="a multi-speaker voice's speaker (voice.json lists them; default: the first)")
+                        help="a multi-speaker voice's speaker (voice.json lists them; "
+                             "default: the first)")
     args = parser.parse_args(argv)
     from neurotts.runtime.synth import Synthesizer, write_wav
 
