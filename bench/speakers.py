@@ -116,17 +116,20 @@ def neurotts(*args: str) -> float:
     return time.perf_counter() - t0
 
 
-def median_f0(wavs: list[Path]) -> tuple[float, list[float]]:
-    """Median F0 (Hz) over the voiced frames of all ``wavs``, and each file's median."""
-    voiced, each = [], []
+def median_f0(wavs: list[Path]) -> tuple[float, list[float], float]:
+    """Median F0 (Hz) over the voiced frames of all ``wavs``, each file's median, and the
+    share of frames pyin calls voiced (about 0.6 in the recordings)."""
+    voiced, each, frames = [], [], 0
     for path in wavs:
         y, sr = sf.read(path, dtype="float32")
         f0, flag, _ = librosa.pyin(y, fmin=60.0, fmax=600.0, sr=sr, frame_length=1024)
         f = f0[flag & np.isfinite(f0)]
         voiced.append(f)
+        frames += f0.size
         each.append(round(float(np.median(f)), 1) if f.size else float("nan"))
     allf = np.concatenate(voiced) if voiced else np.zeros(0)
-    return (float(np.median(allf)) if allf.size else float("nan")), each
+    return ((float(np.median(allf)) if allf.size else float("nan")), each,
+            round(allf.size / max(frames, 1), 3))
 
 
 def semitones(hi: float, lo: float) -> float:
@@ -173,22 +176,31 @@ def run(work: Path, clips: int, max_seconds: float, steps: int, lines: int,
                        "trainer.log_every=25", "trainer.media.griffin_lim_iters=0",
                        "trainer.schedule.warmup_steps=50", "trainer.optimizer.lr=2e-3", *extra)
     ids = {ln.split("|")[0] for ln in (SAMPLE / "metadata.csv").read_text().splitlines()}
-    texts = held_out_lines(ids, lines)
-    (work / "lines.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    (work / "lines.txt").write_text("\n".join(held_out_lines(ids, lines)) + "\n",
+                                    encoding="utf-8")
     result = {"clips_per_speaker": info["clips_per_speaker"], "minutes": info["minutes"],
-              "steps": steps, "prepare_s": round(prepare_s, 1), "train_s": round(train_s, 1),
-              "lines": len(texts)}
+              "steps": steps, "prepare_s": round(prepare_s, 1), "train_s": round(train_s, 1)}
+    return {**result, **measure(work, run_dir, corpus)}
+
+
+def measure(work: Path, acoustic: Path, corpus: Path) -> dict:
+    """Speak ``work/lines.txt`` as each speaker with ``acoustic`` (a run or checkpoint) and
+    compare the speakers' lines, and the recordings of ``corpus``, as the docstring says."""
+    result: dict = {"lines": len((work / "lines.txt").read_text().splitlines())}
     medians, wavs = {}, {}
     for speaker in SPEAKERS:
         out = work / "synth" / speaker
-        neurotts("synth", "-i", str(work / "lines.txt"), "-a", str(run_dir), "-o", f"{out}/",
+        neurotts("synth", "-i", str(work / "lines.txt"), "-a", str(acoustic), "-o", f"{out}/",
                  "--speaker", speaker, "--seed", "0", "--force")
         wavs[speaker] = sorted(out.glob("*.wav"))
-        medians[speaker], each = median_f0(wavs[speaker])
+        medians[speaker], each, share = median_f0(wavs[speaker])
         result[f"f0_{speaker}_hz"] = round(medians[speaker], 1)
         result[f"f0_{speaker}_per_line_hz"] = each
-    recorded = {s: sorted((corpus / "wavs").glob(f"{s}_*.wav"))[:10] for s in SPEAKERS}
-    ref = {s: median_f0(recorded[s])[0] for s in SPEAKERS}
+        result[f"voiced_share_{speaker}"] = share
+    recorded = {s: sorted((corpus / "wavs").glob(f"{s}_LJ*.wav"))[:10] for s in SPEAKERS}
+    ref = {s: median_f0(recorded[s]) for s in SPEAKERS}
+    result["training_data_voiced_share"] = ref[SPEAKERS[0]][2]
+    ref = {s: r[0] for s, r in ref.items()}
     result["training_data_semitones"] = round(semitones(ref[SPEAKERS[1]], ref[SPEAKERS[0]]), 2)
     result["training_data_spectral_shift"] = spectral_shift(*(recorded[s] for s in SPEAKERS))
     # NaN when pyin finds no voiced frame in one speaker's lines (smeared harmonics).
@@ -206,10 +218,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=800, help="training steps (in all)")
     ap.add_argument("--lines", type=int, default=6, help="held-out lines per speaker")
     ap.add_argument("--workdir", type=Path, default=None, help="keep everything here")
+    ap.add_argument("--measure", type=Path, default=None,
+                    help="only measure this checkpoint (with --workdir of an earlier run)")
     ap.add_argument("overrides", nargs="*", help="more train overrides (key=value)")
     args = ap.parse_args()
     if not (SAMPLE / "metadata.csv").is_file():
         print(json.dumps({"skipped": f"no LJSpeech sample at {SAMPLE}"}))
+        return
+    if args.measure is not None:
+        if args.workdir is None:
+            ap.error("--measure needs the --workdir of an earlier run")
+        result = {"checkpoint": str(args.measure),
+                  **measure(args.workdir, args.measure, args.workdir / "corpus")}
+        print(json.dumps(result))
         return
     with tempfile.TemporaryDirectory() as tmp:
         work = args.workdir or Path(tmp)
