@@ -9,6 +9,9 @@ reads it and no code runs on load)::
     config                  the resolved train config (model section included; its audio
                             section is not repeated there: the audio key below holds it)
     symbols, text, audio    the store's symbol table, text and audio settings
+    speakers                the store's speaker table, sorted names (id i is speakers[i]);
+                            [] for a single-speaker model; absent in checkpoints written
+                            before it existed (read as [])
     mel_norm                {"enabled", "mean", "std"}: how model-space mels map to log-mels
     step, epoch, global_batches_in_epoch, world_size
     optimizer, scheduler, scaler
@@ -42,7 +45,7 @@ import io
 import pickle
 import re
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +73,7 @@ class Key:
     EMA = "ema"
     CONFIG = "config"
     SYMBOLS = "symbols"
+    SPEAKERS = "speakers"
     TEXT = "text"
     AUDIO = "audio"
     MEL_NORM = "mel_norm"
@@ -255,6 +259,7 @@ class TrainedModel:
     mel_norm: MelNorm  # how model-space mels map to log-mels
     step: int
     path: Path  # the checkpoint file (a run folder resolved)
+    speakers: list[str] = field(default_factory=list)  # id i is speakers[i]; []: one speaker
 
 
 def load_trained(path: str | Path, kind: str, device: torch.device | str = "cpu") -> TrainedModel:
@@ -269,10 +274,12 @@ def load_trained(path: str | Path, kind: str, device: torch.device | str = "cpu"
             f"{file}: is a {payload[Key.MODEL_NAME]} checkpoint, but a {kind} checkpoint is needed here")
     cfg = model_config(payload[Key.CONFIG]["model"])
     symbols = list(payload[Key.SYMBOLS])
+    speakers = list(payload.get(Key.SPEAKERS) or [])
     audio = to_schema(payload[Key.AUDIO], AudioConfig)
-    model = build_model(cfg, DataSpec(len(symbols), audio))
+    model = build_model(cfg, DataSpec(len(symbols), audio, len(speakers)))
     weights = payload[Key.EMA] if payload.get(Key.EMA) is not None else payload[Key.MODEL]
     model.load_state_dict(weights)
     return TrainedModel(model.to(device).eval(), kind, cfg, symbols,
                         to_schema(payload[Key.TEXT], TextConfig), audio,
-                        MelNorm.from_state(payload[Key.MEL_NORM]), int(payload[Key.STEP]), file)
+                        MelNorm.from_state(payload[Key.MEL_NORM]), int(payload[Key.STEP]), file,
+                        speakers)

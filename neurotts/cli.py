@@ -96,6 +96,7 @@ EXAMPLES: dict[str, list[str]] = {
     "synth": [
         'neurotts synth "Hello there." -a runs/taco -o hello.wav',
         'neurotts synth "Hello there." -a runs/taco -v runs/wavenet -o hi.wav',
+        'neurotts synth "Hello there." -a runs/two_voices --speaker anna -o anna.wav',
         "neurotts synth -i lines.txt -a runs/taco -o wavs/ max_chars=120",
         "neurotts synth \"Again.\" -a runs/taco -o hello.wav --force",
         "neurotts synth --cfg",
@@ -398,6 +399,7 @@ def synth(
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed: the same seed gives the same audio.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing output files.")] = False,
+    speaker: Annotated[list[str] | None, typer.Option("--speaker", help="Speaker of a multi-speaker model (default: its first).")] = None,
     cfg: PrintCfg = False,
     config_dir: ConfigDir = None,
 ) -> None:
@@ -408,7 +410,7 @@ def synth(
         overrides, sentence = [sentence, *(overrides or [])], None
     options = {"sentence": sentence, "input": inputs, "acoustic": _one("--acoustic", acoustic),
                "vocoder.path": _one("--vocoder", vocoder), "output": _one("--output", output),
-               "device": device}
+               "device": device, "speaker": _one("--speaker", speaker)}
     extra = [f"{key}={hydra_quote(str(value))}" for key, value in options.items() if value is not None]
     extra += [f"seed={seed}"] if seed is not None else []
     extra += ["force=true"] if force else []

@@ -14,6 +14,7 @@ one of them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -95,8 +96,14 @@ class Vocoder(Protocol):
     name: str  # for reports: "griffinlim" or the checkpoint's path
     hop_length: int
 
-    def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
-        """``log_mels`` (B, T, n_mels), ``lengths`` (B,) frames -> float32 ``(lengths[i] * hop,)``."""
+    def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor,
+                 speakers: Sequence[str | None] | None = None) -> list[np.ndarray]:
+        """``log_mels`` (B, T, n_mels), ``lengths`` (B,) frames -> float32 ``(lengths[i] * hop,)``;
+        ``speakers``: whose voice each item is (used by a multi-speaker vocoder only)."""
+        ...
+
+    def check_speaker(self, name: str | None, option: str = "--speaker") -> None:
+        """Refuse (one line) a speaker this vocoder cannot voice, before any synthesis."""
         ...
 
 
@@ -113,8 +120,12 @@ class GriffinLimVocoder:
         self.module = GriffinLimModule(audio, n_iter=n_iter).to(device)
         self.hop_length = audio.hop_length
 
-    def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
+    def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor,
+                 speakers: Sequence[str | None] | None = None) -> list[np.ndarray]:
         return _trim(self.module(log_mels), lengths, self.hop_length)
+
+    def check_speaker(self, name: str | None, option: str = "--speaker") -> None:
+        """Griffin-Lim voices any speaker's mels."""
 
 
 def check_backend(options: GenerateOptions, device: torch.device) -> None:
@@ -160,11 +171,33 @@ class WaveNetVocoder:
         self.options = options
         self.hop_length, self.sample_rate = cfg.hop_length, audio.sample_rate
         self.name = str(file)
+        self.speakers = trained.speakers  # [] for a single-speaker (any speaker's) vocoder
+
+    def check_speaker(self, name: str | None, option: str = "--speaker") -> None:
+        """A multi-speaker vocoder needs ``name`` in its own table (None: its first speaker);
+        a single-speaker one voices any speaker."""
+        if self.speakers and name is not None and name not in self.speakers:
+            raise VocoderError(f"{option} {name}: vocoder {self.name} has no such speaker; its "
+                               f"speakers: {', '.join(self.speakers)}")
+
+    def speaker_ids(self, names: Sequence[str | None] | None, batch: int, device: torch.device
+                    ) -> torch.Tensor | None:
+        """``(batch,)`` ids for a multi-speaker vocoder (its first speaker for None), else None."""
+        if not self.speakers:
+            return None
+        names = list(names) if names is not None else [None] * batch
+        for name in names:
+            self.check_speaker(name)
+        ids = [0 if name is None else self.speakers.index(name) for name in names]
+        return torch.tensor(ids, dtype=torch.long, device=device)
 
     @torch.inference_mode()
-    def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor) -> list[np.ndarray]:
+    def __call__(self, log_mels: torch.Tensor, lengths: torch.Tensor,
+                 speakers: Sequence[str | None] | None = None) -> list[np.ndarray]:
         mels = self.norm.normalize(log_mels)  # the vocoder's own model space
-        wav = generate_folded(self.model, mels, lengths, self.options, self.sample_rate)
+        speakers = self.speaker_ids(speakers, mels.shape[0], mels.device)
+        wav = generate_folded(self.model, mels, lengths, self.options, self.sample_rate,
+                              speakers=speakers)
         return _trim(wav, lengths, self.hop_length)
 
 

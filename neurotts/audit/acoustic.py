@@ -61,11 +61,17 @@ class AcousticChecker:
         return TextMelItem(torch.tensor(ids, dtype=torch.long), norm)
 
     @torch.no_grad()
-    def measure(self, items: list[tuple[str, Path, str]]) -> dict[str, dict[str, Any]]:
+    def measure(self, items: list[tuple[str, Path, str]],
+                speakers: list[str | None] | None = None) -> dict[str, dict[str, Any]]:
         """``(id, wav path, raw text)`` per clip -> its acoustic measures (None where the
-        clip could not be put through the model, with ``acoustic_error`` saying why)."""
+        clip could not be put through the model, with ``acoustic_error`` saying why).
+        ``speakers``: each clip's speaker label, for a multi-speaker model (a label the
+        model does not have, or none, is measured as its first speaker)."""
         out: dict[str, dict[str, Any]] = {}
         batch: list[tuple[str, TextMelItem]] = []
+        known = set(self.model.speakers)
+        who = {uid: (name if name in known else None)
+               for (uid, _, _), name in zip(items, speakers or [None] * len(items), strict=True)}
         for uid, wav, text in items:
             item = self._item(Path(wav), text)
             if isinstance(item, str):
@@ -78,7 +84,8 @@ class AcousticChecker:
         dev = self.device
         text, text_len = b.text.to(dev), b.text_lengths.to(dev)
         mels, mel_len = b.mels.to(dev), b.mel_lengths.to(dev)
-        res = self.model.model(text, text_len, mels, mel_len)
+        ids = self.model.speaker_ids([who[uid] for uid, _ in batch], dev)  # None: one speaker
+        res = self.model.model(text, text_len, mels, mel_len, speakers=ids)
         frame_mask = sequence_mask(mel_len, mels.shape[1]).float()  # (B, T_mel)
         err = ((res.mel_after.float() - mels) ** 2).mean(dim=-1) * frame_mask  # (B, T_mel)
         loss = (err.sum(dim=1) / frame_mask.sum(dim=1)).cpu().numpy()  # (B,)

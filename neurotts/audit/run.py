@@ -243,7 +243,8 @@ def _acoustic_stage(rows: list[Row], cfg: AuditConfig, journal: _Journal, consol
         task = bar.add_task("acoustic", total=len(todo), rate="")
         for start in range(0, len(todo), cfg.batch_size):
             batch = todo[start : start + cfg.batch_size]
-            found = checker.measure([(r.id, r.audio, r.text) for r in batch])
+            found = checker.measure([(r.id, r.audio, r.text) for r in batch],
+                                    [r.speaker for r in batch])
             for r in batch:
                 journal.put({**records[r.id], **found[r.id], "acoustic_model": checker.name})
                 seconds += records[r.id]["duration"]

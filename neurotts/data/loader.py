@@ -82,6 +82,7 @@ def check_feature_files(files: Sequence[tuple[Path, int]]) -> None:
 class TextMelItem(NamedTuple):
     ids: torch.Tensor  # (T_text,) long
     mel: torch.Tensor  # (T_mel, n_mels) float32
+    speaker: int = 0  # id in the store's speaker table (0 for a single-speaker store)
 
 
 class TextMelBatch(NamedTuple):
@@ -89,6 +90,7 @@ class TextMelBatch(NamedTuple):
     text_lengths: torch.Tensor  # (B,) long
     mels: torch.Tensor  # (B, T_mel, n_mels) float32, 0-padded
     mel_lengths: torch.Tensor  # (B,) long
+    speakers: torch.Tensor  # (B,) long speaker ids (all 0 for a single-speaker store)
 
 
 class TextMelDataset(Dataset):
@@ -113,7 +115,8 @@ class TextMelDataset(Dataset):
     def __getitem__(self, index: int) -> TextMelItem:
         u = self.utterances[index]
         mel = self.norm.normalize_np(load_feature(self.store.layout.mel(u.id)))
-        return TextMelItem(torch.tensor(u.ids, dtype=torch.long), torch.from_numpy(mel))
+        return TextMelItem(torch.tensor(u.ids, dtype=torch.long), torch.from_numpy(mel),
+                           self.store.speaker_id(u))
 
 
 def collate_text_mel(items: Sequence[TextMelItem]) -> TextMelBatch:
@@ -125,7 +128,8 @@ def collate_text_mel(items: Sequence[TextMelItem]) -> TextMelBatch:
     for i, it in enumerate(items):
         text[i, : len(it.ids)] = it.ids
         mels[i, : it.mel.shape[0]] = it.mel
-    return TextMelBatch(text, text_lengths, mels, mel_lengths)
+    speakers = torch.tensor([it.speaker for it in items], dtype=torch.long)
+    return TextMelBatch(text, text_lengths, mels, mel_lengths, speakers)
 
 
 # ------------------------------------------------------------------------------ audio windows
@@ -135,6 +139,7 @@ class AudioWindowBatch(NamedTuple):
     audio: torch.Tensor  # (B, (k + 2c) * hop) float32 in [-1, 1], zeros outside the utterance
     mels: torch.Tensor  # (B, k + 2c, n_mels) float32, silence outside the utterance
     mask: torch.Tensor  # (B, (k + 2c) * hop) bool: samples the loss counts (window, in-utterance)
+    speakers: torch.Tensor  # (B,) long speaker ids (an item: a () tensor); 0 for one speaker
 
 
 class AudioWindowDataset(Dataset):
@@ -192,7 +197,8 @@ class AudioWindowDataset(Dataset):
         mask[(start - first) * self.hop: (w_hi - first) * self.hop] = True
         mels = self.norm.normalize_np(frames)
         return AudioWindowBatch(torch.from_numpy(samples), torch.from_numpy(mels),
-                                torch.from_numpy(mask))
+                                torch.from_numpy(mask),
+                                torch.tensor(self.store.speaker_id(u), dtype=torch.long))
 
 
 def collate_windows(items: Sequence[AudioWindowBatch]) -> AudioWindowBatch:

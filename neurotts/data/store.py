@@ -109,6 +109,30 @@ class FeatureStore:
     def _by_id(self) -> dict[str, Utterance]:
         return {u.id: u for u in self.utterances}
 
+    @cached_property
+    def speakers(self) -> list[str]:
+        """The speaker table: the manifest's speaker labels, sorted (id i is speakers[i]);
+        ``[]`` for a single-speaker store (no labels, or one label throughout). Decided here,
+        from all splits, so training, its checkpoints and everything that reads them share
+        one table; a store where some utterances have a label and others none is refused."""
+        labels = {u.speaker for u in self.utterances}
+        if None in labels and len(labels) > 1:
+            unlabelled = sum(u.speaker is None for u in self.utterances)
+            first = next(u.id for u in self.utterances if u.speaker is None)
+            raise StoreError(f"{self.layout.manifest}: {unlabelled} utterances have no speaker "
+                             f"(first: {first}) while others have one; label every row of the "
+                             "corpus, or none")
+        names = sorted(n for n in labels if n is not None)
+        return names if len(names) > 1 else []
+
+    def speaker_id(self, u: Utterance) -> int:
+        """The id of ``u``'s speaker in :attr:`speakers` (0 for a single-speaker store)."""
+        return self._speaker_ids.get(u.speaker, 0) if self.speakers else 0
+
+    @cached_property
+    def _speaker_ids(self) -> dict[str | None, int]:
+        return {name: i for i, name in enumerate(self.speakers)}
+
     def split(self, name: str) -> list[Utterance]:
         if name not in SPLITS:
             raise StoreError(f"unknown split {name!r}; choose one of {', '.join(SPLITS)}")

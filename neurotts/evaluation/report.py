@@ -132,7 +132,20 @@ def aggregate(cfg: EvalConfig, rows: list[dict[str, Any]], timing: Timing,
         "rtf": {"acoustic": timing.acoustic_s / audio_s, "vocoder": timing.vocoder_s / audio_s,
                 "total": timing.rtf, "asr": asr_seconds / audio_s},
         "audio_seconds": timing.audio_s,
+        # Multi-speaker models: the same means and failure counts for each speaker's rows.
+        "speakers": _per_speaker(rows) if acoustic.speakers else None,
     }
+
+
+def _per_speaker(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each speaker's (rows carry ``speaker``) utterance count, failures and means."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["speaker"], []).append(r)
+    return {name: {"n_utterances": len(group),
+                   "failed_utterances": int(sum(_failed(r) for r in group)),
+                   "mean": {k: _mean([r.get(k) for r in group]) for k in _LABELS}}
+            for name, group in sorted(groups.items())}
 
 
 def _failed(row: dict[str, Any]) -> bool:
@@ -185,6 +198,7 @@ def write_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]],
     lines += ["", "| failure | utterances |", "| --- | --- |"]
     lines += [f"| {k} | {v} |" for k, v in report["failures"].items()]
     lines += [f"| any | {report['failed_utterances']} |"]
+    lines += _speaker_lines(report)
     lines += ["", "| stage | real-time factor |", "| --- | --- |"]
     lines += [f"| {k} | {v:.3f} |" for k, v in report["rtf"].items()]
     lines += ["", "| id | s | MCD dB | F0 cents | focus | WER | flags |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -199,6 +213,22 @@ def write_report(out: Path, report: dict[str, Any], rows: list[dict[str, Any]],
         for uid, _, mel, ref in figures:
             if ref is not None:
                 plots.save_figure(plots.plot_mel_comparison(mel, ref, title=uid), out / f"mel_{uid}.png")
+
+
+_PER_SPEAKER = ("mcd_db", "log_f0_rmse_cents", "duration_ratio", "focus", "wer_synth")
+
+
+def _speaker_lines(report: dict[str, Any]) -> list[str]:
+    """report.md's table of means per speaker (multi-speaker models only)."""
+    if not report.get("speakers"):
+        return []
+    head = ["speaker", "n", "failed", *(_LABELS[k] for k in _PER_SPEAKER)]
+    lines = ["", "| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for name, s in report["speakers"].items():
+        cells = [name, str(s["n_utterances"]), str(s["failed_utterances"]),
+                 *(_fmt(s["mean"][k]) for k in _PER_SPEAKER)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def print_report(console: Console, report: dict[str, Any]) -> None:
@@ -220,5 +250,10 @@ def print_report(console: Console, report: dict[str, Any]) -> None:
     failures = ", ".join(f"{k} {v}" for k, v in report["failures"].items())
     console.print(f"failures (utterances): {failures}; any {report['failed_utterances']}",
                   markup=False, highlight=False, soft_wrap=True)
+    for name, sp in (report.get("speakers") or {}).items():
+        means = ", ".join(f"{_LABELS[k]} {_fmt(sp['mean'][k])}" for k in _PER_SPEAKER)
+        console.print(f"speaker {name}: {sp['n_utterances']} utterances, "
+                      f"{sp['failed_utterances']} failed; {means}", markup=False,
+                      highlight=False, soft_wrap=True)
     rtf = ", ".join(f"{k} {v:.3f}" for k, v in report["rtf"].items())
     console.print(f"real-time factor: {rtf}", markup=False, highlight=False, soft_wrap=True)

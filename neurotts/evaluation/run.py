@@ -65,6 +65,7 @@ class Item:
     text: str
     where: str  # where the text comes from, for messages: "texts=FILE:LINE", "split test, ID"
     has_reference: bool  # recorded audio in the store (read when the item is measured)
+    speaker: str | None = None  # the store's speaker label of a split item
 
 
 def _items(cfg: EvalConfig, store: FeatureStore | None) -> list[Item]:
@@ -81,7 +82,8 @@ def _items(cfg: EvalConfig, store: FeatureStore | None) -> list[Item]:
                  for n, ln in enumerate(lines, 1) if ln.strip()]
     else:
         assert store is not None
-        items = [Item(u.id, u.text, f"split {cfg.split}, {u.id}", True) for u in store.split(cfg.split)]
+        items = [Item(u.id, u.text, f"split {cfg.split}, {u.id}", True, u.speaker)
+                 for u in store.split(cfg.split)]
     items = items[: cfg.limit] if cfg.limit is not None else items
     if not items:
         raise EvalError(f"nothing to evaluate (split={cfg.split}, texts={cfg.texts})")
@@ -97,6 +99,25 @@ def _encode_items(items: list[Item], acoustic: AcousticModel) -> list[Encoded]:
         except SynthesisError as exc:
             raise EvalError(f"{it.where}: {exc}") from None
     return encoded
+
+
+def item_speakers(items: list[Item], acoustic: AcousticModel, console: Console
+                  ) -> list[str | None] | None:
+    """Who says each item: for a multi-speaker model a split item's own speaker (one the model
+    lacks is an error naming the item and listing the model's speakers), and a text without
+    one (``texts=``) the model's first speaker, with a note; None for a single-speaker model."""
+    if not acoustic.speakers:
+        return None
+    first = acoustic.speakers[0]
+    if any(it.speaker is None for it in items):
+        console.print(Text(f"note: texts without a speaker are spoken as {first}, the first of "
+                           f"the model's speakers ({', '.join(acoustic.speakers)})"),
+                      soft_wrap=True, highlight=False)
+    for it in items:
+        if it.speaker is not None and it.speaker not in acoustic.speakers:
+            raise EvalError(f"{it.where}: speaker {it.speaker} is not one of acoustic model "
+                            f"{acoustic.path}'s speakers ({', '.join(acoustic.speakers)})")
+    return [it.speaker or first for it in items]
 
 
 def acoustic_paths(cfg: EvalConfig) -> list[str]:
@@ -263,6 +284,9 @@ def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Cons
     acoustic = AcousticModel.load(acoustic_path, device)
     vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device, cfg.vocoder)
     inputs = _encode_items(items, acoustic)
+    speakers = item_speakers(items, acoustic, console)
+    for name in dict.fromkeys(speakers or []):
+        vocoder.check_speaker(name, "speaker")
     (out / "wavs").mkdir(parents=True, exist_ok=True)
     english = is_english(acoustic.frontend.cfg)
     if cfg.asr and not english:
@@ -276,12 +300,14 @@ def evaluate_model(cfg: EvalConfig, acoustic_path: str, out: Path, console: Cons
     seed_rng(cfg.seed)  # each model of a comparison starts from the same seed
     with ItemProgress(console, len(items), "eval", "utterances") as progress:
         for completed, t in synthesize(inputs, acoustic, vocoder, device, cfg.batch_size,
-                                       keep_details=True):
+                                       keep_details=True, speakers=speakers):
             timing.add(t)
             for i, res in completed:
                 it = items[i]
                 ref = store.audio_float(it.id) if store is not None and it.has_reference else None
                 rows.append(_measure(it, res, ref, acoustic, cfg, asr, out))
+                if speakers is not None:
+                    rows[-1]["speaker"] = speakers[i]
                 if len(figures) < cfg.plots:
                     ref_mel = None if store is None else store.mel(it.id)
                     figures.append((it.id, res.alignments[0], res.mels[0], ref_mel))

@@ -3,7 +3,10 @@
 The wrappers here call the trained model's own submodules, so an exported graph computes what
 :meth:`Tacotron2.infer` computes; what they add is only the cut into graphs:
 
-``encoder``       ids ``(B, T_text)`` int64, lengths ``(B,)`` int64 -> the per-utterance
+``encoder``       ids ``(B, T_text)`` int64, lengths ``(B,)`` int64 (and, for a multi-speaker
+                  model, ``speaker`` ``(B,)`` int64 ids in voice.json's ``speakers``: the
+                  speaker vector is added to the encoder outputs there, as in the model)
+                  -> the per-utterance
                   tensors the decoder reads every step (``utt.*``: attention keys/values, score
                   bias, validity) and the decoder's initial state (``state.*``).
 ``decoder_step``  the previous frame ``(B, n_mels)``, one prenet dropout mask per prenet layer
@@ -88,11 +91,15 @@ class EncoderGraph(nn.Module):
         self.lstm = ReversibleBiLSTM(encoder.lstm)
         self.decoder = model.decoder
         self.utterance = UTTERANCE_NAMES[attention_type]
+        self.speaker_embedding = model.speaker_embedding if model.n_speakers else None
 
-    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor,
+                speaker: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         mask = sequence_mask(lengths, ids.shape[1])  # (B, T_text)
         x = self.convs(self.embedding(ids), mask)  # (B, T_text, C)
         memory = self.lstm(x, lengths)  # (B, T_text, D_mem)
+        if self.speaker_embedding is not None:  # Tacotron2.encode's speaker vector, (B, 1, D_mem)
+            memory = memory + self.speaker_embedding(speaker).unsqueeze(1)
         state = self.decoder.init_state(memory, mask)
         att = state.attention
         utterance = {"keys": att.keys, "values": att.values, "score_bias": att.score_bias,
@@ -207,6 +214,7 @@ def tacotron2_graphs(model: Tacotron2, cfg: Tacotron2Config, folder: Path) -> di
     b, t = 2, 7  # example sizes; both axes stay dynamic
     ids = torch.ones(b, t, dtype=torch.long)
     lengths = torch.tensor([t, t - 2])
+    speakers = (torch.arange(b) % model.n_speakers,) if model.n_speakers else ()  # (B,) ids
     encoder = EncoderGraph(model, cfg.attention.type)
     utterance = list(UTTERANCE_NAMES[cfg.attention.type])
     enc_out = [f"utt.{n}" for n in utterance] + [f"state.{n}" for n in STATE_NAMES]
@@ -222,10 +230,13 @@ def tacotron2_graphs(model: Tacotron2, cfg: Tacotron2Config, folder: Path) -> di
     for name in ("weights", "cumulative"):
         enc_axes[f"state.{name}"] = batch_text
     paths = {name: folder / f"{name}.onnx" for name in ("encoder", "decoder_step", "postnet")}
-    export_graph(encoder, (ids, lengths), paths["encoder"], ["ids", "lengths"], enc_out, enc_axes)
+    enc_in = ["ids", "lengths", *(["speaker"] if speakers else [])]
+    if speakers:
+        enc_axes["speaker"] = {0: "batch"}
+    export_graph(encoder, (ids, lengths, *speakers), paths["encoder"], enc_in, enc_out, enc_axes)
 
     with torch.no_grad():
-        example = encoder(ids, lengths)
+        example = encoder(ids, lengths, *speakers)
     step = DecoderStepGraph(model, cfg)
     masks = [torch.ones(b, layer.out_features) for layer in step.decoder.prenet.layers]
     mask_names = [f"mask.{i}" for i in range(len(masks))]

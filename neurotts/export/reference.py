@@ -41,10 +41,11 @@ class GivenMasks(nn.Module):
 
 
 @torch.no_grad()
-def infer_with_masks(model: Tacotron2, ids: list[list[int]], masks: MaskSource
-                     ) -> Tacotron2Inference:
+def infer_with_masks(model: Tacotron2, ids: list[list[int]], masks: MaskSource,
+                     speakers: np.ndarray | None = None) -> Tacotron2Inference:
     """``model.infer`` on the zero-padded batch ``ids`` with prenet masks from ``masks``
-    (the model's own prenet is back in place on return)."""
+    (the model's own prenet is back in place on return); ``speakers`` ``(B,)`` ids for a
+    multi-speaker model."""
     lengths = torch.tensor([len(x) for x in ids])
     batch = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)
     for i, item in enumerate(ids):
@@ -52,6 +53,7 @@ def infer_with_masks(model: Tacotron2, ids: list[list[int]], masks: MaskSource
     prenet = model.decoder.prenet
     model.decoder.prenet = GivenMasks(prenet, masks)
     try:
-        return model.infer(batch, lengths)
+        return model.infer(batch, lengths,
+                           None if speakers is None else torch.from_numpy(speakers).long())
     finally:
         model.decoder.prenet = prenet

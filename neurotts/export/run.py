@@ -58,6 +58,7 @@ class Trained:
     mel_norm: dict[str, Any]  # enabled, mean, std as lists
     file: Path
     step: int
+    speakers: list[str]  # the speaker table; [] for a single-speaker model
 
 
 def load_acoustic(path: str) -> Trained:
@@ -67,7 +68,7 @@ def load_acoustic(path: str) -> Trained:
     return Trained(trained.model, trained.config, trained.symbols, trained.text, trained.audio,
                    {"enabled": bool(norm["enabled"]), "mean": np.asarray(norm["mean"]).tolist(),
                     "std": np.asarray(norm["std"]).tolist()},
-                   trained.path, trained.step)
+                   trained.path, trained.step, trained.speakers)
 
 
 def voice_document(trained: Trained, cfg: ExportConfig) -> dict[str, Any]:
@@ -88,7 +89,8 @@ def voice_document(trained: Trained, cfg: ExportConfig) -> dict[str, Any]:
         "synthesis": {"max_chars": cfg.max_chars, "pause": cfg.pause, "batch_size": cfg.batch_size},
         "vocoder": {"type": GRIFFIN_LIM, "n_iter": cfg.griffinlim.n_iter,
                     "momentum": cfg.griffinlim.momentum},
-        "speakers": None,  # single-speaker models; a list of names where a model has speakers
+        # The speaker table (the encoder graph's `speaker` ids); None: a single-speaker voice.
+        "speakers": trained.speakers or None,
     }
     digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode())
     with trained.file.open("rb") as f:
@@ -122,10 +124,13 @@ def check_parity(folder: Path, model: Tacotron2, ids: list[list[int]], seed: int
 
     acoustic = Acoustic(read_voice(folder), threads=None)
     masks = acoustic.masks(np.random.default_rng(seed), len(ids))
-    ours = acoustic.decode(ids, masks)
+    # A multi-speaker voice: the sentences spoken by its speakers in turn.
+    speakers = (np.arange(len(ids), dtype=np.int64) % model.n_speakers
+                if model.n_speakers else None)
+    ours = acoustic.decode(ids, masks, speakers)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a guard stop is compared, not told
-        theirs = infer_with_masks(model, ids, masks)
+        theirs = infer_with_masks(model, ids, masks, speakers)
     ref_lengths = theirs.mel_lengths.numpy()
     same = bool((ref_lengths == ours.lengths).all() and
                 (theirs.hit_max.numpy() == ours.hit_max).all())

@@ -186,3 +186,30 @@ class ZoneoutLSTMCell(nn.Module):
         if keep is None:  # (2, B, H) True -> keep the old value
             keep = torch.rand(2, *new[0].shape, device=new[0].device) < self.zoneout
         return torch.where(keep[0], old[0], new[0]), torch.where(keep[1], old[1], new[1])
+
+
+class SpeakerEmbedding(nn.Module):
+    """Speaker ids ``(B,)`` -> each speaker's learned vector projected to ``(B, out_dim)``.
+
+    A table of ``n_speakers`` vectors of ``dim`` and a linear map to the width of the stream it is
+    added to. The map starts at zero, so a model whose other weights come from a
+    single-speaker checkpoint (``init_from``) starts out computing exactly what that checkpoint
+    computes, and learns how far each speaker departs from it; the table still trains from the
+    first step (its gradient flows once the map has moved off zero, which it does at once: the
+    map's own gradient is the random table times the stream's gradient).
+    Its parameters live under their own name (``speaker_embedding.*``), so no parameter of a
+    single-speaker model changes name or shape.
+    """
+
+    def __init__(self, n_speakers: int, dim: int, out_dim: int):
+        super().__init__()
+        self.table = nn.Embedding(n_speakers, dim)
+        nn.init.normal_(self.table.weight, std=dim ** -0.5)  # unit-norm vectors on average
+        self.proj = nn.Linear(dim, out_dim)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, speakers: torch.Tensor) -> torch.Tensor:
+        if speakers.dim() != 1:
+            raise ValueError(f"speaker ids must be (B,), got {tuple(speakers.shape)}")
+        return self.proj(self.table(speakers))  # (B, out_dim)

@@ -5,7 +5,8 @@ audit from a checkpoint — goes through :func:`model_config` and :func:`build_m
 building a model needs nothing from ``neurotts.training``.
 
 Values the data decides reach every model the same way, as a :class:`DataSpec`: the symbol
-count (from the store's or checkpoint's symbol table) and the audio settings. A model config
+count (from the store's or checkpoint's symbol table), the audio settings and the speaker
+count (from the store's or checkpoint's speaker table; 0 for one speaker). A model config
 repeats some audio values (``n_mels: ${audio.n_mels}``, WaveNet's ``hop_length``) because its
 layer sizes depend on them; :func:`check_data` refuses a config whose copy disagrees with the
 data (``model.n_mels=64`` over an 80-mel store) with one line, at start-up, instead of a
@@ -51,10 +52,12 @@ MODELS: dict[str, ModelEntry] = {
 
 @dataclass(frozen=True)
 class DataSpec:
-    """What the data decides about a model: the symbol count and the audio settings."""
+    """What the data decides about a model: the symbol count, the audio settings and the
+    speaker count."""
 
     n_symbols: int
     audio: AudioConfig
+    n_speakers: int = 0  # the store's (or checkpoint's) speaker table size; 0: one speaker
 
 
 def entry(name: object) -> ModelEntry:
@@ -98,4 +101,6 @@ def build_model(cfg: Any, data: DataSpec) -> nn.Module:
     check_data(cfg, data)
     e = entry(cfg.name)
     cls = getattr(e.load(), e.model)
-    return cls(cfg, n_symbols=data.n_symbols) if e.takes_symbols else cls(cfg)
+    if e.takes_symbols:
+        return cls(cfg, n_symbols=data.n_symbols, n_speakers=data.n_speakers)
+    return cls(cfg, n_speakers=data.n_speakers)

@@ -31,7 +31,13 @@ from neurotts.models.attention import (
     MultiHeadAttention,
     step_dtype,
 )
-from neurotts.models.layers import ConvNormStack, Prenet, ZoneoutLSTMCell, sequence_mask
+from neurotts.models.layers import (
+    ConvNormStack,
+    Prenet,
+    SpeakerEmbedding,
+    ZoneoutLSTMCell,
+    sequence_mask,
+)
 from neurotts.models.loop_linear import LoopLinear
 
 # --------------------------------------------------------------------------------------------
@@ -124,6 +130,13 @@ class Tacotron2LossConfig:
 
 
 @dataclass
+class SpeakersConfig:
+    # Width of each speaker's learned vector (used only when the store has 2+ speakers; the
+    # speaker count is the store's, never set here).
+    embedding_dim: int = constrained(64, ge=1)
+
+
+@dataclass
 class Tacotron2Config:
     name: str = "tacotron2"
     n_mels: int = constrained(ge=1)  # the audio's: interpolated from ${audio.n_mels}
@@ -134,6 +147,7 @@ class Tacotron2Config:
     postnet: PostnetConfig = field(default_factory=PostnetConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     loss: Tacotron2LossConfig = field(default_factory=Tacotron2LossConfig)
+    speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
 
 
 def decoder_lengths(mel_lengths: torch.Tensor, r: int) -> torch.Tensor:
@@ -443,9 +457,23 @@ def _freeze(active: torch.Tensor, new: DecoderState, old: DecoderState) -> Decod
 
 
 class Tacotron2(nn.Module):
-    """Tacotron 2 acoustic model; ``n_symbols`` comes from the symbol table, not the config."""
+    """Tacotron 2 acoustic model; ``n_symbols`` comes from the symbol table, not the config,
+    and ``n_speakers`` (0: a single-speaker model) from the store's speaker table.
 
-    def __init__(self, cfg: Tacotron2Config, n_symbols: int):
+    Several speakers: a learned vector per speaker, projected to the encoder's width, is added
+    to every encoder output (ESPnet's ``spk_embed_integration_type: add``; Deep Voice 2 sec. 4
+    likewise conditions Tacotron through speaker-dependent terms rather than a separate
+    network). Why there: the attention's keys and values are the encoder outputs, so the
+    alignment sees the speaker (speaking rate), and since each step's context is an average of
+    encoder outputs with weights summing to one, the context carries the speaker's vector
+    unchanged into the attention LSTM, the decoder LSTM and the frame projection at every
+    step (pitch, timbre) -- one entry point that reaches the whole decoder. Adding, rather
+    than concatenating, keeps every existing layer's shape, so a single-speaker checkpoint
+    initialises all but ``speaker_embedding.*`` (``init_from``), and the projection starts at
+    zero so such a run starts from exactly that checkpoint's output.
+    """
+
+    def __init__(self, cfg: Tacotron2Config, n_symbols: int, n_speakers: int = 0):
         super().__init__()
         if cfg.reduction_factor < 1:
             raise ValueError(f"reduction_factor must be >= 1, got {cfg.reduction_factor}")
@@ -453,7 +481,11 @@ class Tacotron2(nn.Module):
         self.r = cfg.reduction_factor
         self.inference_cfg = cfg.inference
         memory_dim = cfg.encoder.lstm_dim
+        self.n_speakers = n_speakers
         self.encoder = Encoder(n_symbols, cfg.encoder)
+        if n_speakers > 0:
+            self.speaker_embedding = SpeakerEmbedding(n_speakers, cfg.speakers.embedding_dim,
+                                                      memory_dim)
         attention = build_attention(cfg.attention, cfg.decoder.attention_rnn_dim, memory_dim)
         self.decoder = Decoder(cfg.n_mels, self.r, memory_dim, cfg.decoder, attention)
         self.postnet = ConvNormStack(
@@ -474,15 +506,17 @@ class Tacotron2(nn.Module):
         mels: torch.Tensor,
         mel_lengths: torch.Tensor,
         decode: DecodeFn | None = None,
+        speakers: torch.Tensor | None = None,
     ) -> Tacotron2Output:
-        """Teacher-forced pass. text ``(B, T_text)`` long, mels ``(B, T_mel, n_mels)``.
+        """Teacher-forced pass. text ``(B, T_text)`` long, mels ``(B, T_mel, n_mels)``,
+        speakers ``(B,)`` long ids (multi-speaker models only).
 
         ``decode`` replaces ``self.decoder`` for the teacher-forced loop (same arguments and
         results), e.g. with a CUDA-graph replay of it (:mod:`neurotts.training.graphs`).
         """
         t_mel = mels.shape[1]
         t_dec = math.ceil(t_mel / self.r)
-        memory = self.encoder(text, text_lengths)  # (B, T_text, D_mem)
+        memory = self.encode(text, text_lengths, speakers)  # (B, T_text, D_mem)
         text_mask = sequence_mask(text_lengths, text.shape[1])
         padded = F.pad(mels, (0, 0, 0, t_dec * self.r - t_mel))  # (B, T_dec * r, n_mels)
         run = self.decoder if decode is None else decode
@@ -491,6 +525,19 @@ class Tacotron2(nn.Module):
         mel_after = mel_before + self.postnet(mel_before, sequence_mask(mel_lengths, t_mel))
         return Tacotron2Output(mel_before, mel_after, stop, alignments)
 
+    def encode(self, text: torch.Tensor, text_lengths: torch.Tensor,
+               speakers: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder outputs ``(B, T_text, D_mem)``, with each item's speaker vector added
+        (see the class docstring) when the model has speakers."""
+        memory = self.encoder(text, text_lengths)
+        if self.n_speakers == 0:
+            if speakers is not None:
+                raise ValueError("this model has no speakers, but speaker ids were given")
+            return memory
+        if speakers is None:
+            raise ValueError(f"this model has {self.n_speakers} speakers: pass speaker ids (B,)")
+        return memory + self.speaker_embedding(speakers).unsqueeze(1).to(memory.dtype)
+
     def max_decoder_steps(self, text_lengths: torch.Tensor) -> torch.Tensor:
         """``(B,)`` per-item decoder step limit, scaled with the input length."""
         cfg = self.inference_cfg
@@ -498,14 +545,16 @@ class Tacotron2(nn.Module):
         return torch.ceil(frames / self.r).long().clamp_min(1)
 
     @torch.no_grad()
-    def infer(self, text: torch.Tensor, text_lengths: torch.Tensor) -> Tacotron2Inference:
+    def infer(self, text: torch.Tensor, text_lengths: torch.Tensor,
+              speakers: torch.Tensor | None = None) -> Tacotron2Inference:
         """Free-running synthesis; each item ends at its own stop token or its length guard.
+        ``speakers`` ``(B,)`` long ids, for a multi-speaker model only.
 
         Items that hit the guard are named in a ``warnings.warn`` and flagged in ``hit_max``;
         their output is what was generated up to the guard. Call ``eval()`` first (BatchNorm
         running statistics); prenet dropout stays on regardless, as in the paper.
         """
-        memory = self.encoder(text, text_lengths)
+        memory = self.encode(text, text_lengths, speakers)
         mask = sequence_mask(text_lengths, text.shape[1])
         frames, alignments, lengths, hit_max = self._decode_free(memory, mask, text_lengths)
         if bool(hit_max.any()):

@@ -20,12 +20,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of the prenet dropout: the same seed gives the same audio")
     parser.add_argument("--threads", type=int, default=None, help="onnxruntime threads per graph")
+    parser.add_argument("--speaker", default=None,
+                        help="a multi-speaker voice's speaker (voice.json lists them; "
+                             "default: the first)")
     args = parser.parse_args(argv)
     from neurotts.runtime.synth import Synthesizer, write_wav
 
     try:
         synth = Synthesizer(args.voice, args.threads)
-        spoken = synth.speak(args.text, args.seed)
+        if args.speaker is None and synth.speakers:
+            print(f"note: no --speaker: speaking as {synth.speakers[0]}, the first of the "
+                  f"voice's speakers ({', '.join(synth.speakers)})", file=sys.stderr)
+        spoken = synth.speak(args.text, args.seed, args.speaker)
         write_wav(args.output, spoken.wav, synth.sample_rate)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -85,6 +85,7 @@ class Acoustic:
         self.postnet = open_graph(voice, "postnet", threads)
         self.outputs = [o.name for o in self.encoder.get_outputs()]  # utt.*, then state.*
         self.states = [n for n in self.outputs if n.startswith("state.")]
+        self.multi_speaker = any(i.name == "speaker" for i in self.encoder.get_inputs())
 
     def masks(self, rng: np.random.Generator, batch: int) -> PrenetMasks:
         s = self.settings
@@ -97,11 +98,16 @@ class Acoustic:
             s.max_frames_offset)
         return np.maximum(np.ceil(frames / np.float32(s.reduction_factor)), 1).astype(np.int64)
 
-    def decode(self, ids: list[list[int]], masks: MaskSource) -> Decoded:
-        """Symbol id lists -> mels in model space (see :class:`Decoded`)."""
+    def decode(self, ids: list[list[int]], masks: MaskSource,
+               speakers: np.ndarray | None = None) -> Decoded:
+        """Symbol id lists -> mels in model space (see :class:`Decoded`); ``speakers`` ``(B,)``
+        int64 ids for a multi-speaker voice (None: its first speaker)."""
         batch, text_lengths = pad_batch(ids)
-        first = dict(zip(self.outputs, self.encoder.run(None, {"ids": batch, "lengths": text_lengths}),
-                         strict=True))
+        feeds = {"ids": batch, "lengths": text_lengths}
+        if self.multi_speaker:
+            feeds["speaker"] = (np.zeros(len(ids), np.int64) if speakers is None
+                                else np.asarray(speakers, np.int64))
+        first = dict(zip(self.outputs, self.encoder.run(None, feeds), strict=True))
         utterance = {n: v for n, v in first.items() if n.startswith("utt.")}
         state = {n: first[n] for n in self.states}
         frames, alignments, lengths, hit_max = self._loop(utterance, state, text_lengths, masks)

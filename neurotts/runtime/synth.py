@@ -18,6 +18,7 @@ from neurotts.errors import UserError
 from neurotts.runtime.acoustic import Acoustic, Decoded
 from neurotts.runtime.griffinlim import GriffinLim
 from neurotts.runtime.voice import Voice, read_voice
+from neurotts.speakers import pick_speaker
 from neurotts.text.chunking import split_text
 from neurotts.text.frontend import TextConfig, TextFrontend, TextReport
 
@@ -72,15 +73,24 @@ class Synthesizer:
         mels = decoded.mels * self.std + self.mean if self.normalised else decoded.mels
         return [mels[i, : int(n)] for i, n in enumerate(decoded.lengths)]
 
-    def speak(self, text: str, seed: int | None = None) -> Spoken:
-        """``text`` as one waveform; ``seed`` fixes the prenet dropout (None: fresh draws)."""
+    @property
+    def speakers(self) -> list[str]:
+        """The voice's speaker table ([] for a single-speaker voice)."""
+        return list(self.voice.speakers or [])
+
+    def speak(self, text: str, seed: int | None = None, speaker: str | None = None) -> Spoken:
+        """``text`` as one waveform; ``seed`` fixes the prenet dropout (None: fresh draws);
+        ``speaker``: one of a multi-speaker voice's speakers (None: its first), refused with
+        one line on a single-speaker voice or for a name it lacks."""
+        sid = pick_speaker(self.speakers, speaker, f"voice {self.voice.folder}") or 0
         pieces, ids = sentences(self.voice, self.frontend, text)
         rng = np.random.default_rng(seed)
         size = self.voice.text["batch_size"]
         wavs, hit_max = [], []
         for start in range(0, len(ids), size):
             chunk = ids[start: start + size]
-            decoded = self.acoustic.decode(chunk, self.acoustic.masks(rng, len(chunk)))
+            decoded = self.acoustic.decode(chunk, self.acoustic.masks(rng, len(chunk)),
+                                           np.full(len(chunk), sid, np.int64))
             wavs += [self.griffinlim(mel) for mel in self.log_mels(decoded)]
             hit_max += decoded.hit_max.tolist()
         pause = np.zeros(int(self.voice.text["pause"] * self.sample_rate), np.float32)

@@ -4,8 +4,10 @@ Endpoints::
 
     POST /v1/audio/speech   OpenAI-compatible: {"input", "voice", "model", "response_format":
                             wav|pcm|flac|mp3|ogg, "speed", "stream", "stream_format": audio|sse}
-    GET|POST /api/tts       Coqui/MaryTTS style: ?text=... (or a text/plain body) -> WAV
-    GET  /api/voices        the voice served
+    GET|POST /api/tts       Coqui/MaryTTS style: ?text=... (or a text/plain body), ?voice= -> WAV
+    GET  /api/voices        the voices served: the server's voice, or, for a multi-speaker
+                            model, one per speaker (``voice`` = a speaker's name; a request
+                            without one, or with the server's voice name, gets the first)
     GET  /health            liveness and load
     GET  /metrics           Prometheus text
     GET  /                  a page to type text, hear it while it streams and download it
@@ -85,6 +87,24 @@ class SpeechRequest:
     speed: float = 1.0
     stream: bool = True
     stream_format: str = "audio"
+    speaker: int | None = None  # id in a multi-speaker model's table; None: one speaker
+
+
+def pick_voice(voice: object, cfg: ServeConfig, speakers: list[str]) -> int | None:
+    """The speaker id a request's ``voice`` asks for (the model's speaker table ``speakers``,
+    [] for a single-speaker model, where only the server's voice name is accepted). For a
+    multi-speaker model the server's voice name, or no voice, is the first speaker (the
+    table is sorted), as ``synth`` without ``--speaker``."""
+    if not speakers:
+        if voice != cfg.voice:
+            raise ApiError(422, f"voice={json.dumps(voice)}: this server speaks with {cfg.voice!r}")
+        return None
+    if voice == cfg.voice:
+        return 0
+    if not isinstance(voice, str) or voice not in speakers:
+        raise ApiError(422, f"voice={json.dumps(voice)}: choose one of the model's speakers "
+                            f"({', '.join(speakers)}; {cfg.voice!r} is {speakers[0]})")
+    return speakers.index(voice)
 
 
 def _choice(body: dict, key: str, choices: tuple[str, ...], default: str) -> str:
@@ -94,9 +114,10 @@ def _choice(body: dict, key: str, choices: tuple[str, ...], default: str) -> str
     return value
 
 
-def parse_speech(body: object, cfg: ServeConfig) -> SpeechRequest:
+def parse_speech(body: object, cfg: ServeConfig, speakers: list[str] | None = None
+                 ) -> SpeechRequest:
     """The checked fields of a /v1/audio/speech body (``model`` is accepted and not used:
-    the server speaks with the one model it loaded)."""
+    the server speaks with the one model it loaded; ``speakers``: its speaker table)."""
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
     unknown = sorted(set(body) - set(FIELDS))
@@ -105,9 +126,7 @@ def parse_speech(body: object, cfg: ServeConfig) -> SpeechRequest:
     text = body.get("input")
     if not isinstance(text, str) or not text.strip():
         raise ApiError(422, "input: give the text to speak as a non-empty string")
-    voice = body.get("voice", cfg.voice)
-    if voice != cfg.voice:
-        raise ApiError(422, f"voice={json.dumps(voice)}: this server speaks with {cfg.voice!r}")
+    speaker = pick_voice(body.get("voice", cfg.voice), cfg, speakers or [])
     speed = body.get("speed", 1.0)
     if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0.25 <= speed <= 4.0:
         raise ApiError(422, f"speed={json.dumps(speed)}: give a number from 0.25 to 4.0")
@@ -116,7 +135,7 @@ def parse_speech(body: object, cfg: ServeConfig) -> SpeechRequest:
         raise ApiError(422, f"stream={json.dumps(stream)}: give true or false")
     return SpeechRequest(text, _choice(body, "response_format", tuple(FORMATS), "wav"),
                          float(speed), stream,
-                         _choice(body, "stream_format", ("audio", "sse"), "audio"))
+                         _choice(body, "stream_format", ("audio", "sse"), "audio"), speaker)
 
 
 def pcm16(wav: np.ndarray) -> bytes:
@@ -145,13 +164,14 @@ def encode_whole(wav: np.ndarray, sample_rate: int, fmt: str) -> bytes:
 class Speech:
     """One request's sentences in the engine, and their events in the request's order."""
 
-    def __init__(self, server: Server, pieces: list[str], ids: list[list[int]], speed: float):
+    def __init__(self, server: Server, pieces: list[str], ids: list[list[int]], speed: float,
+                 speaker: int | None = None):
         loop = asyncio.get_running_loop()
         self.server = server
         self.queues: list[asyncio.Queue] = [asyncio.Queue() for _ in pieces]
         deadline = time.monotonic() + server.cfg.limits.request_timeout_s
         self.jobs = [
-            SentenceJob(Sentence(x), piece, speed, deadline,
+            SentenceJob(Sentence(x, speaker), piece, speed, deadline,
                         lambda kind, payload, q=q: loop.call_soon_threadsafe(q.put_nowait, (kind, payload)))
             for piece, x, q in zip(pieces, ids, self.queues, strict=True)]
         # At most `ahead` sentences of one request decode at once: the first sentence's audio
@@ -256,7 +276,7 @@ async def speech(request: Request) -> Response:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError):
         raise ApiError(400, "the body is not valid JSON") from None
-    req = parse_speech(body, server.cfg)
+    req = parse_speech(body, server.cfg, server.voice.speakers)
     return await respond(request, server, req, "/v1/audio/speech")
 
 
@@ -272,7 +292,10 @@ async def tts(request: Request) -> Response:
             raise ApiError(400, "the body is not UTF-8 text") from None
     if text is None or not text.strip():
         raise ApiError(422, "text: give the text to speak (?text=... or a text/plain body)")
-    return await respond(request, server, SpeechRequest(text, stream=False), "/api/tts")
+    speaker = pick_voice(request.query_params.get("voice", server.cfg.voice), server.cfg,
+                         server.voice.speakers)
+    return await respond(request, server, SpeechRequest(text, stream=False, speaker=speaker),
+                         "/api/tts")
 
 
 async def respond(request: Request, server: Server, req: SpeechRequest, endpoint: str) -> Response:
@@ -280,7 +303,7 @@ async def respond(request: Request, server: Server, req: SpeechRequest, endpoint
     pieces, ids = server.admit(req.text)
     started = time.perf_counter()
     server.in_flight += 1
-    speech_ = Speech(server, pieces, ids, req.speed)
+    speech_ = Speech(server, pieces, ids, req.speed, req.speaker)
     sr = server.voice.sample_rate
     audio = speech_.audio(request)
     try:
@@ -372,9 +395,12 @@ async def _finish(chunks: AsyncIterator[bytes], server: Server, speech_: Speech,
 async def voices(request: Request) -> Response:
     server = _server(request)
     v = server.voice
-    body = {"voices": [{"name": server.cfg.voice, "sample_rate": v.sample_rate,
+    names = v.speakers or [server.cfg.voice]
+    body = {"voices": [{"name": name, "sample_rate": v.sample_rate,
                         "vocoder": server.cfg.vocoder.path,
-                        "streaming": "chunks" if v.griffin_lim is not None else "sentences"}]}
+                        "streaming": "chunks" if v.griffin_lim is not None else "sentences",
+                        **({"speaker": True, "default": i == 0} if v.speakers else {})}
+                       for i, name in enumerate(names)]}
     return Response(json.dumps(body), media_type="application/json")
 
 

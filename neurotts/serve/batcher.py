@@ -188,7 +188,8 @@ class Engine:
     def _vocode_whole(self, job: SentenceJob) -> None:
         """A vocoder without chunked streaming (WaveNet): the sentence at once."""
         mels = torch.cat(job.whole)[None]  # (1, T, n_mels)
-        wav = self.voice.vocoder(mels, torch.tensor([mels.shape[1]]))[0]
+        wav = self.voice.vocoder(mels, torch.tensor([mels.shape[1]]),
+                                 [self.voice.speaker_name(job.sentence.speaker)])[0]
         self._emit(job, wav)
 
     def _emit(self, job: SentenceJob, wav: np.ndarray) -> None:

@@ -68,7 +68,9 @@ def run(cfg: ServeConfig, console: Console) -> None:
     sock = bind(cfg.host, cfg.port)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    console.print(f"serving voice {cfg.voice!r} ({voice.acoustic.path}, vocoder "
+    voices = (f"voices {', '.join(voice.speakers)} (default {voice.speakers[0]})"
+              if voice.speakers else f"voice {cfg.voice!r}")
+    console.print(f"serving {voices} ({voice.acoustic.path}, vocoder "
                   f"{cfg.vocoder.path}) on http://{shown}:{port}/", markup=False,
                   highlight=False, soft_wrap=True)
     server = Server(cfg, voice)

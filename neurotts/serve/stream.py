@@ -44,6 +44,7 @@ class Sentence:
     """One sentence being decoded: its ids, the frames so far and where it stopped."""
 
     ids: list[int]
+    speaker: int | None = None  # id in a multi-speaker model's speaker table; None: one speaker
     limit: int = 0  # decoder steps allowed (the model's length guard)
     steps: int = 0
     length: int | None = None  # mel frames, once the stop token fired or the guard hit
@@ -82,7 +83,9 @@ class IncrementalDecoder:
         text = torch.zeros(len(sentences), int(lengths.max()), dtype=torch.long, device=device)
         for i, s in enumerate(sentences):
             text[i, : len(s.ids)] = torch.tensor(s.ids, device=device)
-        memory = self.model.encoder(text, lengths)  # (B, T_text, D_mem)
+        speakers = (torch.tensor([s.speaker or 0 for s in sentences], device=device)
+                    if self.model.n_speakers else None)  # (B,) ids: the first speaker for None
+        memory = self.model.encode(text, lengths, speakers)  # (B, T_text, D_mem), speaker added
         limits = self.model.max_decoder_steps(lengths).tolist()
         decoder = self.model.decoder
         for i, s in enumerate(sentences):

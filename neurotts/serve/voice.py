@@ -81,6 +81,15 @@ class ServedVoice:
     def reduction_factor(self) -> int:
         return self.acoustic.cfg.reduction_factor
 
+    @property
+    def speakers(self) -> list[str]:
+        """The acoustic model's speaker table ([] for a single-speaker model)."""
+        return self.acoustic.speakers
+
+    def speaker_name(self, sid: int | None) -> str | None:
+        """The name of speaker id ``sid`` (None: none asked, or a single-speaker model)."""
+        return None if sid is None or not self.speakers else self.speakers[sid]
+
     def to_log_mel(self, mels: torch.Tensor) -> torch.Tensor:
         """Model-space mels ``(..., n_mels)`` -> log-mels in the store's units."""
         return self.acoustic.to_log_mel(mels)
@@ -98,6 +107,8 @@ def load_voice(name: str, acoustic: str | Path, vocoder: VocoderConfig, device_n
     device = pick_device(device_name)
     model = AcousticModel.load(acoustic, device)
     voc = load_vocoder(vocoder.path, model.audio, device, vocoder)
+    for speaker in model.speakers:  # a multi-speaker vocoder must voice every speaker served
+        voc.check_speaker(speaker, "speaker")
     gl = None
     if vocoder.path == GRIFFIN_LIM:
         gl = GriffinLimModule(model.audio, n_iter=griffin_lim_iters).to(device)
@@ -134,11 +145,14 @@ def griffin_lim(module: GriffinLimModule, log_mel: torch.Tensor) -> torch.Tensor
     return torch.istft(linear * angles, length=length, **stft)[..., :n_samples]
 
 
-def untrained_checkpoint(path: Path, model_overrides: list[str], seed: int = 0) -> int:
+def untrained_checkpoint(path: Path, model_overrides: list[str], seed: int = 0,
+                         speakers: list[str] | None = None) -> int:
     """Write a Tacotron 2 checkpoint with random weights (characters, LJSpeech audio settings,
     ``configs/model/tacotron2.yaml`` with ``model_overrides``) that :func:`load_voice` reads
     like a trained one: for benchmarks and tests of serving speed, where what is said does
-    not matter. Returns the parameter count."""
+    not matter. ``speakers``: a multi-speaker model with this (sorted) table, its speaker
+    projection drawn at random too (a new model's starts at zero: every speaker the same).
+    Returns the parameter count."""
     from omegaconf import OmegaConf
 
     audio = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "audio" / "ljspeech.yaml"))
@@ -147,12 +161,16 @@ def untrained_checkpoint(path: Path, model_overrides: list[str], seed: int = 0) 
         OmegaConf.merge(shipped, OmegaConf.from_dotlist(model_overrides))))
     symbols = default_symbols("characters")
     torch.manual_seed(seed)
-    model = build_model(cfg, DataSpec(len(symbols), AudioConfig(**audio))).eval()
+    speakers = sorted(speakers or [])
+    model = build_model(cfg, DataSpec(len(symbols), AudioConfig(**audio), len(speakers))).eval()
+    if speakers:
+        torch.nn.init.normal_(model.speaker_embedding.proj.weight, std=0.5)
     n_mels = cfg.n_mels
     payload = {
         "format": FORMAT, "version": VERSION, "model_name": "tacotron2",
         "model": model.state_dict(), "ema": None, "config": {"model": to_dict(cfg)},
         "symbols": symbols, "text": {"symbol_set": "characters"}, "audio": audio,
+        "speakers": speakers,
         # Model space centred on a quiet log-mel level, so random frames sound like noise
         # around speech level rather than full-scale.
         "mel_norm": MelNorm(np.full(n_mels, -6.0), np.full(n_mels, 1.5), True).state(),

@@ -26,3 +26,4 @@ class SynthConfig:
     force: bool = False  # replace existing output files (--force)
     pause: float = constrained(ge=0, le=60)  # seconds
     batch_size: int = constrained(ge=1)
+    speaker: str | None = None  # a multi-speaker model's speaker (--speaker); null: its first

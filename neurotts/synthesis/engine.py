@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from neurotts.audio import AudioConfig, MelNorm
 from neurotts.checkpoint import load_trained
 from neurotts.errors import UserError
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, decoder_lengths
+from neurotts.speakers import pick_speaker
 from neurotts.text.chunking import split_text
 from neurotts.text.frontend import TextError, TextFrontend, TextReport
 from neurotts.text.symbols import SPACE
@@ -53,13 +54,24 @@ class AcousticModel:
     norm: MelNorm  # how model-space mels map to log-mels
     path: Path
     step: int
+    speakers: list[str] = field(default_factory=list)  # its speaker table; [] one speaker
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device) -> AcousticModel:
         trained = load_trained(path, "tacotron2", device)
         return cls(trained.model, trained.config,
                    TextFrontend.from_symbols(trained.text, trained.symbols), trained.audio,
-                   trained.mel_norm, trained.path, trained.step)
+                   trained.mel_norm, trained.path, trained.step, trained.speakers)
+
+    def speaker_ids(self, names: Sequence[str | None], device: torch.device
+                    ) -> torch.Tensor | None:
+        """``(B,)`` ids of the speakers ``names`` (None: the model's first speaker) for a
+        multi-speaker model; None for a single-speaker one."""
+        if not self.speakers:
+            return None
+        what = f"acoustic model {self.path}"
+        ids = [pick_speaker(self.speakers, name, what) or 0 for name in names]
+        return torch.tensor(ids, dtype=torch.long, device=device)
 
     def to_log_mel(self, mels: torch.Tensor) -> torch.Tensor:
         """Model-space mels -> log-mels in the store's units."""
@@ -173,10 +185,33 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def choose_speaker(acoustic: AcousticModel, vocoder: Vocoder, name: str | None,
+                   option: str = "--speaker") -> tuple[str | None, str | None]:
+    """The speaker to speak as, and a note for the user (or None), before any synthesis.
+
+    ``name`` must be one of the acoustic model's speakers (else a
+    :class:`~neurotts.speakers.SpeakerError` listing them; any name on a single-speaker
+    model is one too). No name on a multi-speaker model: its first speaker (the table is
+    sorted), with a note naming it and the others. A multi-speaker vocoder must have the
+    chosen speaker too (:meth:`Vocoder.check_speaker`)."""
+    what = f"acoustic model {acoustic.path}"
+    pick_speaker(acoustic.speakers, name, what, option)
+    note = None
+    if name is None and acoustic.speakers:
+        name = acoustic.speakers[0]
+        note = (f"no {option}: speaking as {name}, the first of the model's "
+                f"{len(acoustic.speakers)} speakers ({', '.join(acoustic.speakers)})")
+    vocoder.check_speaker(name, option)
+    return name, note
+
+
 def synthesize_pieces(ids: list[list[int]], acoustic: AcousticModel, vocoder: Vocoder,
-                      device: torch.device, keep_details: bool = False
-                      ) -> tuple[list[Piece], Timing]:
-    """One batch through both models: all of ``ids`` at once (the caller bounds its size)."""
+                      device: torch.device, keep_details: bool = False,
+                      speakers: Sequence[str | None] | None = None) -> tuple[list[Piece], Timing]:
+    """One batch through both models: all of ``ids`` at once (the caller bounds its size),
+    piece i spoken by ``speakers[i]`` (a multi-speaker model's; None, or no list: its first
+    speaker, see :func:`choose_speaker`)."""
+    speakers = list(speakers) if speakers is not None else [None] * len(ids)
     lengths = torch.tensor([len(x) for x in ids], device=device)
     batch = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long, device=device)
     for i, piece in enumerate(ids):
@@ -186,12 +221,12 @@ def synthesize_pieces(ids: list[list[int]], acoustic: AcousticModel, vocoder: Vo
     t0 = time.perf_counter()
     with torch.inference_mode(), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # hit_max is reported per item below
-        out = acoustic.model.infer(batch, lengths)
+        out = acoustic.model.infer(batch, lengths, acoustic.speaker_ids(speakers, device))
     log_mels = acoustic.to_log_mel(out.mels)  # (B, T, n_mels)
     _sync(device)
     timing.acoustic_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    wavs = vocoder(log_mels, out.mel_lengths)
+    wavs = vocoder(log_mels, out.mel_lengths, speakers)
     _sync(device)
     timing.vocoder_s = time.perf_counter() - t0
     dec_lengths = decoder_lengths(out.mel_lengths, acoustic.cfg.reduction_factor)
@@ -217,9 +252,12 @@ def _join(enc: Encoded, pieces: list[Piece], pause: np.ndarray) -> Synthesized:
 
 def synthesize(inputs: list[Encoded], acoustic: AcousticModel, vocoder: Vocoder,
                device: torch.device, batch_size: int, pause_s: float = 0.25,
-               keep_details: bool = False) -> Iterator[tuple[list[tuple[int, Synthesized]], Timing]]:
-    """Synthesise ``inputs``: all their pieces, in order, ``batch_size`` at a time, so the
-    models never hold more than ``batch_size`` pieces however long an input is. After each
+               keep_details: bool = False, speakers: Sequence[str | None] | None = None
+               ) -> Iterator[tuple[list[tuple[int, Synthesized]], Timing]]:
+    """Synthesise ``inputs``, input i as ``speakers[i]`` (multi-speaker models; None, or no
+    list: the first speaker, see :func:`choose_speaker`): all their pieces, in order,
+    ``batch_size`` at a time, so the models never hold more than ``batch_size`` pieces
+    however long an input is. After each
     batch, yields the inputs it completed, as (index into ``inputs``, utterance with its pieces
     joined by ``pause_s`` of silence), and the batch's timing (pauses count as audio)."""
     order = [(i, j) for i, enc in enumerate(inputs) for j in range(len(enc.ids))]
@@ -229,7 +267,9 @@ def synthesize(inputs: list[Encoded], acoustic: AcousticModel, vocoder: Vocoder,
     for start in range(0, len(order), batch_size):
         chunk = order[start: start + batch_size]
         pieces, timing = synthesize_pieces([inputs[i].ids[j] for i, j in chunk], acoustic,
-                                           vocoder, device, keep_details)
+                                           vocoder, device, keep_details,
+                                           None if speakers is None else
+                                           [speakers[i] for i, _ in chunk])
         completed = []
         for (i, j), piece in zip(chunk, pieces, strict=True):
             pending.setdefault(i, []).append(piece)

@@ -28,6 +28,7 @@ from neurotts.synthesis.engine import (
     SynthesisError,
     Synthesized,
     Timing,
+    choose_speaker,
     encode,
     pick_device,
     seed_rng,
@@ -43,8 +44,9 @@ class SynthesisIncomplete(IncompleteError, RuntimeError):
 
 
 def print_problem(console: Console, kind: str, message: str) -> None:
-    """``error: MESSAGE`` or ``warning: MESSAGE``, the message shown literally (no markup)."""
-    style = "bold red" if kind == "error" else "yellow"
+    """``error: MESSAGE``, ``warning: MESSAGE`` or ``note: MESSAGE``, the message shown
+    literally (no markup)."""
+    style = {"error": "bold red", "warning": "yellow"}.get(kind, "cyan")
     console.print(Text.assemble((f"{kind}:", style), " ", message), highlight=False,
                   soft_wrap=True)
 
@@ -205,7 +207,7 @@ def _stop_on_signals(lines: list[Line]) -> Iterator[None]:
 
 
 def _write_all(cfg: SynthConfig, lines: list[Line], acoustic: AcousticModel, vocoder: Vocoder,
-               device: torch.device, console: Console) -> Timing:
+               device: torch.device, console: Console, speaker: str | None) -> Timing:
     """Synthesise the encoded lines and write each file as soon as it is done; with several
     lines, a progress line (done, rate, ETA) after each batch."""
     todo = [line for line in lines if line.encoded is not None]
@@ -217,7 +219,7 @@ def _write_all(cfg: SynthConfig, lines: list[Line], acoustic: AcousticModel, voc
     with warnings.catch_warnings(record=True) as caught, progress or nullcontext():
         warnings.simplefilter("always")
         for completed, t in synthesize(inputs, acoustic, vocoder, device, cfg.batch_size,
-                                       cfg.pause):
+                                       cfg.pause, speakers=[speaker] * len(inputs)):
             timing.add(t)
             for i, utt in completed:
                 _write_one(todo[i], utt, sr, console)
@@ -305,11 +307,14 @@ def run(cfg: SynthConfig, console: Console) -> list[Path]:
     with _stop_on_signals(lines):
         device = pick_device(cfg.device)
         acoustic = AcousticModel.load(cfg.acoustic, device)
+        vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device, cfg.vocoder)
+        speaker, note = choose_speaker(acoustic, vocoder, cfg.speaker)
+        if note is not None:
+            print_problem(console, "note", note)
         _encode_lines(cfg, lines, acoustic.frontend, console)
         if any(line.encoded is not None for line in lines):
-            vocoder = load_vocoder(cfg.vocoder.path, acoustic.audio, device, cfg.vocoder)
             seed_rng(cfg.seed)
-            timing = _write_all(cfg, lines, acoustic, vocoder, device, console)
+            timing = _write_all(cfg, lines, acoustic, vocoder, device, console, speaker)
     _warn_short(cfg, lines, console)
     written = [line.path for line in lines if line.written]
     console.print(

@@ -112,11 +112,12 @@ def check_resume_config(path: Path, saved: dict[str, Any], cfg: TrainConfig, sto
                             f"on resume ({'; '.join(refused)}): set them back to resume, or use a new "
                             "run.dir")
     same_store = (saved[Key.SYMBOLS] == list(store.symbols) and saved[Key.AUDIO] == to_dict(store.audio)
+                  and list(saved.get(Key.SPEAKERS) or []) == list(store.speakers)
                   and same_tensors(saved.get(Key.MEL_NORM, {}), task.describe().get(Key.MEL_NORM, {})))
     if not same_store:
-        raise TrainingError(f"{path}: was trained on other features (symbols, audio settings or "
-                            f"mel statistics differ from {cfg.data.features}); use the same store "
-                            "to resume, or a new run.dir")
+        raise TrainingError(f"{path}: was trained on other features (symbols, speakers, audio "
+                            f"settings or mel statistics differ from {cfg.data.features}); use "
+                            "the same store to resume, or a new run.dir")
     step = saved[Key.STEP]
     # Not printed: quiet settings (where the run and its data are, how it resumes) and the
     # store's audio settings (checked against the store just above).

@@ -42,7 +42,7 @@ class Tacotron2Task:
         self.store = store
         self.norm = store.mel_norm(train.data.normalize_mels)
         self.gl_iters = train.trainer.media.griffin_lim_iters
-        self.model = build_model(cfg, DataSpec(len(store.symbols), store.audio))
+        self.model = build_model(cfg, DataSpec(len(store.symbols), store.audio, len(store.speakers)))
         graphs = train.trainer.cuda_graphs
         self.graphs = (GraphedDecoder(self.model.decoder, cfg.reduction_factor, graphs)
                        if graphs.enabled else None)
@@ -62,20 +62,25 @@ class Tacotron2Task:
             raise ConfigError("trainer.cuda_graphs.enabled=true supports one process only "
                               "(not torchrun/DDP)")
         out = model(batch.text, batch.text_lengths, batch.mels, batch.mel_lengths,
-                    decode=self.graphs)
+                    decode=self.graphs, speakers=self.speakers(batch.speakers))
         return tacotron2_loss(out, batch.mels, batch.mel_lengths, batch.text_lengths, self.cfg, step)
+
+    def speakers(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """The batch's speaker ids ``(B,)`` for a multi-speaker model, else None."""
+        return ids if self.store.speakers else None
 
     def frames(self, batch: TextMelBatch) -> int:
         return int(batch.mel_lengths.sum())
 
     def describe(self) -> dict[str, Any]:
-        return {Key.MEL_NORM: self.norm.state()}
+        return {Key.MEL_NORM: self.norm.state(), Key.SPEAKERS: list(self.store.speakers)}
 
     @torch.no_grad()
     def log_media(self, model: nn.Module, batch: TextMelBatch, log: TrainLogger, step: int) -> None:
         """Alignment health of the batch; for its first item the teacher-forced alignment and
         mels, and (``griffin_lim_iters`` > 0) audio and a free-running synthesis."""
-        out = model(batch.text, batch.text_lengths, batch.mels, batch.mel_lengths)
+        out = model(batch.text, batch.text_lengths, batch.mels, batch.mel_lengths,
+                    speakers=self.speakers(batch.speakers))
         dec_lengths = decoder_lengths(batch.mel_lengths, self.cfg.reduction_factor)
         metrics = alignment_metrics(out.alignments.float().cpu(), dec_lengths.cpu(),
                                     batch.text_lengths.cpu())
@@ -97,7 +102,8 @@ class Tacotron2Task:
         n_text = int(batch.text_lengths[0])
         with warnings.catch_warnings():  # an unaligned model hits the length guard
             warnings.simplefilter("ignore", RuntimeWarning)
-            synth = model.infer(batch.text[:1, :n_text], batch.text_lengths[:1])
+            synth = model.infer(batch.text[:1, :n_text], batch.text_lengths[:1],
+                                self.speakers(batch.speakers[:1]))
         log.scalars(step, {"synthesis_hit_max": float(synth.hit_max[0]),
                            "synthesis_frames": float(synth.mel_lengths[0])}, "val_alignment")
         log.image("val/synthesis_alignment", plot_alignment(synth.alignments[0, :, :n_text]), step)

@@ -39,7 +39,7 @@ class WaveNetTask:
         self.context = context_frames(cfg)
         self.generate_samples = train.trainer.media.vocoder_samples
         self.fold = train.trainer.media.vocoder_fold
-        self.model = build_model(cfg, DataSpec(len(store.symbols), store.audio))
+        self.model = build_model(cfg, DataSpec(len(store.symbols), store.audio, len(store.speakers)))
 
     def dataset(self, split: str, seed: int) -> AudioWindowDataset:
         return AudioWindowDataset(self.store, self.store.split(split), self.norm, self.window,
@@ -54,16 +54,20 @@ class WaveNetTask:
     def loss(self, model: nn.Module, batch: AudioWindowBatch, step: int
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         inputs, targets = make_io(batch.audio, self.cfg)  # (B, T) each
-        output = model(inputs, batch.mels)  # (B, C_out, T)
+        output = model(inputs, batch.mels, speakers=self.speakers(batch.speakers))  # (B, C_out, T)
         with torch.autocast(device_type=batch.audio.device.type, enabled=False):
             nll = wavenet_loss(self.cfg, output.float(), targets, batch.mask)
         return nll, {"nll": nll}
+
+    def speakers(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """The batch's speaker ids ``(B,)`` for a multi-speaker model, else None."""
+        return ids if self.store.speakers else None
 
     def frames(self, batch: AudioWindowBatch) -> int:
         return int(batch.mask.sum()) // self.cfg.hop_length
 
     def describe(self) -> dict[str, Any]:
-        return {Key.MEL_NORM: self.norm.state()}
+        return {Key.MEL_NORM: self.norm.state(), Key.SPEAKERS: list(self.store.speakers)}
 
     @torch.no_grad()
     def log_media(self, model: nn.Module, batch: AudioWindowBatch, log: TrainLogger, step: int) -> None:
@@ -81,8 +85,10 @@ class WaveNetTask:
         utt = next((u for u in val if u.n_frames >= frames), max(val, key=lambda u: u.n_frames))
         mel = self.norm.normalize_np(self.store.mel(utt.id)[:frames])  # (T, n_mels) in model space
         mels = torch.from_numpy(mel).to(batch.mels.device, batch.mels.dtype)[None]
+        speaker = torch.tensor([self.store.speaker_id(utt)], device=mels.device)
         gen = generate_folded(model, mels, None, self.fold, sr,
-                              generator=torch.Generator(device=mels.device).manual_seed(step))
+                              generator=torch.Generator(device=mels.device).manual_seed(step),
+                              speakers=self.speakers(speaker))
         n = min(mels.shape[1] * hop, self.generate_samples)
         log.audio("val/generated", gen[0, :n], sr, step)
         log.audio("val/target", torch.from_numpy(self.store.audio_float(utt.id)[:n]), sr, step)

@@ -232,14 +232,16 @@ def fold_plans(model: WaveNet, n_frames: list[int], options: GenerateOptions, sa
 
 def generate_folded(model: WaveNet, mels: torch.Tensor, mel_lengths: torch.Tensor | None,
                     options: GenerateOptions, sample_rate: int,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+                    generator: torch.Generator | None = None,
+                    speakers: torch.Tensor | None = None) -> torch.Tensor:
     """Audio ``(B, max frames * hop)`` for ``mels`` (B, T_frames, n_mels) with ``mel_lengths``
     (B,) frames (``None``: all of ``T_frames``), zero past each item's ``frames * hop`` samples.
 
     ``options.fold``: segments per utterance (at most K; ``off``: no folding) or ``auto``
     (:func:`choose_folds`); ``options.overlap_ms`` of cross-fade at each join (in samples at
     ``sample_rate``), faded by ``options.fade``. The rest of ``options`` and ``generator`` go
-    to :func:`generate`, which runs once for all segments of all utterances."""
+    to :func:`generate`, which runs once for all segments of all utterances. ``speakers``
+    (B,) long ids for a multi-speaker vocoder; each segment takes its utterance's."""
     if options.fade not in FADES:
         raise ValueError(f"fade={options.fade!r}: expected one of {', '.join(FADES)}")
     if mel_lengths is None:
@@ -248,17 +250,22 @@ def generate_folded(model: WaveNet, mels: torch.Tensor, mel_lengths: torch.Tenso
     plans = fold_plans(model, n_frames, options, sample_rate, mels.device)
     if all(len(plan) <= 1 for plan in plans):
         # No utterance is cut: the unfolded call itself (same batch, same noise).
-        return generate(model, mels, mel_lengths, options, generator=generator).audio
+        return generate(model, mels, mel_lengths, options, generator=generator,
+                        speakers=speakers).audio
     segments = [seg for plan in plans for seg in plan]
-    audio = generate_segments(model, mels, segments, options, generator)
+    audio = generate_segments(model, mels, segments, options, generator, speakers)
     return join(audio, segments, n_frames, model.cfg.hop_length, options.fade)
 
 
 def generate_segments(model: WaveNet, mels: torch.Tensor, segments: list[Segment],
-                      options: GenerateOptions, generator: torch.Generator | None = None
-                      ) -> torch.Tensor:
+                      options: GenerateOptions, generator: torch.Generator | None = None,
+                      speakers: torch.Tensor | None = None) -> torch.Tensor:
     """All ``segments`` of ``mels`` (B, T_frames, n_mels) in one :func:`generate` call that
-    stops after the longest segment's samples -> ``(S, T_gen)`` raw segment audio."""
+    stops after the longest segment's samples -> ``(S, T_gen)`` raw segment audio; ``speakers``
+    (B,) ids of the utterances (multi-speaker vocoders), each segment taking its item's."""
     batch, lengths = _slices(mels, segments)
     steps = max(s.samples(model.cfg.hop_length) for s in segments)
-    return generate(model, batch, lengths, options, max_samples=steps, generator=generator).audio
+    if speakers is not None:
+        speakers = speakers[torch.tensor([s.item for s in segments], device=speakers.device)]
+    return generate(model, batch, lengths, options, max_samples=steps, generator=generator,
+                    speakers=speakers).audio

@@ -121,6 +121,7 @@ def generate_naive(
     record: bool = False,
     generator: torch.Generator | None = None,
     step_threads: int | None = None,
+    speakers: torch.Tensor | None = None,
 ) -> Generated:
     """Baseline: the full network over the last ``receptive_field`` inputs for each sample.
 
@@ -135,7 +136,7 @@ def generate_naive(
         step_threads = None
     with _eval_mode(model), _intra_op_threads(step_threads):
         lengths, steps = _lengths(model, mels, mel_lengths, max_samples)
-        cond = model.upsample(mels, mel_lengths)[..., :steps]  # (B, C_cond, steps)
+        cond = model.upsample(mels, mel_lengths, speakers)[..., :steps]  # (B, C_cond, steps)
         batch, rf = mels.shape[0], model.receptive_field
         gumbel, logistic = draw_noise(model, steps, batch, temperature, generator, mels.device)
         first = silence_input(model.cfg).to(mels.device)
@@ -201,6 +202,7 @@ def generate(
     record: bool = False,
     generator: torch.Generator | None = None,
     step_threads: int | None = 1,
+    speakers: torch.Tensor | None = None,
 ) -> Generated:
     r"""Cached incremental generation for a batch of utterances.
 
@@ -221,7 +223,9 @@ def generate(
     count, at most one per utterance); the audio does not depend on it. ``options.precision``:
     "fp32", or "bf16" (the C kernel only, on CPUs with AVX512-BF16: weights and the rows
     they multiply rounded to bfloat16, sums and everything between the products in
-    float32; about 1.7x faster, and the samples drawn differ from fp32's).
+    float32; about 1.7x faster, and the samples drawn differ from fp32's). ``speakers`` (B,)
+    long ids, for a multi-speaker vocoder: the speaker enters through the upsampled
+    conditioning (see :mod:`.model`), which every mode reads, so all modes take it.
     """
     options = options or GenerateOptions()
     mode, lib = _backend(model, mels, options.mode, options.precision)
@@ -229,7 +233,7 @@ def generate(
         step_threads = None
     with _eval_mode(model):
         lengths, steps = _lengths(model, mels, mel_lengths, max_samples)
-        cond = model.upsample(mels, mel_lengths)[..., :steps]  # (B, C_cond, steps)
+        cond = model.upsample(mels, mel_lengths, speakers)[..., :steps]  # (B, C_cond, steps)
         batch = mels.shape[0]
         # Per step and utterance: the kernel reads the upsampled conditioning (it projects it
         # itself), the torch steps every layer's projection; both read the noise.

@@ -10,7 +10,15 @@ Structure follows the usual vocoder recipe (r9y9/wavenet_vocoder, Tacotron 2's v
 * head: sum of skips -> ReLU -> 1x1 -> ReLU -> 1x1 -> logits (mu-law, 256-way softmax) or the
   parameters of a discretised mixture of logistics over 16-bit audio (PixelCNN++ style);
 * conditioning: log-mels ``(B, T_frames, n_mels)`` -> a 'same' conv over frames -> learned
-  depthwise transposed convolutions, one per upsample scale, whose product is ``hop_length``.
+  depthwise transposed convolutions, one per upsample scale, whose product is ``hop_length``;
+* several speakers (the store has 2+): global conditioning. A learned vector per speaker,
+  mapped to ``cond_channels``, is added to the upsampled conditioning at every sample, so
+  layer ``k``'s gate input gains ``W_k e_s``: a speaker-dependent bias in every layer's gate,
+  the WaveNet paper's global conditioning ``V_k^T h`` with ``V_k`` factored through the
+  layer's conditioning projection (``V_k = W_k P``). Why there rather than a second 1x1 map
+  per layer: every generation path (cached, folded, torch-op step, CUDA graph, C kernel)
+  reads the upsampled conditioning, so the speaker reaches all of them, exactly as in the
+  teacher-forced pass, without a change to their step code.
 
 Incremental (cached) and naive generation live in :mod:`neurotts.models.wavenet.generate`.
 The model itself knows nothing of devices, optimisers or loggers.
@@ -27,9 +35,16 @@ from torch import nn
 
 from neurotts.audio import mu_law_encode
 from neurotts.config import constrained
-from neurotts.models.layers import sequence_mask
+from neurotts.models.layers import SpeakerEmbedding, sequence_mask
 
 OUTPUT_TYPES = ("mulaw", "mol")
+
+
+@dataclass
+class WaveNetSpeakersConfig:
+    # Width of each speaker's learned vector (used only when the store has 2+ speakers; the
+    # speaker count is the store's, never set here).
+    embedding_dim: int = constrained(16, ge=1)
 
 
 @dataclass
@@ -57,6 +72,7 @@ class WaveNetConfig:
     mol_bits: int = constrained(16, ge=1)  # "mol" likelihood is over 2**mol_bits bins in [-1, 1]
     log_scale_min: float = -16.0  # floor of the logistics' log scale
     dropout: float = constrained(0.0, ge=0, lt=1)  # on each layer's input during training
+    speakers: WaveNetSpeakersConfig = field(default_factory=WaveNetSpeakersConfig)
 
 
 def check_config(cfg: WaveNetConfig) -> None:
@@ -189,10 +205,11 @@ class WaveNet(nn.Module):
     ``T_frames * hop_length``.
     """
 
-    def __init__(self, cfg: WaveNetConfig):
+    def __init__(self, cfg: WaveNetConfig, n_speakers: int = 0):
         super().__init__()
         check_config(cfg)
         self.cfg = cfg
+        self.n_speakers = n_speakers  # 0: a single-speaker vocoder
         self.receptive_field = receptive_field(cfg)
         r = cfg.residual_channels
         if cfg.output == "mulaw":
@@ -208,12 +225,25 @@ class WaveNet(nn.Module):
             nn.ReLU(),
             nn.Conv1d(cfg.skip_channels, output_channels(cfg), 1),
         )
+        if n_speakers > 0:  # after every other module: the same init draws as single-speaker
+            self.speaker_embedding = SpeakerEmbedding(n_speakers, cfg.speakers.embedding_dim,
+                                                      cfg.cond_channels)
 
-    def upsample(self, mels: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """``(B, T_frames, n_mels)`` -> ``(B, cond_channels, T_frames * hop_length)``."""
+    def upsample(self, mels: torch.Tensor, lengths: torch.Tensor | None = None,
+                 speakers: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, T_frames, n_mels)`` -> ``(B, cond_channels, T_frames * hop_length)``, with
+        each item's speaker vector added at every sample (``speakers`` ``(B,)`` long ids, for
+        a multi-speaker model only; see the module docstring)."""
         if mels.dim() != 3 or mels.shape[-1] != self.cfg.n_mels:
             raise ValueError(f"mels must be (B, T_frames, {self.cfg.n_mels}), got {tuple(mels.shape)}")
-        return self.upsampler(mels, lengths)
+        cond = self.upsampler(mels, lengths)
+        if self.n_speakers == 0:
+            if speakers is not None:
+                raise ValueError("this vocoder has no speakers, but speaker ids were given")
+            return cond
+        if speakers is None:
+            raise ValueError(f"this vocoder has {self.n_speakers} speakers: pass speaker ids (B,)")
+        return cond + self.speaker_embedding(speakers).unsqueeze(-1).to(cond.dtype)
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """Previous samples ``(B, T)`` -> residual stream ``(B, R, T)``."""
@@ -235,10 +265,11 @@ class WaveNet(nn.Module):
         return self.head(skips * math.sqrt(1.0 / len(self.layers)))
 
     def forward(
-        self, inputs: torch.Tensor, mels: torch.Tensor, mel_lengths: torch.Tensor | None = None
+        self, inputs: torch.Tensor, mels: torch.Tensor, mel_lengths: torch.Tensor | None = None,
+        speakers: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Teacher-forced pass: ``(B, T)``, ``(B, T_frames, n_mels)`` -> ``(B, C_out, T)``."""
-        return self.forward_upsampled(inputs, self.upsample(mels, mel_lengths))
+        return self.forward_upsampled(inputs, self.upsample(mels, mel_lengths, speakers))
 
 
 # ---------------------------------------------------------------------------------------------
