@@ -31,8 +31,7 @@ from neurotts.serve.stream import (
     Stretch,
     Window,
 )
-from neurotts.serve.timestamps import Word, word_times
-from neurotts.serve.voice import ServedVoice, griffin_lim
+from neurotts.serve.voice import ServedVoice, Word, griffin_lim, word_times
 
 log = logging.getLogger("neurotts.serve")
 

@@ -29,8 +29,9 @@ from neurotts.synthesis.engine import (
     seed_rng,
     synthesize_pieces,
 )
+from neurotts.synthesis.timestamps import Word, to_json, to_webvtt, word_times
 from neurotts.text.frontend import TextFrontend
-from neurotts.text.symbols import EOS, SPACE, default_symbols
+from neurotts.text.symbols import default_symbols
 from neurotts.vocoders import (
     GRIFFIN_LIM,
     GriffinLimModule,
@@ -41,9 +42,10 @@ from neurotts.vocoders import (
 )
 
 __all__ = [
-    "EOS", "SPACE", "AudioConfig", "Encoded", "VocoderConfig", "MelNorm", "SynthesisError", "Tacotron2", "TextFrontend",
+    "AudioConfig", "Encoded", "VocoderConfig", "MelNorm", "SynthesisError", "Tacotron2", "TextFrontend",
     "ServedVoice", "decoder_lengths", "encode", "griffin_lim", "load_voice", "sequential_synthesis",
-    "untrained_checkpoint", "pick_device", "seed_rng", "sequence_mask",
+    "untrained_checkpoint", "pick_device", "seed_rng", "sequence_mask", "Word", "to_json",
+    "to_webvtt", "word_times",
 ]
 
 
