@@ -99,6 +99,7 @@ EXAMPLES: dict[str, list[str]] = {
         'neurotts synth "Hello there." -a runs/two_voices --speaker anna -o anna.wav',
         "neurotts synth -i lines.txt -a runs/taco -o wavs/ max_chars=120",
         "neurotts synth \"Again.\" -a runs/taco -o hello.wav --force",
+        "neurotts synth \"Word times.\" -a runs/taco -o hi.wav --timestamps",
         "neurotts synth --cfg",
     ],
     "eval": [
@@ -400,6 +401,7 @@ def synth(
     seed: Annotated[int | None, typer.Option("--seed", help="Random seed: the same seed gives the same audio.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace existing output files.")] = False,
     speaker: Annotated[list[str] | None, typer.Option("--speaker", help="Speaker of a multi-speaker model (default: its first).")] = None,
+    timestamps: Annotated[bool, typer.Option("--timestamps", help="Also write NAME.vtt and NAME.json (word, start, end) beside each wav.")] = False,
     cfg: PrintCfg = False,
     config_dir: ConfigDir = None,
 ) -> None:
@@ -414,6 +416,7 @@ def synth(
     extra = [f"{key}={hydra_quote(str(value))}" for key, value in options.items() if value is not None]
     extra += [f"seed={seed}"] if seed is not None else []
     extra += ["force=true"] if force else []
+    extra += ["timestamps=true"] if timestamps else []
     config = load("synth", [*(overrides or []), *extra], config_dir, cfg,
                   how={"acoustic": "--acoustic RUN"})
     try:

@@ -234,6 +234,32 @@ def test_recogniser_hears_the_swapped_transcripts_only(tmp_path):
     assert clips[ids[0]]["asr_text"] in (out / "audit.md").read_text()
 
 
+@requires_sample
+def test_word_times_of_the_forced_alignment_follow_the_audio():
+    """Word spans from the audit's alignment (the reference of bench/word_times.py): in order,
+    inside the clip, and 1 s later when 1 s of silence is put in front of the clip."""
+    pytest.importorskip("pocketsphinx")
+    from neurotts.audit.transcript import TranscriptChecker
+    from neurotts.evaluation.asr import to_asr_pcm
+    from neurotts.text.frontend import TextFrontend
+
+    cfg = config(SAMPLE, Path("unused"))
+    row = (SAMPLE / "metadata.csv").read_text(encoding="utf-8").splitlines()[1].split("|")
+    wav, rate = sf.read(SAMPLE / "wavs" / f"{row[0]}.wav", dtype="float32")
+    checker = TranscriptChecker(cfg.transcript)
+    words = checker.words(TextFrontend(cfg.text).normalize(row[2]))
+    spans = checker.word_times(to_asr_pcm(wav, rate), words)
+    placed = [s for s in spans if s is not None]
+    assert len(placed) >= 0.9 * len(words)
+    times = [t for s in placed for t in s]
+    assert times == sorted(times) and times[0] >= 0 and times[-1] <= wav.size / rate + 0.01
+    assert all(end > start for start, end in placed)
+    later = checker.word_times(to_asr_pcm(np.concatenate([np.zeros(rate, np.float32), wav]), rate),
+                               words)
+    shifts = [b[0] - a[0] for a, b in zip(spans, later, strict=True) if a and b]
+    assert len(shifts) >= 0.9 * len(placed) and abs(np.median(shifts) - 1.0) <= 0.02, shifts
+
+
 # ----------------------------------------------------------------------------- --acoustic
 
 
@@ -267,6 +293,15 @@ def test_acoustic_check_flags_the_clip_a_trained_model_cannot_follow(make_corpus
         for key in ("focus", "monotonicity", "coverage", "band_mass"):
             assert 0.0 <= c[f"attention_{key}"] <= 1.0
     assert "teacher-forced loss" in (out / "audit.tsv").read_text()
+    # One clip's teacher-forced attention, as bench/word_times.py reads it: a distribution
+    # over the clip's symbols for each decoder step of its (trimmed) samples.
+    from neurotts.audit.acoustic import AcousticChecker
+
+    checker = AcousticChecker(str(run_dir), "cpu")
+    pcm, ids, align = checker.alignment(root / "wavs" / "S01.wav", texts["S01"])
+    steps = -(-pcm.size // 256 // checker.model.cfg.reduction_factor)
+    assert pcm.dtype == np.int16 and align.shape == (steps, len(ids))
+    np.testing.assert_allclose(align.sum(axis=1), 1.0, atol=1e-4)
 
 
 def _scored(records: dict[str, dict]) -> dict[str, dict]:

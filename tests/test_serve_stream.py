@@ -18,8 +18,8 @@ from neurotts.serve.stream import (
     Stretch,
     postnet_radius,
 )
-from neurotts.serve.timestamps import Word, to_json, to_webvtt, word_times
 from neurotts.serve.voice import VocoderConfig, griffin_lim, load_voice
+from neurotts.synthesis.timestamps import Word, to_json, to_webvtt, word_times
 from tests.serve_support import tiny_checkpoint
 
 

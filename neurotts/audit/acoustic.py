@@ -43,8 +43,9 @@ class AcousticChecker:
         # Records measured with another checkpoint (or step) are measured again.
         self.name = f"{self.model.path}@{self.model.step}"
 
-    def _item(self, wav_path: Path, text: str) -> TextMelItem | str:
-        """The model's input for one clip, or why there is none."""
+    def _item(self, wav_path: Path, text: str) -> tuple[np.ndarray, TextMelItem] | str:
+        """One clip's samples ``(n,)`` int16 and the model's input for it, or why there is
+        none."""
         try:
             pcm = load_clip(wav_path, self.model.audio)
         except AudioError as exc:
@@ -58,7 +59,20 @@ class AcousticChecker:
         with torch.no_grad():
             mel = self.logmel(torch.from_numpy(int16_to_float(pcm)))  # (T, n_mels)
         norm = self.model.norm.normalize(mel)
-        return TextMelItem(torch.tensor(ids, dtype=torch.long), norm)
+        return pcm, TextMelItem(torch.tensor(ids, dtype=torch.long), norm)
+
+    def _batch(self, items: list[tuple[str, Path, str]]
+               ) -> tuple[dict[str, dict[str, Any]], list[tuple[str, TextMelItem]]]:
+        """The clips that can go through the model, and why the others cannot."""
+        out: dict[str, dict[str, Any]] = {}
+        batch: list[tuple[str, TextMelItem]] = []
+        for uid, wav, text in items:
+            item = self._item(Path(wav), text)
+            if isinstance(item, str):
+                out[uid] = {"acoustic_loss": None, "acoustic_error": item}
+            else:
+                batch.append((uid, item[1]))
+        return out, batch
 
     @torch.no_grad()
     def measure(self, items: list[tuple[str, Path, str]],
@@ -67,17 +81,10 @@ class AcousticChecker:
         clip could not be put through the model, with ``acoustic_error`` saying why).
         ``speakers``: each clip's speaker label, for a multi-speaker model (a label the
         model does not have, or none, is measured as its first speaker)."""
-        out: dict[str, dict[str, Any]] = {}
-        batch: list[tuple[str, TextMelItem]] = []
         known = set(self.model.speakers)
         who = {uid: (name if name in known else None)
                for (uid, _, _), name in zip(items, speakers or [None] * len(items), strict=True)}
-        for uid, wav, text in items:
-            item = self._item(Path(wav), text)
-            if isinstance(item, str):
-                out[uid] = {"acoustic_loss": None, "acoustic_error": item}
-            else:
-                batch.append((uid, item))
+        out, batch = self._batch(items)
         if not batch:
             return out
         b = collate_text_mel([it for _, it in batch])
@@ -96,3 +103,16 @@ class AcousticChecker:
             out[uid] = {"acoustic_loss": float(np.float64(loss[k])),
                         **{f"attention_{key}": v for key, v in m.as_dict().items()}}
         return out
+
+    @torch.no_grad()
+    def alignment(self, wav: Path, text: str) -> tuple[np.ndarray, list[int], np.ndarray]:
+        """One clip teacher-forced: its samples as the model sees them ``(n,)`` int16, its
+        symbol ids, and the attention ``(T_dec, T_text)`` (e.g. for word times)."""
+        got = self._item(Path(wav), text)
+        if isinstance(got, str):
+            raise AudioError(f"{wav}: {got}")
+        pcm, item = got
+        dev = self.device
+        res = self.model.model(item.ids[None].to(dev), torch.tensor([len(item.ids)], device=dev),
+                               item.mel[None].to(dev), torch.tensor([len(item.mel)], device=dev))
+        return pcm, item.ids.tolist(), res.alignments[0].float().cpu().numpy()

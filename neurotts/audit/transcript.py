@@ -67,6 +67,8 @@ _LETTER_PHONES = {
 _SUFFIXES = (("'s", ("Z",)), ("s", ("Z",)), ("es", ("IH", "Z")), ("ings", ("IH", "NG", "Z")),
              ("ing", ("IH", "NG")), ("ness", ("N", "AH", "S")), ("ly", ("L", "IY")),
              ("er", ("ER",)), ("ers", ("ER", "Z")))
+# pocketsphinx's feature frames per second (its default frame rate).
+ASR_FRAME_RATE = 100
 # exp() of a segment score below this underflows to 0 in pocketsphinx's Python layer; the
 # deficit of such a segment is at least this over its frames.
 _UNDERFLOW_NATS = 745.0
@@ -178,6 +180,29 @@ class TranscriptChecker:
         if frames == 0:  # only spelled unknown words: nothing to judge
             return {**out, "align_deficit": None, "align_poor_share": None}
         return {**out, "align_deficit": total / frames, "align_poor_share": poor / frames}
+
+    def word_times(self, pcm: np.ndarray, words: list[tuple[str, bool]]
+                   ) -> list[tuple[float, float] | None]:
+        """Where each of ``words`` lies in ``pcm`` (16 kHz int16), from the same forced
+        alignment as :meth:`align`: (start, end) in seconds per word, None for a word the
+        decoder left out or one it had to spell (no dictionary pronunciation: its letters'
+        phones are too loose to place it), and all None when no path fits."""
+        trans = self._grammar(words)
+        final = max((t[1] for t in trans), default=0)
+        out: list[tuple[float, float] | None] = [None] * len(words)
+        if not trans or not self._decode(pcm, trans, final):
+            return out
+        frame_s = 1.0 / ASR_FRAME_RATE
+        segs = [s for s in self._decoder.seg() if not _is_filler(s.word)]
+        k = 0  # next segment
+        for i, (word, known) in enumerate(words):
+            if not known:  # its spelled phones, up to the next dictionary word
+                while k < len(segs) and segs[k].word.startswith(_PHONE_WORD):
+                    k += 1
+            elif k < len(segs) and _ALT_PRON.sub("", segs[k].word) == word:
+                out[i] = (segs[k].start_frame * frame_s, (segs[k].end_frame + 1) * frame_s)
+                k += 1
+        return out
 
     # -- recognition -------------------------------------------------------------------------
 

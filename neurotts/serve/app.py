@@ -47,8 +47,7 @@ from neurotts.serve.batcher import Engine, SentenceJob
 from neurotts.serve.config import ServeConfig
 from neurotts.serve.metrics import Metrics
 from neurotts.serve.stream import Sentence
-from neurotts.serve.timestamps import Word, to_json, to_webvtt
-from neurotts.serve.voice import ServedVoice, SynthesisError
+from neurotts.serve.voice import ServedVoice, SynthesisError, Word, to_json, to_webvtt
 
 log = logging.getLogger("neurotts.serve")
 PAGE = Path(__file__).with_name("static") / "index.html"

@@ -1,12 +1,16 @@
-"""The engine: one thread owns the model and decodes every request's sentences together.
+"""The engine: one thread owns the model and decodes every request's sentences together, a
+second one vocodes what it decodes.
 
 Requests hand in :class:`SentenceJob` s; the engine admits waiting jobs into the decoder's batch
 between steps (up to ``max_batch`` sentences at once), so a new request starts within one
 decoder step instead of waiting for the running ones. After each step, every sentence's newly
-final frames go through the postnet, the speed change and chunked Griffin-Lim (chunks of all
-sentences with the same length are vocoded as one batch), and the audio is handed to the
-job's ``sink`` right away. A cancelled job (client gone) or one past its deadline leaves the
-batch at the next step.
+final frames go through the postnet and the speed change, are cut into chunks, and the chunks
+are handed to the :class:`Vocoding` thread, which runs Griffin-Lim on everything handed in
+since its last round (chunks of the same length as one batch) and gives the audio to each
+job's ``sink`` in order. Decoding and vocoding thus overlap on two cores; the decoder waits
+when more than ``backlog`` chunks are still to vocode, so a busy server does not decode far
+ahead of its audio. A cancelled job (client gone) or one past its deadline leaves the batch at
+the next step, and its chunks not yet vocoded are dropped.
 """
 
 from __future__ import annotations
@@ -31,8 +35,7 @@ from neurotts.serve.stream import (
     Stretch,
     Window,
 )
-from neurotts.serve.timestamps import Word, word_times
-from neurotts.serve.voice import ServedVoice, griffin_lim
+from neurotts.serve.voice import ServedVoice, Word, griffin_lim, word_times
 
 log = logging.getLogger("neurotts.serve")
 
@@ -61,8 +64,101 @@ class SentenceJob:
     samples: int = 0
 
 
+@dataclass(eq=False)
+class _Task:
+    """Work for the vocoding thread, in the job's order: a chunk, a whole sentence, or the
+    job's end (its words, then "end", once its audio is out)."""
+
+    job: SentenceJob
+    window: Window | None = None  # a chunk for Griffin-Lim
+    whole: torch.Tensor | None = None  # (T, n_mels) log-mels for a whole-sentence vocoder
+    words: list[Word] | None = None  # the job's end
+
+
+class Vocoding:
+    """The thread that turns decoded log-mels into audio for the engine."""
+
+    def __init__(self, voice: ServedVoice, backlog: int):
+        self.voice, self.backlog = voice, backlog
+        self._tasks: list[_Task] = []
+        self._cv = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="neurotts-vocoder", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Vocode what was handed in, then end the thread."""
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join()
+
+    def put(self, tasks: list[_Task]) -> None:
+        if tasks:
+            with self._cv:
+                self._tasks += tasks
+                self._cv.notify_all()
+
+    def wait_for_room(self) -> None:
+        """Block while more than ``backlog`` chunks wait (the decoder is ahead of the audio)."""
+        with self._cv:
+            while sum(t.window is not None for t in self._tasks) > self.backlog:
+                self._cv.wait()
+
+    def _run(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cv:
+                    while not self._tasks and not self._stop:
+                        self._cv.wait()
+                    if not self._tasks:
+                        return
+                    tasks, self._tasks = self._tasks, []
+                    self._cv.notify_all()  # room for the decoder
+                try:
+                    self._vocode([t for t in tasks if not t.job.cancelled])
+                except Exception as exc:  # a failure costs these jobs, not the server
+                    log.exception("vocoding failed")
+                    for job in {t.job for t in tasks}:
+                        job.cancelled = True  # its later chunks are dropped
+                        job.sink("error", f"synthesis failed ({type(exc).__name__})")
+
+    def _vocode(self, tasks: list[_Task]) -> None:
+        """``tasks`` in order; one Griffin-Lim call per chunk length (most are alike)."""
+        by_length: dict[int, list[_Task]] = {}
+        for t in tasks:
+            if t.window is not None:
+                by_length.setdefault(t.window.hi - t.window.lo, []).append(t)
+        wavs: dict[int, np.ndarray] = {}
+        for group in by_length.values():
+            assert self.voice.griffin_lim is not None
+            batch = torch.stack([t.window.mels for t in group if t.window is not None])
+            out = griffin_lim(self.voice.griffin_lim, batch).float().cpu().numpy()  # (B, samples)
+            wavs.update((id(t), wav) for t, wav in zip(group, out, strict=True))
+        for t in tasks:
+            job = t.job
+            if t.window is not None:
+                assert job.chunks is not None
+                self._emit(job, job.chunks.accept(t.window, wavs[id(t)]))
+            elif t.whole is not None:  # a vocoder without chunked streaming (WaveNet)
+                mels = t.whole[None]  # (1, T, n_mels)
+                speaker = self.voice.speaker_name(job.sentence.speaker)
+                self._emit(job, self.voice.vocoder(mels, torch.tensor([mels.shape[1]]), [speaker])[0])
+            else:
+                job.sink("words", t.words)
+                job.sink("end", job.samples)
+
+    @staticmethod
+    def _emit(job: SentenceJob, wav: np.ndarray) -> None:
+        if wav.size:
+            job.samples += wav.size
+            job.sink("audio", wav)
+
+
 class Engine:
-    """The decoding thread and its queue of waiting sentences."""
+    """The decoding thread, its queue of waiting sentences, and its vocoding thread."""
 
     def __init__(self, voice: ServedVoice, stream: StreamConfig, max_batch: int, metrics: Metrics):
         self.voice, self.cfg, self.max_batch, self.metrics = voice, stream, max_batch, metrics
@@ -71,6 +167,10 @@ class Engine:
         self._cv = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="neurotts-engine", daemon=True)
+        # Two chunks per sentence of a full batch may wait: enough that the vocoder always
+        # has a batch in hand, few enough that a new request's first chunk is not queued
+        # behind seconds of other requests' audio.
+        self.vocoding = Vocoding(voice, backlog=2 * max_batch)
 
     @property
     def waiting(self) -> int:
@@ -81,14 +181,16 @@ class Engine:
         return len(self._active)
 
     def start(self) -> None:
+        self.vocoding.start()
         self._thread.start()
 
     def stop(self) -> None:
-        """Finish the jobs in hand, then end the thread."""
+        """Finish the jobs in hand, then end the threads."""
         with self._cv:
             self._stop = True
             self._cv.notify()
         self._thread.join()
+        self.vocoding.stop()
 
     def submit(self, jobs: list[SentenceJob]) -> None:
         with self._cv:
@@ -106,10 +208,12 @@ class Engine:
                         return
                     joining = self._admit(self.max_batch - len(self._active))
                 try:
+                    self.vocoding.wait_for_room()
                     self._iterate(decoder, [j for j in joining if not j.cancelled])
                 except Exception as exc:  # a failure costs the jobs in hand, not the server
                     log.exception("engine step failed")
                     for job in self._active:
+                        job.cancelled = True  # its chunks still to vocode are dropped
                         job.sink("error", f"synthesis failed ({type(exc).__name__})")
                     self._active = []
                     decoder = IncrementalDecoder(self.voice.model)
@@ -130,7 +234,7 @@ class Engine:
         return joining
 
     def _iterate(self, decoder: IncrementalDecoder, joining: list[SentenceJob]) -> None:
-        """Admit ``joining``, drop what is cancelled or late, step, and send the audio."""
+        """Admit ``joining``, drop what is cancelled or late, step, and hand on the frames."""
         for job in joining:
             # A postnet call per sentence per step would cost as much as the step itself.
             job.finisher = MelFinisher(self.voice.model, self.voice.to_log_mel, every=16)
@@ -148,54 +252,31 @@ class Engine:
                 job.ended = True
                 self.metrics.cancel("timeout" if late else "disconnect")
                 if late:
+                    job.cancelled = True  # its chunks still to vocode are dropped
                     job.sink("timeout", "the request took longer than its time limit")
         decoder.step()
-        self._send_audio(self._active)
+        tasks = self._tasks(self._active)
         for job in [j for j in self._active if j.sentence.length is not None]:
             self._active.remove(job)
             job.ended = True
-            job.sink("words", self._words(job))
-            job.sink("end", job.samples)
+            tasks.append(_Task(job, words=self._words(job)))
+        self.vocoding.put(tasks)
 
-    def _send_audio(self, jobs: list[SentenceJob]) -> None:
-        """Newly final frames of ``jobs`` -> audio, each job's chunks in order."""
-        pending: list[tuple[SentenceJob, Window]] = []
+    def _tasks(self, jobs: list[SentenceJob]) -> list[_Task]:
+        """Newly final frames of ``jobs`` -> the chunks (or whole sentences) to vocode."""
+        tasks: list[_Task] = []
         for job in jobs:
             assert job.finisher is not None and job.stretch is not None
             done = job.sentence.length is not None
             mels = job.stretch.advance(job.finisher.advance(job.sentence), done)
             if job.chunks is not None:
                 job.chunks.push(mels, done)
-                pending += [(job, w) for w in job.chunks.windows()]
+                tasks += [_Task(job, window=w) for w in job.chunks.windows()]
             else:
                 job.whole.append(mels)
                 if done:
-                    self._vocode_whole(job)
-        # One Griffin-Lim call per window length: most chunks have the same length.
-        by_length: dict[int, list[int]] = {}
-        for k, (_, w) in enumerate(pending):
-            by_length.setdefault(w.hi - w.lo, []).append(k)
-        wavs: dict[int, np.ndarray] = {}
-        assert self.voice.griffin_lim is not None or not pending
-        for ks in by_length.values():
-            batch = torch.stack([pending[k][1].mels for k in ks])  # (B, T_window, n_mels)
-            out = griffin_lim(self.voice.griffin_lim, batch).float().cpu().numpy()
-            wavs.update(zip(ks, out, strict=True))
-        for k, (job, w) in enumerate(pending):
-            assert job.chunks is not None
-            self._emit(job, job.chunks.accept(w, wavs[k]))
-
-    def _vocode_whole(self, job: SentenceJob) -> None:
-        """A vocoder without chunked streaming (WaveNet): the sentence at once."""
-        mels = torch.cat(job.whole)[None]  # (1, T, n_mels)
-        wav = self.voice.vocoder(mels, torch.tensor([mels.shape[1]]),
-                                 [self.voice.speaker_name(job.sentence.speaker)])[0]
-        self._emit(job, wav)
-
-    def _emit(self, job: SentenceJob, wav: np.ndarray) -> None:
-        if wav.size:
-            job.samples += wav.size
-            job.sink("audio", wav)
+                    tasks.append(_Task(job, whole=torch.cat(job.whole)))
+        return tasks
 
     def _words(self, job: SentenceJob) -> list[Word]:
         s = self.voice

@@ -240,10 +240,12 @@ class Window:
     b: int
     hi: int
     mels: torch.Tensor  # (hi - lo, n_mels) log-mels
+    last: bool = False  # the sentence's final chunk (no join after it)
 
 
 class ChunkVocoder:
-    """Cuts a sentence's final log-mels into chunks for Griffin-Lim and joins their audio."""
+    """Cuts a sentence's final log-mels into chunks for Griffin-Lim (:meth:`push`,
+    :meth:`windows`) and joins their audio (:meth:`accept`)."""
 
     def __init__(self, cfg: StreamConfig, hop: int):
         if cfg.crossfade_frames > cfg.context_frames:
@@ -278,16 +280,17 @@ class ChunkVocoder:
             elif b + c > self.n:
                 break
             lo, hi = max(0, a - c), min(self.n, b + c)
-            out.append(Window(lo, a, b, hi, all_mels[lo:hi]))
+            out.append(Window(lo, a, b, hi, all_mels[lo:hi], self.finished and b >= self.n))
             self.planned = b
         return out
 
     def accept(self, w: Window, wav: np.ndarray) -> np.ndarray:
         """``wav`` of window ``w`` (``(hi - lo) * hop`` samples) -> the samples of frames
-        ``a:b``, the previous join cross-faded in; keeps the next join's samples back."""
+        ``a:b``, the previous join cross-faded in; keeps the next join's samples back. Called
+        in window order, possibly from another thread than :meth:`windows` (it reads only
+        ``w`` and the join it keeps)."""
         hop = self.hop
-        last = self.finished and w.b >= self.n
-        x = 0 if last else min(self.cfg.crossfade_frames, w.hi - w.b) * hop
+        x = 0 if w.last else min(self.cfg.crossfade_frames, w.hi - w.b) * hop
         seg = wav[(w.a - w.lo) * hop:(w.b - w.lo) * hop + x].astype(np.float32, copy=True)
         if self.tail is not None and self.tail.size:
             k = min(self.tail.size, seg.size)

@@ -24,6 +24,7 @@ class SynthConfig:
     max_chars: int | None = constrained(ge=1)  # null: each input whole
     max_symbols: int = constrained(ge=2)  # a piece's symbols (EOS included): bounds its decoder
     force: bool = False  # replace existing output files (--force)
+    timestamps: bool = False  # NAME.vtt and NAME.json (word, start, end) beside each wav
     pause: float = constrained(ge=0, le=60)  # seconds
     batch_size: int = constrained(ge=1)
     speaker: str | None = None  # a multi-speaker model's speaker (--speaker); null: its first

@@ -27,6 +27,7 @@ from neurotts.checkpoint import load_trained
 from neurotts.errors import UserError
 from neurotts.models.tacotron2 import Tacotron2, Tacotron2Config, decoder_lengths
 from neurotts.speakers import pick_speaker
+from neurotts.synthesis.timestamps import Word, word_times
 from neurotts.text.chunking import split_text
 from neurotts.text.frontend import TextError, TextFrontend, TextReport
 from neurotts.text.symbols import SPACE
@@ -151,6 +152,7 @@ class Synthesized:
     hit_max: list[bool]
     alignments: list[np.ndarray] = field(default_factory=list)  # (T_dec, T_text) per piece
     mels: list[np.ndarray] = field(default_factory=list)  # (T, n_mels) log-mel per piece
+    starts: list[int] = field(default_factory=list)  # first sample of each piece in ``wav``
 
 
 @dataclass
@@ -247,7 +249,25 @@ def _join(enc: Encoded, pieces: list[Piece], pause: np.ndarray) -> Synthesized:
     utt = Synthesized(enc.text, np.concatenate(joined), enc.pieces, [p.hit_max for p in pieces])
     utt.alignments = [p.alignment for p in pieces if p.alignment is not None]
     utt.mels = [p.mel for p in pieces if p.mel is not None]
+    utt.starts = np.cumsum([0] + [p.wav.size + pause.size for p in pieces[:-1]]).tolist()
     return utt
+
+
+def utterance_words(enc: Encoded, utt: Synthesized, acoustic: AcousticModel) -> list[Word]:
+    """Words of ``utt`` (synthesised with ``keep_details``) in seconds from its start: each
+    piece's words from its attention, shifted by where the piece starts in the joined audio
+    (the pieces before it and the pauses between them)."""
+    if len(utt.alignments) != len(enc.ids) or len(utt.mels) != len(enc.ids):
+        raise ValueError("word times need the alignments and mels of every piece (keep_details)")
+    a, sr = acoustic.audio, acoustic.audio.sample_rate
+    words: list[Word] = []
+    for piece, ids, align, mel, start in zip(enc.pieces, enc.ids, utt.alignments, utt.mels,
+                                             utt.starts, strict=True):
+        symbols = acoustic.frontend.decode(ids)
+        found = word_times(align, piece, symbols, a.hop_length, acoustic.cfg.reduction_factor,
+                           sr, n_frames=mel.shape[0])
+        words += [w.shifted(start / sr) for w in found]
+    return words
 
 
 def synthesize(inputs: list[Encoded], acoustic: AcousticModel, vocoder: Vocoder,

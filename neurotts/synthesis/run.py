@@ -3,6 +3,7 @@ wav file as soon as it is done (the speaking is :mod:`neurotts.synthesis.engine`
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import tempfile
@@ -20,6 +21,7 @@ from rich.text import Text
 from neurotts.audio import save_wav
 from neurotts.config import ConfigError
 from neurotts.errors import IncompleteError, UserError
+from neurotts.files import atomic_write_text
 from neurotts.progress import ItemProgress
 from neurotts.synthesis.config import SynthConfig
 from neurotts.synthesis.engine import (
@@ -33,7 +35,9 @@ from neurotts.synthesis.engine import (
     pick_device,
     seed_rng,
     synthesize,
+    utterance_words,
 )
+from neurotts.synthesis.timestamps import to_json, to_webvtt
 from neurotts.text.frontend import TextFrontend
 from neurotts.vocoders import Vocoder, load_vocoder
 
@@ -70,13 +74,15 @@ def read_inputs(cfg: SynthConfig) -> list[tuple[int, str]]:
     return texts
 
 
-def output_paths(output: str, lines: list[int] | None, force: bool = False) -> list[Path]:
+def output_paths(output: str, lines: list[int] | None, force: bool = False,
+                 companions: tuple[str, ...] = ()) -> list[Path]:
     """Where each input goes, checked before any model work (:class:`SynthesisError` says why
     not). ``output`` ending in ``.wav`` is a file: that file for a TEXT, ``NAME_LLL.wav`` for
     each line LLL of an input file. Without a suffix, with a trailing slash, or naming an
     existing folder, it is a folder holding ``LLL.wav`` (``001.wav`` for a TEXT). Any other
     suffix is refused. ``lines``: the input file's line numbers, ``None`` for a TEXT. An
-    existing file is refused unless ``force``."""
+    existing file is refused unless ``force``. ``companions``: suffixes of files written
+    beside each wav (``.vtt``, ``.json``), checked the same way."""
     if not output.strip():
         raise SynthesisError("-o is empty: name a .wav file or a folder")
     path = Path(output).expanduser()
@@ -93,7 +99,8 @@ def output_paths(output: str, lines: list[int] | None, force: bool = False) -> l
         paths = [path]
     else:
         paths = [path.with_name(f"{path.stem}_{n:0{width}d}.wav") for n in numbers]
-    _check_writable(output, paths, force)
+    _check_writable(output, [*paths, *(p.with_suffix(x) for p in paths for x in companions)],
+                    force)
     return paths
 
 
@@ -219,10 +226,11 @@ def _write_all(cfg: SynthConfig, lines: list[Line], acoustic: AcousticModel, voc
     with warnings.catch_warnings(record=True) as caught, progress or nullcontext():
         warnings.simplefilter("always")
         for completed, t in synthesize(inputs, acoustic, vocoder, device, cfg.batch_size,
-                                       cfg.pause, speakers=[speaker] * len(inputs)):
+                                       cfg.pause, keep_details=cfg.timestamps,
+                                       speakers=[speaker] * len(inputs)):
             timing.add(t)
             for i, utt in completed:
-                _write_one(todo[i], utt, sr, console)
+                _write_one(todo[i], utt, sr, console, acoustic if cfg.timestamps else None)
             for w in caught:
                 if str(w.message) not in shown:
                     shown.add(str(w.message))
@@ -238,20 +246,30 @@ def _write_all(cfg: SynthConfig, lines: list[Line], acoustic: AcousticModel, voc
 SHORT_AUDIO_S = 0.1
 
 
-def _write_one(line: Line, utt: Synthesized, sr: int, console: Console) -> None:
+def _write_one(line: Line, utt: Synthesized, sr: int, console: Console,
+               timed: AcousticModel | None = None) -> None:
+    """The wav of ``line``; with ``timed`` (the acoustic model, for --timestamps) its word
+    times as NAME.vtt and NAME.json beside it."""
     seconds = utt.wav.size / sr
     line.short = seconds < SHORT_AUDIO_S
     with _signals_held():  # a stop lands after the rename: no .part file is left behind
         try:
             line.path.parent.mkdir(parents=True, exist_ok=True)
             save_wav(line.path, utt.wav, sr)  # to NAME.part, then renamed: never half a file
+            if timed is not None:
+                assert line.encoded is not None
+                words = utterance_words(line.encoded, utt, timed)
+                atomic_write_text(line.path.with_suffix(".vtt"), to_webvtt(words))
+                atomic_write_text(line.path.with_suffix(".json"),
+                                  json.dumps(to_json(words), indent=1) + "\n")
         except OSError as exc:
             line.error = f"{line.path}: cannot write ({exc.strerror or exc})"
             print_problem(console, "error", line.error)
             return
         line.written = True
     flag = " (hit max decoder steps)" if any(utt.hit_max) else ""
-    console.print(Text.assemble(f"wrote {line.path} ({seconds:.2f} s)", (flag, "red")),
+    timed_note = " and its .vtt, .json" if timed is not None else ""
+    console.print(Text.assemble(f"wrote {line.path} ({seconds:.2f} s){timed_note}", (flag, "red")),
                   highlight=False, soft_wrap=True)
 
 
@@ -301,7 +319,7 @@ def run(cfg: SynthConfig, console: Console) -> list[Path]:
     cfg.vocoder.check_finite("vocoder.")
     numbered = read_inputs(cfg)
     paths = output_paths(cfg.output, [n for n, _ in numbered] if cfg.input is not None else None,
-                         cfg.force)
+                         cfg.force, (".vtt", ".json") if cfg.timestamps else ())
     lines = [Line(n, text, path) for (n, text), path in zip(numbered, paths, strict=True)]
     timing = Timing()
     with _stop_on_signals(lines):

@@ -1,4 +1,5 @@
-"""Word timings from a Tacotron 2 alignment, and their WebVTT and JSON forms.
+"""Word timings from a Tacotron 2 alignment, and their WebVTT and JSON forms: one home for
+``neurotts synth --timestamps`` and ``neurotts serve``.
 
 Decoder step ``i`` makes mel frames ``i*r .. i*r + r - 1``, i.e. samples from ``i * r * hop``.
 Each step is assigned the symbol it attends to most; the path is made monotonic (a running
@@ -13,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from neurotts.serve.voice import EOS, SPACE
+from neurotts.text.symbols import EOS, SPACE
 
 
 @dataclass
