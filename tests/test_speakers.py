@@ -237,6 +237,53 @@ def test_resume_refuses_another_speaker_table(trained: dict[str, Path], tmp_path
         train(cfg, Console(file=io.StringIO()))
 
 
+def test_a_single_speaker_base_starts_a_multi_speaker_run(trained: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    """``init_from`` a single-speaker run into a two-speaker store: every tensor comes from
+    the base but the speaker embedding ("new"); its projection starts at zero, so at step 0
+    the model computes what the base computes, whoever speaks."""
+    from neurotts.training.init_from import initialise
+    from neurotts.training.tasks import build_task
+
+    store = FeatureStore(trained["store_multi"])
+    cfg = load_train_config(["experiment=tiny", f"data.features={store.root}",
+                             f"run.dir={tmp_path / 'ft'}", f"init_from={trained['single']}",
+                             "trainer.max_steps=1", "trainer.media.griffin_lim_iters=0"])
+    task = build_task(cfg, store)
+    report = initialise(str(cfg.init_from), task.model, "tacotron2", store, True)
+    status = {r.name: (r.status, r.reason) for r in report.rows}
+    speaker_keys = {"speaker_embedding.table.weight", "speaker_embedding.proj.weight",
+                    "speaker_embedding.proj.bias"}
+    assert {n for n, (s, _) in status.items() if s == "new"} == speaker_keys
+    assert all(status[n][1] == "not in base: keeps its fresh init" for n in speaker_keys)
+    # Same symbols: the embedding is "mapped" with every row shared, the rest loaded.
+    assert status.pop("encoder.embedding.weight")[0] == "mapped"
+    assert report.symbols.new() == [] and report.symbols.removed == ()
+    assert {s for n, (s, _) in status.items() if n not in speaker_keys} == {"loaded"}
+    base = ckpt.load_trained(trained["single"], "tacotron2").model.eval()
+    multi = task.model.eval()
+    data = TextMelDataset(store, store.utterances[:3], store.mel_norm(True))
+    text, tl, mels, ml, _ = collate_text_mel([data[i] for i in range(3)])
+    torch.manual_seed(1)  # the prenet's dropout stays on in eval mode
+    want = base(text, tl, mels, ml).mel_after
+    for speaker in range(len(store.speakers)):
+        ids = torch.full((3,), speaker, dtype=torch.long)
+        torch.manual_seed(1)
+        torch.testing.assert_close(multi(text, tl, mels, ml, speakers=ids).mel_after, want)
+    # The run (as `neurotts train` runs it): the table says so, in the folder and checkpoint.
+    from tests.test_training import run
+
+    _, out = run(cfg)
+    assert "new" in out and "speaker_embedding" in out
+    tsv = (tmp_path / "ft" / "init_from.tsv").read_text().splitlines()
+    rows = {line.split("\t")[1]: line.split("\t")[3] for line in tsv[1:]
+            if line.startswith("tensor\t")}
+    assert {n for n, s in rows.items() if s == "new"} == speaker_keys
+    saved = ckpt.load_checkpoint(tmp_path / "ft" / "checkpoints" / "step_00000001.pt")
+    assert saved[ckpt.Key.SPEAKERS] == ["ann", "bob"]
+    assert saved["init_from"]["tensors"] == {"loaded": len(status) - 3, "mapped": 1, "new": 3}
+
+
 def neurotts(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "neurotts.cli", *args], capture_output=True,
