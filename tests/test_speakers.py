@@ -437,17 +437,21 @@ def test_onnx_voice_takes_a_speaker(tmp_path: Path) -> None:
 @pytest.mark.slow
 @requires_sample
 def test_two_speakers_speak_with_their_own_voice(tmp_path: Path) -> None:
-    """bench/speakers.py at its default size (53 short clips per speaker, 800 steps; about 7
-    minutes on one idle core): the speaker shifted 4 semitones up is spoken, on held-out
-    lines, with its spectrum >= 3 semitones above the other's. (Median F0 is in the result
-    too, but a model this small and short-trained smears the harmonics, so pyin finds few
-    voiced frames: see the README's "Several speakers".)"""
+    """bench/speakers.py's corpus cut down (the 21 clips of at most 3 s per speaker, the second
+    speaker 4 semitones up) and 200 steps (about 2 minutes of one idle core): fed the same
+    recorded lines (teacher forcing), the model speaking as ``lj_up4`` puts its spectrum at
+    least 3 semitones above its ``lj`` output. With the speaker id ignored the shift would be
+    0: it was 0.0 at step 50 (the projection starts at zero), 4.2-5.5 from step 100 to 300
+    (the recordings' mels: 4.2). The pitch of free-running synthesis is the bench's figure
+    (README, "Several speakers")."""
     sys.path.insert(0, str(ROOT / "bench"))
     try:
         import speakers as bench
     finally:
         sys.path.remove(str(ROOT / "bench"))
     assert SAMPLE.is_dir()
-    result = bench.run(tmp_path, clips=60, max_seconds=4.0, steps=800, lines=6, extra=[])
-    assert result["training_data_spectral_shift"] == pytest.approx(4.0, abs=0.3)
-    assert result["spectral_shift"] >= 3.0, result
+    info = bench.train_two_speakers(tmp_path, clips=30, max_seconds=3.0, steps=200, extra=[])
+    assert info["clips_per_speaker"] >= 15, info
+    shift = bench.teacher_forced_shift(tmp_path / "run", tmp_path / "store")
+    assert shift["training_data_mel_shift"] == pytest.approx(4.0, abs=0.5), shift
+    assert 3.0 <= shift["teacher_forced_shift"] <= 8.0, shift
