@@ -8,7 +8,8 @@ Both speakers say the same lines, so only the speaker id tells the model which p
 then ``neurotts synth --speaker NAME`` speaks held-out lines (LJSpeech lines that are not in
 the sample) with Griffin-Lim for each speaker, and the two speakers' lines are compared:
 
-* ``semitones``: median F0 (``librosa.pyin``) over the voiced frames of each speaker's lines.
+* ``semitones``: median F0 (``librosa.pyin`` within ``F0_RANGE``) over the voiced frames of
+  each speaker's lines; ``semitones_per_line_median`` pairs the same line of both speakers.
   Target: ``lj_up4`` at least 3 semitones above ``lj`` (the recordings differ by 4). NaN when
   pyin finds no voiced frame: a small model trained minutes smears the harmonics of its mels.
 * ``spectral_shift``: the shift (semitones) that best matches the two speakers' mean log
@@ -19,7 +20,12 @@ Prints progress to stderr and ONE JSON line last on stdout. Run it with one thre
 process (OMP_NUM_THREADS=1) on a shared machine; ``--workdir`` keeps the corpus, store and run
 so that a second call re-measures without retraining (``--steps`` more continue the run).
 
-Usage: python bench/speakers.py [--clips 60] [--max-seconds 4] [--steps 800] [--workdir DIR]
+The recordings' own gap is measured the same way in the same call (and their mels through
+Griffin-Lim: is the vocoder the limit?), and ``teacher_forced_shift`` is the spectral shift of
+the model's output on recorded lines when only the speaker id changes (the slow test's check).
+
+Usage: python bench/speakers.py [--clips 60] [--max-seconds 4] [--steps 800] [--lines 12]
+       [--workdir DIR] [--measure CKPT]
 """
 
 from __future__ import annotations
