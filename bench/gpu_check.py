@@ -1,4 +1,4 @@
-"""Every GPU check of neurotts in one command (``make bench-gpu``), about 8 minutes on one H100.
+"""Every GPU check of neurotts in one command (``make bench-gpu``), about 15 minutes on one H100.
 
 Stages, in order, each under ``timeout --foreground`` with its own cap inside the total budget
 (a stage that fails or runs out of time is recorded and the next one still runs):
@@ -14,6 +14,15 @@ Stages, in order, each under ``timeout --foreground`` with its own cap inside th
 5. ``bench_wavenet``: bench/wavenet_generate.py with short CPU settings; its GPU part measures
    cached generation eager and with a CUDA graph at batch 1/16/64, and a 5 s utterance folded
    as synth does it (``gpu_utterance_rtf``: the WaveNet real-time target).
+6. ``train_small_data`` and ``quality``: does the voice speak sentences it never heard?
+   ``experiment=small_data`` trains on ``--store`` for ``--quality-minutes`` (default 6;
+   stopped by SIGTERM, which saves a checkpoint), then bench/heldout_quality.py synthesises
+   bench/sentences_heldout.txt (24 sentences of our own, none in LJSpeech) with Griffin-Lim
+   and the summary's ``quality`` section gets their CER (pocketsphinx, where installed; else
+   null, and ``python bench/heldout_quality.py --score-only OUT/quality`` scores the kept wavs
+   later), max-decoder-steps hits, attention health and real-time factor; the wavs stay in
+   ``OUT/quality/wavs``. For scale: on the CPU's speak check (bench/speak_check.py) the same
+   recipe's *training* lines, memorised, score what its README section says; these are not.
 
 Writes ``OUT/summary.json`` (rewritten after every stage) and ``OUT/logs/<stage>.log``.
 On the GPU machine (../shared/gpu-kit/README.md), from the project root::
@@ -21,8 +30,9 @@ On the GPU machine (../shared/gpu-kit/README.md), from the project root::
     source .gpu/setup.sh; make bench-gpu PY=python3 STORE=/tmp/store OUT=$OUT/gpu-check
 
 ``--dry-run`` runs the same stages on the CPU at toy sizes (``experiment=tiny``, the bench's
-``--smoke``; the WaveNet bench is skipped: its GPU part is all that is wanted here), so the
-script is known to work before a GPU session spends its minutes on it.
+``--smoke``; the WaveNet bench is skipped: its GPU part is all that is wanted here; the
+small-data run is a few steps and speaks two of the held-out sentences), so the script is
+known to work before a GPU session spends its minutes on it.
 """
 
 from __future__ import annotations
@@ -225,12 +235,44 @@ def stage_wavenet(check: Check) -> None:
         check.write()
 
 
+def stage_quality(check: Check) -> None:
+    """experiment=small_data for --quality-minutes, then the held-out sentences' quality."""
+    dry, run_dir = check.args.dry_run, check.out / "run_small_data"
+    device = "cpu" if dry else "cuda"
+    limit = ["trainer.max_steps=3"] if dry else []
+    cmd = [check.args.python, "-m", "neurotts.cli", "train", "experiment=small_data",
+           f"data.features={check.args.store}", f"run.dir={run_dir}", f"trainer.device={device}",
+           "trainer.precision=auto", "trainer.resume=never", "trainer.media.griffin_lim_iters=0",
+           f"trainer.seed={check.args.seed}", *limit]
+    # The dry run's cap is scaled x3 like every stage's; its steps are what bound it.
+    trained = check.run("train_small_data", cmd, cap=check.args.quality_minutes * 60,
+                        stop_ok=True)
+    steps = read_steps(run_dir)
+    trained.update(steps=max(steps, default=0), steps_per_s=rate(steps, "train/steps_per_s"))
+    out = check.out / "quality"
+    # The newest checkpoint (the one the stop wrote), not the run folder's best.pt: that is the
+    # lowest teacher-forced validation loss, which may be minutes older.
+    newest = sorted(run_dir.glob("checkpoints/step_*.pt"))
+    acoustic = newest[-1] if newest else run_dir
+    cmd = [check.args.python, "bench/heldout_quality.py", "--acoustic", str(acoustic), "--out",
+           str(out), "--device", device, *(["--limit", "2"] if dry else [])]
+    result = check.run("quality", cmd, cap=90)
+    quality = last_json(check.out / result["log"]) if "log" in result else None
+    check.summary["quality"] = {"experiment": "small_data", "train_minutes":
+                                check.args.quality_minutes, "train_steps": trained["steps"],
+                                **(quality or {"error": "no result: see the quality log"}),
+                                "wavs": str((out / "wavs").relative_to(check.out))}
+    check.write()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="prepared feature store (e.g. /tmp/store)")
     parser.add_argument("--out", required=True, help="folder for summary.json and the logs")
     parser.add_argument("--budget", type=float, default=470.0,
-                        help="seconds for everything (x3 with --dry-run)")
+                        help="seconds for everything but the quality stages (x3 with --dry-run)")
+    parser.add_argument("--quality-minutes", type=float, default=6.0,
+                        help="experiment=small_data training time before the quality check")
     parser.add_argument("--train-seconds", type=float, default=120.0)
     parser.add_argument("--eager-steps", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1234)
@@ -241,7 +283,8 @@ def main() -> int:
         args.eager_steps = min(args.eager_steps, 4)
     out = Path(args.out).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    budget = args.budget * (3 if args.dry_run else 1)
+    # The quality stages' own time (training + synthesis) comes on top of --budget.
+    budget = (args.budget + args.quality_minutes * 60 + 90) * (3 if args.dry_run else 1)
     check = Check(args, out, time.monotonic() + budget)
     check.summary.update(environment(args.dry_run), store=str(args.store), stages={})
     check.write()
@@ -250,6 +293,7 @@ def main() -> int:
     run_dir = stage_train(check)
     stage_synth(check, run_dir)
     stage_wavenet(check)
+    stage_quality(check)
     check.summary["seconds"] = round(budget - (check.deadline - time.monotonic()), 1)
     check.write()
     failed = [k for k, v in check.summary["stages"].items() if v["status"] not in ("ok", "skipped")]

@@ -316,7 +316,8 @@ def test_auto_precision_on_this_gpu_turns_tf32_on(tmp_path: Path):
 def test_gpu_check_dry_run_end_to_end(tmp_path: Path):
     """bench/gpu_check.py --dry-run: every stage's command runs for real on the CPU (gpu tests
     collected and skipped, the bench's CUDA rows at toy sizes, two real training runs whose loss
-    curves agree exactly, synthesis to wavs), and the summary says so."""
+    curves agree exactly, synthesis to wavs, the small-data run and its held-out quality
+    section), and the summary says so."""
     import json
     import subprocess
     import sys
@@ -338,3 +339,18 @@ def test_gpu_check_dry_run_end_to_end(tmp_path: Path):
     curve = summary["loss_curve"]
     assert curve["steps_compared"] == 4 and curve["max_abs_diff"] == 0.0  # both eager on CPU
     assert stages["synth"]["wavs"] == ["001.wav", "002.wav"]
+    # The quality section: experiment=small_data trained a few steps, two held-out sentences
+    # spoken and kept, each figure present (an untrained model: the guard ends both).
+    assert [stages[k]["status"] for k in ("train_small_data", "quality")] == ["ok", "ok"]
+    quality = summary["quality"]
+    assert quality["experiment"] == "small_data" and quality["train_steps"] == 3
+    assert quality["sentences"] == 2 and quality["hit_max"] == 2
+    assert 0 <= quality["attention"]["focus"] <= 1 and quality["rtf"] > 0
+    assert sorted(p.name for p in (tmp_path / "out" / quality["wavs"]).glob("*.wav")) == \
+        ["001.wav", "002.wav"]
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError:
+        assert quality["cer"] is None and "not scored" in quality["asr"]
+    else:
+        assert quality["cer"] > 0.5  # an untrained model says nothing recognisable
