@@ -275,6 +275,23 @@ def test_gradient_accumulation_is_the_weighted_sum_of_batch_gradients(store: Pat
     assert any(not torch.equal(a, before[name]) for name, a in model_a.state_dict().items())
 
 
+def test_small_data_recipe_composes_and_trains(store: Path, tmp_path: Path) -> None:
+    """experiment=small_data (the 30-60 minute recipe) composes with its reasoned settings and
+    trains two steps end to end, validation and checkpoint included."""
+    cfg = load_train_config(["experiment=small_data", f"data.features={store}",
+                             f"run.dir={tmp_path / 'run'}", "trainer.device=cpu",
+                             "trainer.max_steps=2", "trainer.val_every=2", "trainer.batch_size=4",
+                             "data.num_workers=0", "trainer.media.griffin_lim_iters=0"])
+    model = model_config(cfg.model)
+    assert model.reduction_factor == 3 and model.decoder.decoder_rnn_dim == 256
+    assert model.loss.guided_attn_weight > 0 and cfg.trainer.schedule.decay == "constant"
+    summary, out = run(cfg)
+    assert summary.step == 2 and "validation loss" in out
+    assert (tmp_path / "run" / "checkpoints" / "step_00000002.pt").is_file()
+    params = sum(p.numel() for p in build_task(cfg, FeatureStore(store)).model.parameters())
+    assert 1.5e6 < params < 3e6  # the quarter-width model the recipe's comments describe
+
+
 def test_teacher_forcing_options_change_what_the_decoder_is_fed_not_the_targets(
         store: Path, tmp_path: Path) -> None:
     """model.teacher_forcing: scheduled sampling feeds the model's own teacher-forced
