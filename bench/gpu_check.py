@@ -265,6 +265,15 @@ def stage_quality(check: Check) -> None:
     check.write()
 
 
+def stage_train_and_synth(check: Check) -> None:
+    stage_synth(check, stage_train(check))
+
+
+# Stage groups in running order (--only picks some, e.g. to rerun one on a GPU machine).
+STAGES = {"tests": stage_tests, "bench": stage_bench, "train": stage_train_and_synth,
+          "wavenet": stage_wavenet, "quality": stage_quality}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="prepared feature store (e.g. /tmp/store)")
@@ -278,7 +287,13 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--dry-run", action="store_true", help="CPU, toy sizes, about a minute")
+    parser.add_argument("--only", default="",
+                        help="comma-separated stage groups to run: tests,bench,train,wavenet,quality")
     args = parser.parse_args()
+    unknown = set(filter(None, args.only.split(","))) - set(STAGES)
+    if unknown:
+        parser.error(f"--only {args.only}: no stage group {', '.join(sorted(unknown))}; "
+                     f"choose from {','.join(STAGES)}")
     if args.dry_run:
         args.eager_steps = min(args.eager_steps, 4)
     out = Path(args.out).resolve()
@@ -288,12 +303,10 @@ def main() -> int:
     check = Check(args, out, time.monotonic() + budget)
     check.summary.update(environment(args.dry_run), store=str(args.store), stages={})
     check.write()
-    stage_tests(check)
-    stage_bench(check)
-    run_dir = stage_train(check)
-    stage_synth(check, run_dir)
-    stage_wavenet(check)
-    stage_quality(check)
+    chosen = set(args.only.split(",")) if args.only else set(STAGES)
+    for name in STAGES:
+        if name in chosen:
+            STAGES[name](check)
     check.summary["seconds"] = round(budget - (check.deadline - time.monotonic()), 1)
     check.write()
     failed = [k for k, v in check.summary["stages"].items() if v["status"] not in ("ok", "skipped")]

@@ -178,6 +178,18 @@ def evaluate(run_dir: Path, scorer: Scorer, step: int) -> dict[str, Any]:
             "hit_max": int(free.hit_max.sum()), "length_ratio": round(ratio, 3)}
 
 
+def cached_baseline(scorer: Scorer, path: Path, gl_iters: int) -> dict[str, Any]:
+    """The recordings' CER, computed once per set of lines (it does not depend on training)."""
+    key = {"uids": scorer.uids, "gl_iters": gl_iters}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("key") == key:
+            return saved["baseline"]
+    baseline = scorer.baseline()
+    path.write_text(json.dumps({"key": key, "baseline": baseline}) + "\n")
+    return baseline
+
+
 # ------------------------------------------------------------------------------ training
 
 
@@ -305,7 +317,7 @@ def main() -> int:
     # Spread over the train split (sorted by id) rather than its first few.
     uids = [train_ids[i] for i in np.linspace(0, len(train_ids) - 1, args.eval_lines).astype(int)]
     scorer = Scorer(store, uids, args.gl_iters, args.work / "wavs" if args.keep_wavs else None)
-    baseline = scorer.baseline()
+    baseline = cached_baseline(scorer, args.work / "baseline.json", args.gl_iters)
     log(f"baseline {baseline}")
     run_dir = args.work / "run"
     if run_dir.exists():

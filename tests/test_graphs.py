@@ -340,11 +340,11 @@ def test_gpu_check_dry_run_end_to_end(tmp_path: Path):
     assert curve["steps_compared"] == 4 and curve["max_abs_diff"] == 0.0  # both eager on CPU
     assert stages["synth"]["wavs"] == ["001.wav", "002.wav"]
     # The quality section: experiment=small_data trained a few steps, two held-out sentences
-    # spoken and kept, each figure present (an untrained model: the guard ends both).
+    # spoken and kept, each figure present (an untrained model stops at once or at the guard).
     assert [stages[k]["status"] for k in ("train_small_data", "quality")] == ["ok", "ok"]
     quality = summary["quality"]
     assert quality["experiment"] == "small_data" and quality["train_steps"] == 3
-    assert quality["sentences"] == 2 and quality["hit_max"] == 2
+    assert quality["sentences"] == 2 and 0 <= quality["hit_max"] <= 2
     assert 0 <= quality["attention"]["focus"] <= 1 and quality["rtf"] > 0
     assert sorted(p.name for p in (tmp_path / "out" / quality["wavs"]).glob("*.wav")) == \
         ["001.wav", "002.wav"]
