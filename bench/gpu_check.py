@@ -21,8 +21,10 @@ Stages, in order, each under ``timeout --foreground`` with its own cap inside th
    and the summary's ``quality`` section gets their CER (pocketsphinx, where installed; else
    null, and ``python bench/heldout_quality.py --score-only OUT/quality`` scores the kept wavs
    later), max-decoder-steps hits, attention health and real-time factor; the wavs stay in
-   ``OUT/quality/wavs``. For scale: on the CPU's speak check (bench/speak_check.py) the same
-   recipe's *training* lines, memorised, score what its README section says; these are not.
+   ``OUT/quality/wavs``. The recipe is meant for phonemes: prepare the store with
+   ``text=arpabet`` (the summary's ``quality.text`` says what the store holds). For scale: the
+   CPU's speak check (bench/speak_check.py) scores the same recipe on its *training* lines,
+   memorised; these sentences are unseen.
 
 Writes ``OUT/summary.json`` (rewritten after every stage) and ``OUT/logs/<stage>.log``.
 On the GPU machine (../shared/gpu-kit/README.md), from the project root::
@@ -235,6 +237,17 @@ def stage_wavenet(check: Check) -> None:
         check.write()
 
 
+def store_text(store: str) -> str | None:
+    """The store's symbol set: the recipe expects arpabet (a store prepared with the GPU kit's
+    plain command is characters, which the summary then says)."""
+    from neurotts.data.store import FeatureStore, StoreError
+
+    try:
+        return FeatureStore(store).text.symbol_set
+    except (StoreError, OSError):
+        return None
+
+
 def stage_quality(check: Check) -> None:
     """experiment=small_data for --quality-minutes, then the held-out sentences' quality."""
     dry, run_dir = check.args.dry_run, check.out / "run_small_data"
@@ -258,7 +271,8 @@ def stage_quality(check: Check) -> None:
            str(out), "--device", device, *(["--limit", "2"] if dry else [])]
     result = check.run("quality", cmd, cap=90)
     quality = last_json(check.out / result["log"]) if "log" in result else None
-    check.summary["quality"] = {"experiment": "small_data", "train_minutes":
+    check.summary["quality"] = {"experiment": "small_data", "text": store_text(check.args.store),
+                                "train_minutes":
                                 check.args.quality_minutes, "train_steps": trained["steps"],
                                 **(quality or {"error": "no result: see the quality log"}),
                                 "wavs": str((out / "wavs").relative_to(check.out))}

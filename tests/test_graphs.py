@@ -349,6 +349,7 @@ def assert_quality_section(summary: dict, out: Path) -> None:
     assert [stages[k]["status"] for k in ("train_small_data", "quality")] == ["ok", "ok"]
     quality = summary["quality"]
     assert quality["experiment"] == "small_data" and quality["train_steps"] == 3
+    assert quality["text"] == "characters"  # what write_store prepares; the recipe wants arpabet
     assert quality["sentences"] == 2 and 0 <= quality["hit_max"] <= 2
     assert 0 <= quality["attention"]["focus"] <= 1 and quality["rtf"] > 0
     assert sorted(p.name for p in (out / quality["wavs"]).glob("*.wav")) == ["001.wav", "002.wav"]
