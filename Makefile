@@ -6,7 +6,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 endif
 PY ?= python
 
-.PHONY: help install test test-fast lint bench bench-gpu demo recipe
+.PHONY: help install test test-fast lint bench bench-gpu speak-check demo recipe
 
 help:  ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -33,8 +33,11 @@ bench:  ## Run the benchmarks (each prints one JSON line)
 	$(PY) bench/train_tacotron2.py
 	$(PY) bench/finetune.py
 
-bench-gpu:  ## Every GPU check (<= 8 min, one H100): STORE=/tmp/store OUT=outputs/gpu-check [DRY_RUN=1: CPU toy run]
-	$(PY) bench/gpu_check.py --store $(or $(STORE),/tmp/store) --out $(or $(OUT),outputs/gpu-check) $(if $(DRY_RUN),--dry-run)
+bench-gpu:  ## Every GPU check (~15 min, one H100): STORE=/tmp/store OUT=outputs/gpu-check [QUALITY_MINUTES=6] [DRY_RUN=1: CPU toy run]
+	$(PY) bench/gpu_check.py --store $(or $(STORE),/tmp/store) --out $(or $(OUT),outputs/gpu-check) --quality-minutes $(or $(QUALITY_MINUTES),6) $(if $(DRY_RUN),--dry-run)
+
+speak-check:  ## Does it speak? CPU training on 48 sample clips, free-running CER of its lines (CPU_SECONDS=2400 [SHORT=1])
+	$(PY) bench/speak_check.py --cpu-seconds $(or $(CPU_SECONDS),2400) $(if $(SHORT),--short) $(if $(WORK),--work $(WORK))
 
 demo:  ## Whole chain with tiny models on CPU (~15 min; proves the chain, not the voice): outputs in demo/
 	bash recipes/demo.sh

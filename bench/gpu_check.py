@@ -1,4 +1,4 @@
-"""Every GPU check of neurotts in one command (``make bench-gpu``), about 8 minutes on one H100.
+"""Every GPU check of neurotts in one command (``make bench-gpu``), about 15 minutes on one H100.
 
 Stages, in order, each under ``timeout --foreground`` with its own cap inside the total budget
 (a stage that fails or runs out of time is recorded and the next one still runs):
@@ -14,6 +14,17 @@ Stages, in order, each under ``timeout --foreground`` with its own cap inside th
 5. ``bench_wavenet``: bench/wavenet_generate.py with short CPU settings; its GPU part measures
    cached generation eager and with a CUDA graph at batch 1/16/64, and a 5 s utterance folded
    as synth does it (``gpu_utterance_rtf``: the WaveNet real-time target).
+6. ``train_small_data`` and ``quality``: does the voice speak sentences it never heard?
+   ``experiment=small_data`` trains on ``--store`` for ``--quality-minutes`` (default 6;
+   stopped by SIGTERM, which saves a checkpoint), then bench/heldout_quality.py synthesises
+   bench/sentences_heldout.txt (24 sentences of our own, none in LJSpeech) with Griffin-Lim
+   and the summary's ``quality`` section gets their CER (pocketsphinx, where installed; else
+   null, and ``python bench/heldout_quality.py --score-only OUT/quality`` scores the kept wavs
+   later), max-decoder-steps hits, attention health and real-time factor; the wavs stay in
+   ``OUT/quality/wavs``. The recipe is meant for phonemes: prepare the store with
+   ``text=arpabet`` (the summary's ``quality.text`` says what the store holds). For scale: the
+   CPU's speak check (bench/speak_check.py) scores the same recipe on its *training* lines,
+   memorised; these sentences are unseen.
 
 Writes ``OUT/summary.json`` (rewritten after every stage) and ``OUT/logs/<stage>.log``.
 On the GPU machine (../shared/gpu-kit/README.md), from the project root::
@@ -21,8 +32,9 @@ On the GPU machine (../shared/gpu-kit/README.md), from the project root::
     source .gpu/setup.sh; make bench-gpu PY=python3 STORE=/tmp/store OUT=$OUT/gpu-check
 
 ``--dry-run`` runs the same stages on the CPU at toy sizes (``experiment=tiny``, the bench's
-``--smoke``; the WaveNet bench is skipped: its GPU part is all that is wanted here), so the
-script is known to work before a GPU session spends its minutes on it.
+``--smoke``; the WaveNet bench is skipped: its GPU part is all that is wanted here; the
+small-data run is a few steps and speaks two of the held-out sentences), so the script is
+known to work before a GPU session spends its minutes on it.
 """
 
 from __future__ import annotations
@@ -225,31 +237,90 @@ def stage_wavenet(check: Check) -> None:
         check.write()
 
 
+def store_text(store: str) -> str | None:
+    """The store's symbol set: the recipe expects arpabet (a store prepared with the GPU kit's
+    plain command is characters, which the summary then says)."""
+    from neurotts.data.store import FeatureStore, StoreError
+
+    try:
+        return FeatureStore(store).text.symbol_set
+    except (StoreError, OSError):
+        return None
+
+
+def stage_quality(check: Check) -> None:
+    """experiment=small_data for --quality-minutes, then the held-out sentences' quality."""
+    dry, run_dir = check.args.dry_run, check.out / "run_small_data"
+    device = "cpu" if dry else "cuda"
+    limit = ["trainer.max_steps=3"] if dry else []
+    cmd = [check.args.python, "-m", "neurotts.cli", "train", "experiment=small_data",
+           f"data.features={check.args.store}", f"run.dir={run_dir}", f"trainer.device={device}",
+           "trainer.precision=auto", "trainer.resume=never", "trainer.media.griffin_lim_iters=0",
+           f"trainer.seed={check.args.seed}", *limit]
+    # The dry run's cap is scaled x3 like every stage's; its steps are what bound it.
+    trained = check.run("train_small_data", cmd, cap=check.args.quality_minutes * 60,
+                        stop_ok=True)
+    steps = read_steps(run_dir)
+    trained.update(steps=max(steps, default=0), steps_per_s=rate(steps, "train/steps_per_s"))
+    out = check.out / "quality"
+    # The newest checkpoint (the one the stop wrote), not the run folder's best.pt: that is the
+    # lowest teacher-forced validation loss, which may be minutes older.
+    newest = sorted(run_dir.glob("checkpoints/step_*.pt"))
+    acoustic = newest[-1] if newest else run_dir
+    cmd = [check.args.python, "bench/heldout_quality.py", "--acoustic", str(acoustic), "--out",
+           str(out), "--device", device, *(["--limit", "2"] if dry else [])]
+    result = check.run("quality", cmd, cap=90)
+    quality = last_json(check.out / result["log"]) if "log" in result else None
+    check.summary["quality"] = {"experiment": "small_data", "text": store_text(check.args.store),
+                                "train_minutes":
+                                check.args.quality_minutes, "train_steps": trained["steps"],
+                                **(quality or {"error": "no result: see the quality log"}),
+                                "wavs": str((out / "wavs").relative_to(check.out))}
+    check.write()
+
+
+def stage_train_and_synth(check: Check) -> None:
+    stage_synth(check, stage_train(check))
+
+
+# Stage groups in running order (--only picks some, e.g. to rerun one on a GPU machine).
+STAGES = {"tests": stage_tests, "bench": stage_bench, "train": stage_train_and_synth,
+          "wavenet": stage_wavenet, "quality": stage_quality}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", required=True, help="prepared feature store (e.g. /tmp/store)")
     parser.add_argument("--out", required=True, help="folder for summary.json and the logs")
     parser.add_argument("--budget", type=float, default=470.0,
-                        help="seconds for everything (x3 with --dry-run)")
+                        help="seconds for everything but the quality stages (x3 with --dry-run)")
+    parser.add_argument("--quality-minutes", type=float, default=6.0,
+                        help="experiment=small_data training time before the quality check")
     parser.add_argument("--train-seconds", type=float, default=120.0)
     parser.add_argument("--eager-steps", type=int, default=40)
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--dry-run", action="store_true", help="CPU, toy sizes, about a minute")
+    parser.add_argument("--only", default="",
+                        help="comma-separated stage groups to run: tests,bench,train,wavenet,quality")
     args = parser.parse_args()
+    unknown = set(filter(None, args.only.split(","))) - set(STAGES)
+    if unknown:
+        parser.error(f"--only {args.only}: no stage group {', '.join(sorted(unknown))}; "
+                     f"choose from {','.join(STAGES)}")
     if args.dry_run:
         args.eager_steps = min(args.eager_steps, 4)
     out = Path(args.out).resolve()
     (out / "logs").mkdir(parents=True, exist_ok=True)
-    budget = args.budget * (3 if args.dry_run else 1)
+    # The quality stages' own time (training + synthesis) comes on top of --budget.
+    budget = (args.budget + args.quality_minutes * 60 + 90) * (3 if args.dry_run else 1)
     check = Check(args, out, time.monotonic() + budget)
     check.summary.update(environment(args.dry_run), store=str(args.store), stages={})
     check.write()
-    stage_tests(check)
-    stage_bench(check)
-    run_dir = stage_train(check)
-    stage_synth(check, run_dir)
-    stage_wavenet(check)
+    chosen = set(args.only.split(",")) if args.only else set(STAGES)
+    for name in STAGES:
+        if name in chosen:
+            STAGES[name](check)
     check.summary["seconds"] = round(budget - (check.deadline - time.monotonic()), 1)
     check.write()
     failed = [k for k, v in check.summary["stages"].items() if v["status"] not in ("ok", "skipped")]

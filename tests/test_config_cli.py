@@ -230,7 +230,7 @@ def test_help_lists_groups_and_choices_from_the_config_tree():
     train = help_of("train")
     assert "model=tacotron2|wavenet" in train
     # Recipes only: experiment/tiny_<model>.yaml are parts picked by ${experiment}_${model}.
-    assert "experiment=tacotron2_ljspeech|tiny|wavenet_ljspeech" in train
+    assert "experiment=small_data|tacotron2_ljspeech|tiny|wavenet_ljspeech" in train
     assert "tiny_tacotron2" not in train
     assert "model.attention.type=location|dca|multihead" in train
     assert "trainer.precision=fp32|bf16|fp16|auto" in train and "model.output=mulaw|mol" in train

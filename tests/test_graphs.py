@@ -316,7 +316,8 @@ def test_auto_precision_on_this_gpu_turns_tf32_on(tmp_path: Path):
 def test_gpu_check_dry_run_end_to_end(tmp_path: Path):
     """bench/gpu_check.py --dry-run: every stage's command runs for real on the CPU (gpu tests
     collected and skipped, the bench's CUDA rows at toy sizes, two real training runs whose loss
-    curves agree exactly, synthesis to wavs), and the summary says so."""
+    curves agree exactly, synthesis to wavs, the small-data run and its held-out quality
+    section), and the summary says so."""
     import json
     import subprocess
     import sys
@@ -326,7 +327,7 @@ def test_gpu_check_dry_run_end_to_end(tmp_path: Path):
     root = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry-run", "--store", str(store),
                            "--out", str(tmp_path / "out")], cwd=root, capture_output=True,
-                          text=True, timeout=900)
+                          text=True, timeout=1200)
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     stages = summary["stages"]
     assert done.returncode == 0, (done.stdout, {k: v["status"] for k, v in stages.items()})
@@ -338,3 +339,47 @@ def test_gpu_check_dry_run_end_to_end(tmp_path: Path):
     curve = summary["loss_curve"]
     assert curve["steps_compared"] == 4 and curve["max_abs_diff"] == 0.0  # both eager on CPU
     assert stages["synth"]["wavs"] == ["001.wav", "002.wav"]
+    assert_quality_section(summary, tmp_path / "out")
+
+
+def assert_quality_section(summary: dict, out: Path) -> None:
+    """The quality section: experiment=small_data trained a few steps, two held-out sentences
+    spoken and kept, each figure present (an untrained model stops at once or at the guard)."""
+    stages = summary["stages"]
+    assert [stages[k]["status"] for k in ("train_small_data", "quality")] == ["ok", "ok"]
+    quality = summary["quality"]
+    assert quality["experiment"] == "small_data" and quality["train_steps"] == 3
+    assert quality["text"] == "characters"  # what write_store prepares; the recipe wants arpabet
+    assert quality["sentences"] == 2 and 0 <= quality["hit_max"] <= 2
+    assert 0 <= quality["attention"]["focus"] <= 1 and quality["rtf"] > 0
+    assert sorted(p.name for p in (out / quality["wavs"]).glob("*.wav")) == ["001.wav", "002.wav"]
+    try:
+        import pocketsphinx  # noqa: F401
+    except ImportError:
+        assert quality["cer"] is None and "not scored" in quality["asr"]
+    else:
+        assert quality["cer"] > 0.5  # an untrained model says nothing recognisable
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run_quality_stages_alone(tmp_path: Path):
+    """--only quality: the small-data run and the held-out sentences' section, nothing else
+    (how a GPU session reruns one stage group)."""
+    import json
+    import subprocess
+    import sys
+
+    store = tmp_path / "store"
+    write_store(store, n=12)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "bench/gpu_check.py", "--dry-run", "--only", "quality",
+                           "--store", str(store), "--out", str(tmp_path / "out")], cwd=root,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert sorted(summary["stages"]) == ["quality", "train_small_data"]
+    assert_quality_section(summary, tmp_path / "out")
+    bad = subprocess.run([sys.executable, "bench/gpu_check.py", "--only", "qualty", "--store",
+                          str(store), "--out", str(tmp_path / "bad")], cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no stage group qualty" in bad.stderr

@@ -275,6 +275,68 @@ def test_gradient_accumulation_is_the_weighted_sum_of_batch_gradients(store: Pat
     assert any(not torch.equal(a, before[name]) for name, a in model_a.state_dict().items())
 
 
+def test_small_data_recipe_composes_and_trains(store: Path, tmp_path: Path) -> None:
+    """experiment=small_data (the 30-60 minute recipe) composes with its reasoned settings and
+    trains two steps end to end, validation and checkpoint included."""
+    cfg = load_train_config(["experiment=small_data", f"data.features={store}",
+                             f"run.dir={tmp_path / 'run'}", "trainer.device=cpu",
+                             "trainer.max_steps=2", "trainer.val_every=2", "trainer.batch_size=4",
+                             "data.num_workers=0", "trainer.media.griffin_lim_iters=0"])
+    model = model_config(cfg.model)
+    assert model.reduction_factor == 3 and model.decoder.decoder_rnn_dim == 256
+    assert model.loss.guided_attn_weight > 0 and cfg.trainer.schedule.decay == "constant"
+    summary, out = run(cfg)
+    assert summary.step == 2 and "validation loss" in out
+    assert (tmp_path / "run" / "checkpoints" / "step_00000002.pt").is_file()
+    params = sum(p.numel() for p in build_task(cfg, FeatureStore(store)).model.parameters())
+    assert 1.5e6 < params < 3e6  # the quarter-width model the recipe's comments describe
+
+
+def test_teacher_forcing_options_change_what_the_decoder_is_fed_not_the_targets(
+        store: Path, tmp_path: Path) -> None:
+    """model.teacher_forcing: scheduled sampling feeds the model's own teacher-forced
+    predictions (all of them at probability 1), noise perturbs the fed frames by its std,
+    the probability ramps as configured, and validation (eval mode) feeds the true frames."""
+    base = config(store, tmp_path / "run")
+    task = build_task(base, FeatureStore(store))
+    items = task.dataset("train", 0)
+    batch = task.collate([items[0], items[1]])
+    model = task.model.train()
+    assert torch.equal(task.fed_frames(model, batch, 10), batch.mels)  # defaults: off
+
+    sampled = build_task(config(store, tmp_path / "run", "model.teacher_forcing.sampling_prob=1.0"),
+                         FeatureStore(store))
+    sampled.model.load_state_dict(model.state_dict())
+    torch.manual_seed(3)
+    fed = sampled.fed_frames(sampled.model, batch, 0)
+    torch.manual_seed(3)  # the same dropout draws as the no-grad pass inside fed_frames
+    with torch.no_grad():
+        own = model(batch.text, batch.text_lengths, batch.mels, batch.mel_lengths).mel_before
+    torch.testing.assert_close(fed, own)
+    assert not torch.allclose(fed, batch.mels)
+
+    noisy = build_task(config(store, tmp_path / "run", "model.teacher_forcing.input_noise=0.5"),
+                       FeatureStore(store))
+    diff = noisy.fed_frames(noisy.model.train(), batch, 0) - batch.mels
+    assert float(diff.std()) == pytest.approx(0.5, rel=0.1)
+
+    ramp = build_task(config(store, tmp_path / "run", "model.teacher_forcing.sampling_prob=0.4",
+                             "model.teacher_forcing.sampling_start=10",
+                             "model.teacher_forcing.sampling_ramp=20"), FeatureStore(store))
+    assert [ramp.sampling_prob(s) for s in (0, 10, 20, 30, 99)] == pytest.approx(
+        [0.0, 0.0, 0.2, 0.4, 0.4])
+
+    # Validation runs the model in eval mode: the loss is that of the true frames.
+    noisy.model.load_state_dict(model.state_dict())
+    model.eval(), noisy.model.eval()
+    torch.manual_seed(1)
+    clean_loss = task.loss(model, batch, 0)[0]
+    torch.manual_seed(1)
+    assert torch.equal(noisy.loss(noisy.model, batch, 0)[0], clean_loss)
+    run(config(store, tmp_path / "trained", "trainer.max_steps=2",
+               "model.teacher_forcing.sampling_prob=0.5", "model.teacher_forcing.input_noise=0.1"))
+
+
 @pytest.mark.slow
 def test_resume_with_gradient_accumulation_reproduces_uninterrupted_run(store: Path,
                                                                         tmp_path: Path) -> None:

@@ -137,6 +137,23 @@ class SpeakersConfig:
 
 
 @dataclass
+class TeacherForcingConfig:
+    """What the decoder is fed during training (the training task reads this; the model only
+    ever sees the frames it is given). Both tricks narrow the gap between teacher-forced
+    training, which always sees true frames, and synthesis, which sees its own."""
+
+    # Gaussian noise of this std (in normalised-mel units) added to the fed frames only.
+    input_noise: float = constrained(0.0, ge=0)
+    # Scheduled sampling, one-pass parallel form (Duckworth et al. 2019): each fed frame is,
+    # with this probability, the model's own teacher-forced prediction of it (no gradient).
+    sampling_prob: float = constrained(0.0, ge=0, le=1)
+    # The probability ramps linearly from 0 to sampling_prob over these steps after
+    # sampling_start (0 = at once).
+    sampling_start: int = constrained(0, ge=0)
+    sampling_ramp: int = constrained(0, ge=0)
+
+
+@dataclass
 class Tacotron2Config:
     name: str = "tacotron2"
     n_mels: int = constrained(ge=1)  # the audio's: interpolated from ${audio.n_mels}
@@ -148,6 +165,7 @@ class Tacotron2Config:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     loss: Tacotron2LossConfig = field(default_factory=Tacotron2LossConfig)
     speakers: SpeakersConfig = field(default_factory=SpeakersConfig)
+    teacher_forcing: TeacherForcingConfig = field(default_factory=TeacherForcingConfig)
 
 
 def decoder_lengths(mel_lengths: torch.Tensor, r: int) -> torch.Tensor:

@@ -61,9 +61,36 @@ class Tacotron2Task:
         if self.graphs is not None and isinstance(model, DistributedDataParallel):
             raise ConfigError("trainer.cuda_graphs.enabled=true supports one process only "
                               "(not torchrun/DDP)")
-        out = model(batch.text, batch.text_lengths, batch.mels, batch.mel_lengths,
+        fed = self.fed_frames(model, batch, step) if model.training else batch.mels
+        out = model(batch.text, batch.text_lengths, fed, batch.mel_lengths,
                     decode=self.graphs, speakers=self.speakers(batch.speakers))
+        # The targets are the true frames whatever the decoder was fed.
         return tacotron2_loss(out, batch.mels, batch.mel_lengths, batch.text_lengths, self.cfg, step)
+
+    def sampling_prob(self, step: int) -> float:
+        """Scheduled-sampling probability at ``step``: 0 before ``sampling_start``, then a
+        linear ramp to ``sampling_prob`` over ``sampling_ramp`` steps."""
+        tf = self.cfg.teacher_forcing
+        if tf.sampling_prob == 0 or step < tf.sampling_start:
+            return 0.0
+        ramp = 1.0 if tf.sampling_ramp == 0 else min((step - tf.sampling_start) / tf.sampling_ramp, 1.0)
+        return tf.sampling_prob * ramp
+
+    def fed_frames(self, model: nn.Module, batch: TextMelBatch, step: int) -> torch.Tensor:
+        """``(B, T_mel, n_mels)`` frames the decoder is fed in training (model.teacher_forcing):
+        the true ones, some swapped for the model's own teacher-forced predictions of them
+        (scheduled sampling; that pass has no gradient), plus Gaussian noise."""
+        tf, fed = self.cfg.teacher_forcing, batch.mels
+        prob = self.sampling_prob(step)
+        if prob > 0:
+            with torch.no_grad():
+                own = model(batch.text, batch.text_lengths, fed, batch.mel_lengths,
+                            speakers=self.speakers(batch.speakers)).mel_before
+            swap = torch.rand(fed.shape[0], fed.shape[1], 1, device=fed.device) < prob  # (B, T, 1)
+            fed = torch.where(swap, own.to(fed.dtype), fed)
+        if tf.input_noise > 0:
+            fed = fed + tf.input_noise * torch.randn_like(fed)
+        return fed
 
     def speakers(self, ids: torch.Tensor) -> torch.Tensor | None:
         """The batch's speaker ids ``(B,)`` for a multi-speaker model, else None."""
