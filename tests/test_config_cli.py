@@ -267,7 +267,7 @@ def test_version_and_short_help():
     [(["train", "trainer.max_step=5"], ["'trainer.max_step'", "did you mean trainer.max_steps?"]),
      (["train", "model=tacotronn"], ["did you mean tacotron2?", "choose one of tacotron2, wavenet"]),
      (["train", "experiment=tinny"],
-      ["did you mean tiny?", "choose one of tacotron2_ljspeech, tiny, wavenet_ljspeech ("]),
+      ["did you mean tiny?", "choose one of small_data, tacotron2_ljspeech, tiny, wavenet_ljspeech ("]),
      (["train", "model.attention.type=dcaa"],
       ["model.attention.type='dcaa': choose one of location, dca, multihead (did you mean dca?)"]),
      (["train", "model.attention.typ=dca"], ["did you mean model.attention.type?"]),
