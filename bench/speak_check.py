@@ -267,6 +267,8 @@ def run_check(args: argparse.Namespace, scorer: Scorer, trainer: Trainer) -> lis
         point.update(evaluate(trainer.run_dir, scorer, trainer.step))
         curve.append(point)
         log(json.dumps(point))
+        with open(args.work / "curve.jsonl", "a") as f:  # survives a run stopped early
+            f.write(json.dumps(point) + "\n")
         mark += args.eval_every_cpu
         if args.stop_at_target and point["free_cer"] <= args.target:
             break
@@ -322,6 +324,7 @@ def main() -> int:
     run_dir = args.work / "run"
     if run_dir.exists():
         subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    (args.work / "curve.jsonl").unlink(missing_ok=True)
     overrides = [f"trainer.cpu_threads={args.threads}", *args.overrides]
     torch.set_num_threads(args.threads)
     trainer = Trainer(store.root, run_dir, overrides, args.work / "train.log")

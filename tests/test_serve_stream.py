@@ -18,7 +18,7 @@ from neurotts.serve.stream import (
     Stretch,
     postnet_radius,
 )
-from neurotts.serve.voice import VocoderConfig, griffin_lim, load_voice
+from neurotts.serve.voice import VocoderConfig, load_voice
 from neurotts.synthesis.timestamps import Word, to_json, to_webvtt, word_times
 from tests.serve_support import tiny_checkpoint
 
@@ -133,7 +133,7 @@ def chunked(voice, mels: torch.Tensor, cfg: StreamConfig, pieces: int) -> np.nda
     for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
         cv.push(mels[a:b], k == pieces - 1)
         for w in cv.windows():
-            out.append(cv.accept(w, griffin_lim(voice.griffin_lim, w.mels[None])[0].numpy()))
+            out.append(cv.accept(w, voice.griffin_lim.unnormalised(w.mels[None])[0].numpy()))
     return np.concatenate(out)
 
 
@@ -148,7 +148,7 @@ def test_streamed_audio_is_close_to_whole_utterance_audio(voice):
         ref = infer(voice.model, ids)
         n = int(ref.mel_lengths[0])
         mels = voice.to_log_mel(ref.mels[0, :n])
-        whole = griffin_lim(voice.griffin_lim, mels[None])[0].numpy()
+        whole = voice.griffin_lim.unnormalised(mels[None])[0].numpy()
         cfg = StreamConfig(16, 96, 8, 2, 16)
         streamed = chunked(voice, mels, cfg, pieces=7)
     assert streamed.shape == whole.shape == (n * voice.hop_length,)

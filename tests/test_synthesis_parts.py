@@ -64,3 +64,23 @@ def test_griffin_lim_batches(audio_cfg):
 def test_griffin_lim_handles_one_frame(audio_cfg):
     out = GriffinLimModule(audio_cfg, n_iter=2)(torch.randn(1, 1, audio_cfg.n_mels) - 4)
     assert out.shape == (1, audio_cfg.hop_length) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("n_iter", [0, 1, 8])
+def test_griffin_lim_is_torchaudios_iteration(audio_cfg, n_iter):
+    """The module's own inverse STFT (irfft + overlap-add) and phase step compute torchaudio's
+    momentum Griffin-Lim from the same zero phase: few iterations stay at float rounding
+    (many amplify rounding in near-silent bins, so the phases drift apart there)."""
+    import torchaudio.functional as AF
+
+    wav = fit_to_hop(speechlike(0.5, audio_cfg.sample_rate, lead_silence=0.0), audio_cfg.hop_length)
+    mel = torch.from_numpy(log_mel(wav, audio_cfg))[None]  # (1, T, n_mels)
+    module = GriffinLimModule(audio_cfg, n_iter=n_iter)
+    linear = torch.clamp(torch.exp(mel) @ module.inverse, min=0.0).transpose(-1, -2)  # (1, F, T)
+    linear = torch.cat([linear, linear[..., -1:]], dim=-1)  # (1, F, T + 1), as the module does
+    ref = AF.griffinlim(linear, module.window, module.n_fft, module.hop_length, module.win_length,
+                        power=1.0, n_iter=n_iter, momentum=module.momentum,
+                        length=mel.shape[1] * module.hop_length, rand_init=False)
+    ours = module.unnormalised(mel)
+    assert ours.shape == ref.shape
+    assert (ours - ref).abs().max() <= 1e-3 * ref.abs().max()

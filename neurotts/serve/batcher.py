@@ -35,7 +35,7 @@ from neurotts.serve.stream import (
     Stretch,
     Window,
 )
-from neurotts.serve.voice import ServedVoice, Word, griffin_lim, word_times
+from neurotts.serve.voice import ServedVoice, Word, word_times
 
 log = logging.getLogger("neurotts.serve")
 
@@ -135,7 +135,7 @@ class Vocoding:
         for group in by_length.values():
             assert self.voice.griffin_lim is not None
             batch = torch.stack([t.window.mels for t in group if t.window is not None])
-            out = griffin_lim(self.voice.griffin_lim, batch).float().cpu().numpy()  # (B, samples)
+            out = self.voice.griffin_lim.unnormalised(batch).float().cpu().numpy()  # (B, samples)
             wavs.update((id(t), wav) for t, wav in zip(group, out, strict=True))
         for t in tasks:
             job = t.job
