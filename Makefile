@@ -36,8 +36,8 @@ bench:  ## Run the benchmarks (each prints one JSON line)
 bench-gpu:  ## Every GPU check (~15 min, one H100): STORE=/tmp/store OUT=outputs/gpu-check [QUALITY_MINUTES=6] [DRY_RUN=1: CPU toy run]
 	$(PY) bench/gpu_check.py --store $(or $(STORE),/tmp/store) --out $(or $(OUT),outputs/gpu-check) --quality-minutes $(or $(QUALITY_MINUTES),6) $(if $(DRY_RUN),--dry-run)
 
-speak-check:  ## Does it speak? CPU training on 48 sample clips, free-running CER of its lines (CPU_SECONDS=2400 [SHORT=1])
-	$(PY) bench/speak_check.py --cpu-seconds $(or $(CPU_SECONDS),2400) $(if $(SHORT),--short) $(if $(WORK),--work $(WORK))
+speak-check:  ## Does it speak? CPU training on 48 sample clips, free-running CER of its lines (CPU_SECONDS=2400 [SEED=N] [SHORT=1])
+	$(PY) bench/speak_check.py --cpu-seconds $(or $(CPU_SECONDS),2400) $(if $(SEED),--seed $(SEED)) $(if $(SHORT),--short) $(if $(WORK),--work $(WORK))
 
 demo:  ## Whole chain with tiny models on CPU (~15 min; proves the chain, not the voice): outputs in demo/
 	bash recipes/demo.sh

@@ -497,6 +497,23 @@ def test_loss_masks_padding_and_weights_guide():
     )
 
 
+
+@pytest.mark.parametrize("kind", ["mse", "l1", "l1+mse"])
+def test_mel_loss_kinds(kind):
+    """model.loss.mel_loss: each term is the masked mean over valid frames and channels of
+    the squared error, the absolute error, or their sum."""
+    model = tiny_model("location", r=2)
+    cfg = model_cfg(model, "location", 2)
+    cfg.loss.mel_loss = kind
+    text, tl, mels, ml = random_batch([5, 9], [12, 7], n_mels=8)
+    out = model(text, tl, mels, ml)
+    _, terms = tacotron2_loss(out, mels, ml, tl, cfg, step=0)
+    valid = torch.cat([(out.mel_before - mels)[0, :12], (out.mel_before - mels)[1, :7]])  # (19, 8)
+    expected = {"mse": (valid ** 2).mean(), "l1": valid.abs().mean()}
+    want = sum(expected[k] for k in kind.split("+"))
+    torch.testing.assert_close(terms["mel_before"], want)
+
+
 # ------------------------------------------------------------------------------ alignment health
 
 

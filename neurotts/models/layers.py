@@ -213,3 +213,20 @@ class SpeakerEmbedding(nn.Module):
         if speakers.dim() != 1:
             raise ValueError(f"speaker ids must be (B,), got {tuple(speakers.shape)}")
         return self.proj(self.table(speakers))  # (B, out_dim)
+
+
+def add_speaker(stream: torch.Tensor, embedding: SpeakerEmbedding | None,
+                speakers: torch.Tensor | None, axis: int, owner: str) -> torch.Tensor:
+    """``stream`` (batch first) with each item's speaker vector added, broadcast over
+    ``axis`` (the time axis: 1 for ``(B, T, D)``, -1 for ``(B, D, T)``). ``embedding`` is
+    None for a single-speaker ``owner`` ("model", "vocoder"), which then refuses ids; a
+    multi-speaker one needs them."""
+    if embedding is None:
+        if speakers is not None:
+            raise ValueError(f"this {owner} has no speakers, but speaker ids were given")
+        return stream
+    if speakers is None:
+        raise ValueError(f"this {owner} has {embedding.table.num_embeddings} speakers: "
+                         "pass speaker ids (B,)")
+    return stream + embedding(speakers).unsqueeze(axis).to(stream.dtype)
+

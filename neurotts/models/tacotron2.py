@@ -36,9 +36,12 @@ from neurotts.models.layers import (
     Prenet,
     SpeakerEmbedding,
     ZoneoutLSTMCell,
+    add_speaker,
     sequence_mask,
 )
 from neurotts.models.loop_linear import LoopLinear
+
+MEL_LOSSES = ("mse", "l1", "l1+mse")
 
 # --------------------------------------------------------------------------------------------
 # Configuration. The defaults are configs/model/tacotron2.yaml's values (a test keeps the two
@@ -121,6 +124,8 @@ class InferenceConfig:
 
 @dataclass
 class Tacotron2LossConfig:
+    # Distance of the predicted frames to the targets, before and after the postnet.
+    mel_loss: str = constrained("mse", choices=MEL_LOSSES)
     # One positive frame per utterance: up-weight it.
     stop_pos_weight: float = constrained(10.0, gt=0)
     guided_attn_weight: float = constrained(1.0, ge=0)  # 0 disables the guide
@@ -547,14 +552,8 @@ class Tacotron2(nn.Module):
                speakers: torch.Tensor | None = None) -> torch.Tensor:
         """Encoder outputs ``(B, T_text, D_mem)``, with each item's speaker vector added
         (see the class docstring) when the model has speakers."""
-        memory = self.encoder(text, text_lengths)
-        if self.n_speakers == 0:
-            if speakers is not None:
-                raise ValueError("this model has no speakers, but speaker ids were given")
-            return memory
-        if speakers is None:
-            raise ValueError(f"this model has {self.n_speakers} speakers: pass speaker ids (B,)")
-        return memory + self.speaker_embedding(speakers).unsqueeze(1).to(memory.dtype)
+        memory = self.encoder(text, text_lengths)  # (B, T_text, D_mem)
+        return add_speaker(memory, getattr(self, "speaker_embedding", None), speakers, 1, "model")
 
     def max_decoder_steps(self, text_lengths: torch.Tensor) -> torch.Tensor:
         """``(B,)`` per-item decoder step limit, scaled with the input length."""
@@ -678,8 +677,8 @@ def tacotron2_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Total loss and its named terms, all in fp32 (autocast is turned off in here).
 
-    mels ``(B, T_mel, n_mels)`` targets; ``step`` drives the guide's decay. Terms: masked MSE
-    before and after the postnet, BCE on the stop token (positive = last real frame, weighted
+    mels ``(B, T_mel, n_mels)`` targets; ``step`` drives the guide's decay. Terms: the masked
+    ``mel_loss`` (MSE, L1 or their sum, each a mean over channels) before and after the postnet, BCE on the stop token (positive = last real frame, weighted
     by ``stop_pos_weight``), and the guided attention loss (reported unweighted).
     """
     lc = cfg.loss
@@ -689,8 +688,13 @@ def tacotron2_loss(
         n_valid = frame_mask.sum().clamp_min(1.0)
         target = mels.float()
 
-        def masked_mse(pred: torch.Tensor) -> torch.Tensor:
-            err = ((pred.float() - target) ** 2).mean(dim=-1)  # (B, T_mel)
+        def mel_distance(pred: torch.Tensor) -> torch.Tensor:
+            diff = pred.float() - target  # (B, T_mel, n_mels)
+            err = diff.new_zeros(diff.shape[:2])  # (B, T_mel), mean over channels
+            if "mse" in lc.mel_loss:
+                err = err + (diff ** 2).mean(dim=-1)
+            if "l1" in lc.mel_loss:
+                err = err + diff.abs().mean(dim=-1)
             return (err * frame_mask).sum() / n_valid
 
         stop_target = F.one_hot((mel_lengths - 1).clamp_min(0), t_mel).float()  # (B, T_mel)
@@ -701,8 +705,8 @@ def tacotron2_loss(
             reduction="none",
         )
         terms = {
-            "mel_before": masked_mse(output.mel_before),
-            "mel_after": masked_mse(output.mel_after),
+            "mel_before": mel_distance(output.mel_before),
+            "mel_after": mel_distance(output.mel_after),
             "stop": (stop_bce * frame_mask).sum() / n_valid,
         }
         dec_lengths = decoder_lengths(mel_lengths, cfg.reduction_factor)

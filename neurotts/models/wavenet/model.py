@@ -35,7 +35,7 @@ from torch import nn
 
 from neurotts.audio import mu_law_encode
 from neurotts.config import constrained
-from neurotts.models.layers import SpeakerEmbedding, sequence_mask
+from neurotts.models.layers import SpeakerEmbedding, add_speaker, sequence_mask
 
 OUTPUT_TYPES = ("mulaw", "mol")
 
@@ -236,14 +236,8 @@ class WaveNet(nn.Module):
         a multi-speaker model only; see the module docstring)."""
         if mels.dim() != 3 or mels.shape[-1] != self.cfg.n_mels:
             raise ValueError(f"mels must be (B, T_frames, {self.cfg.n_mels}), got {tuple(mels.shape)}")
-        cond = self.upsampler(mels, lengths)
-        if self.n_speakers == 0:
-            if speakers is not None:
-                raise ValueError("this vocoder has no speakers, but speaker ids were given")
-            return cond
-        if speakers is None:
-            raise ValueError(f"this vocoder has {self.n_speakers} speakers: pass speaker ids (B,)")
-        return cond + self.speaker_embedding(speakers).unsqueeze(-1).to(cond.dtype)
+        cond = self.upsampler(mels, lengths)  # (B, C_cond, T)
+        return add_speaker(cond, getattr(self, "speaker_embedding", None), speakers, -1, "vocoder")
 
     def embed(self, inputs: torch.Tensor) -> torch.Tensor:
         """Previous samples ``(B, T)`` -> residual stream ``(B, R, T)``."""
