@@ -285,6 +285,7 @@ def test_small_data_recipe_composes_and_trains(store: Path, tmp_path: Path) -> N
     model = model_config(cfg.model)
     assert model.reduction_factor == 3 and model.decoder.decoder_rnn_dim == 256
     assert model.loss.guided_attn_weight > 0 and cfg.trainer.schedule.decay == "constant"
+    assert model.teacher_forcing.input_noise == 0.3  # the speak check's exposure-bias lever
     summary, out = run(cfg)
     assert summary.step == 2 and "validation loss" in out
     assert (tmp_path / "run" / "checkpoints" / "step_00000002.pt").is_file()
