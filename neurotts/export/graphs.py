@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from neurotts.models.attention import AttentionState, DynamicConvolutionAttention, fold_filters
-from neurotts.models.layers import sequence_mask
+from neurotts.models.layers import add_speaker, sequence_mask
 from neurotts.models.tacotron2 import DecoderState, Encoder, Tacotron2, Tacotron2Config
 
 OPSET = 17
@@ -98,8 +98,7 @@ class EncoderGraph(nn.Module):
         mask = sequence_mask(lengths, ids.shape[1])  # (B, T_text)
         x = self.convs(self.embedding(ids), mask)  # (B, T_text, C)
         memory = self.lstm(x, lengths)  # (B, T_text, D_mem)
-        if self.speaker_embedding is not None:  # Tacotron2.encode's speaker vector, (B, 1, D_mem)
-            memory = memory + self.speaker_embedding(speaker).unsqueeze(1)
+        memory = add_speaker(memory, self.speaker_embedding, speaker, 1, "model")  # as Tacotron2.encode
         state = self.decoder.init_state(memory, mask)
         att = state.attention
         utterance = {"keys": att.keys, "values": att.values, "score_bias": att.score_bias,

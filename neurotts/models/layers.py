@@ -229,4 +229,3 @@ def add_speaker(stream: torch.Tensor, embedding: SpeakerEmbedding | None,
         raise ValueError(f"this {owner} has {embedding.table.num_embeddings} speakers: "
                          "pass speaker ids (B,)")
     return stream + embedding(speakers).unsqueeze(axis).to(stream.dtype)
-

@@ -678,8 +678,9 @@ def tacotron2_loss(
     """Total loss and its named terms, all in fp32 (autocast is turned off in here).
 
     mels ``(B, T_mel, n_mels)`` targets; ``step`` drives the guide's decay. Terms: the masked
-    ``mel_loss`` (MSE, L1 or their sum, each a mean over channels) before and after the postnet, BCE on the stop token (positive = last real frame, weighted
-    by ``stop_pos_weight``), and the guided attention loss (reported unweighted).
+    ``mel_loss`` (MSE, L1 or their sum, each a mean over channels) before and after the
+    postnet, BCE on the stop token (positive = last real frame, weighted by
+    ``stop_pos_weight``), and the guided attention loss (reported unweighted).
     """
     lc = cfg.loss
     with torch.autocast(device_type=mels.device.type, enabled=False):
